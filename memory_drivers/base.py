@@ -1,0 +1,802 @@
+"""``BaseMemoryDriver``: the public API, its validation, and the primitives a driver implements.
+
+The public methods (``store``, ``recall``, ...) are written once, here: they check every
+argument, apply defaults, embed text, and define ordering and scoping. They then call a small set
+of primitives (the ``_``-prefixed abstract methods) that a driver implements in its backend's
+language. A primitive receives only validated values and must be atomic: either all of its
+write happens or none.
+
+Ordering, the same on every driver:
+
+- vector recall: cosine similarity, highest first;
+- keyword recall: share of the query's terms found, highest first;
+- no query: newest first;
+- ties: newer ``created_at`` first, then ``id`` ascending.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from itertools import islice
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from . import validation as check
+from .config import Settings, get_settings
+from .embeddings import Embedder, check_vectors, get_embedder
+from .errors import (
+    DriverClosedError,
+    EmbedderMismatchError,
+    EmbeddingError,
+    MemoryDriverError,
+    NotFoundError,
+    ValidationError,
+    did_you_mean,
+)
+from .models import (
+    Association,
+    CleanupResult,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    KnowledgeHit,
+    Memory,
+    MemoryFilter,
+    MemoryInput,
+    RecallHit,
+    RelatedMemory,
+)
+from .text import chunk_text, document_terms, query_terms
+
+__all__ = [
+    "RECALL_FILTERS",
+    "BaseMemoryDriver",
+    "KnowledgeRecord",
+    "MemoryRecord",
+    "MemorySearch",
+    "hit_order",
+]
+
+log = logging.getLogger(__name__)
+
+#: The keyword-only filters ``recall`` accepts, beyond its positional parameters.
+RECALL_FILTERS = (
+    "memory_types",
+    "tags",
+    "tag_mode",
+    "exclude_tags",
+    "since",
+    "until",
+    "min_importance",
+    "metadata",
+)
+
+_INPUT_FIELDS = tuple(MemoryInput.model_fields)
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """A validated memory with what a backend indexes: its unit vector and keyword terms."""
+
+    memory: Memory
+    vector: np.ndarray
+    terms: str
+
+
+@dataclass(frozen=True)
+class KnowledgeRecord:
+    """A validated knowledge chunk with its unit vector."""
+
+    chunk: KnowledgeChunk
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class MemorySearch:
+    """A validated recall, as drivers receive it.
+
+    ``mode`` is ``"vector"`` (``vector`` is set), ``"keyword"`` (``terms`` is set) or
+    ``"recent"``. ``top_k=None`` means every match (cleanup uses it).
+    """
+
+    filter: MemoryFilter
+    top_k: int | None
+    mode: Literal["vector", "keyword", "recent"]
+    vector: np.ndarray | None = None
+    terms: tuple[str, ...] | None = None
+
+
+def hit_order(hit: RecallHit) -> tuple[float, float, str]:
+    """Sort key giving the shared order of recall hits (see the module docstring)."""
+    score = -hit.score if hit.score is not None else 0.0
+    return (score, -hit.memory.created_at.timestamp(), hit.memory.id)
+
+
+def _related_order(item: RelatedMemory) -> tuple[float, str, str, float, str]:
+    return (
+        -item.strength,
+        item.relationship_type,
+        item.direction,
+        -item.memory.created_at.timestamp(),
+        item.memory.id,
+    )
+
+
+class BaseMemoryDriver(ABC):
+    """One long-term memory API; subclasses implement the primitives for one backend.
+
+    ``settings`` default to :func:`~memory_drivers.config.get_settings`; ``embedder`` defaults
+    to the one the settings describe. A store remembers which embedder made its vectors and
+    refuses to open with another one (see :meth:`reembed`).
+    """
+
+    #: The registry name of the driver ("sqlite", "pgvector", ...).
+    name: ClassVar[str] = "base"
+
+    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None):
+        self.settings = settings or get_settings()
+        self._embedder = embedder
+        self._closed = False
+
+    # ------------------------------------------------------------------ embedder
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder this driver embeds with."""
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    def _attach_embedder(self, *, allow_mismatch: bool = False) -> None:
+        """Stamp a new store with the embedder, or check an existing store's stamp.
+
+        Drivers call this once their store is open.
+        """
+        info = self._read_store_info()
+        current = {"embedder": self.embedder.name, "dimension": str(self.embedder.dimension)}
+        if info.get("reembed_target") and not allow_mismatch:
+            raise EmbedderMismatchError(
+                f"re-embedding this store with {info['reembed_target']!r} was interrupted, so "
+                "its vectors are mixed. Finish it with: memory-drivers reembed"
+            )
+        if "embedder" not in info:
+            self._write_store_info(current)
+        elif (info["embedder"], info.get("dimension")) != (current["embedder"],
+                                                          current["dimension"]):
+            if allow_mismatch:
+                return
+            raise EmbedderMismatchError(
+                f"this store's vectors were made by {info['embedder']!r} "
+                f"({info.get('dimension')} dimensions), but the configured embedder is "
+                f"{current['embedder']!r} ({current['dimension']} dimensions). Either configure "
+                f"the store's embedder again (EMBEDDING_MODEL / EMBEDDING_PROVIDER), or re-embed "
+                "every memory with the new one: memory-drivers reembed"
+            )
+
+    def _embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            vectors = self.embedder.embed_documents(list(texts))
+        except MemoryDriverError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"embedder {self.embedder.name!r} failed: {exc}") from exc
+        return check_vectors(vectors, len(texts), self.embedder)
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        try:
+            vector = self.embedder.embed_query(text)
+        except MemoryDriverError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"embedder {self.embedder.name!r} failed: {exc}") from exc
+        return check_vectors(vector, 1, self.embedder)[0]
+
+    # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DriverClosedError(
+                f"this {self.name} driver was closed; open a new one "
+                "(get_memory_driver() returns an open one)"
+            )
+
+    def _memory_from_input(self, item: Any) -> Memory:
+        if isinstance(item, Memory):
+            item = item.model_dump()
+        if isinstance(item, MemoryInput):
+            item = item.model_dump()
+        if not isinstance(item, Mapping):
+            raise ValidationError(
+                f"each item must be a dict, a MemoryInput or a Memory, got {type(item).__name__}"
+            )
+        unknown = sorted(set(item) - set(_INPUT_FIELDS))
+        if unknown:
+            raise ValidationError(
+                f"unknown field {unknown[0]!r}.{did_you_mean(str(unknown[0]), _INPUT_FIELDS)} "
+                f"Known fields: {', '.join(_INPUT_FIELDS)}"
+            )
+        s = self.settings
+        created = item.get("created_at")
+        created = check.timestamp(created, "created_at") if created is not None else check.utcnow()
+        updated = item.get("updated_at")
+        updated = check.timestamp(updated, "updated_at") if updated is not None else created
+        given_id = item.get("id")
+        mtype = item.get("memory_type")
+        importance = item.get("importance")
+        return Memory(
+            id=check.memory_id(given_id, "id") if given_id is not None else str(uuid.uuid4()),
+            user_id=check.identifier(item.get("user_id"), "user_id"),
+            conversation_id=check.identifier(
+                item.get("conversation_id"), "conversation_id", optional=True
+            ),
+            content=check.content(item.get("content"), s.memory_max_content_length),
+            memory_type=check.memory_type(
+                s.memory_default_type if mtype is None else mtype, s.memory_types
+            ),
+            tags=check.tags(item.get("tags")),
+            importance=0.5 if importance is None else check.importance(importance),
+            metadata=check.metadata(item.get("metadata")),
+            source=check.identifier(item.get("source"), "source", optional=True),
+            created_at=created,
+            updated_at=updated,
+        )
+
+    def _filter(self, **values: Any) -> MemoryFilter:
+        s = self.settings
+        since = values.get("since")
+        until = values.get("until")
+        since = check.timestamp(since, "since") if since is not None else None
+        until = check.timestamp(until, "until") if until is not None else None
+        if since is not None and until is not None and since >= until:
+            raise ValidationError(f"since ({since.isoformat()}) must be before until "
+                                  f"({until.isoformat()})")
+        tag_mode = values.get("tag_mode", "any")
+        if tag_mode not in ("any", "all"):
+            raise ValidationError(f"tag_mode must be 'any' or 'all', got {tag_mode!r}")
+        min_importance = values.get("min_importance")
+        return MemoryFilter(
+            user_id=check.identifier(values.get("user_id"), "user_id", optional=True),
+            conversation_id=check.identifier(
+                values.get("conversation_id"), "conversation_id", optional=True
+            ),
+            memory_types=check.string_list(
+                values.get("memory_types"),
+                "memory_types",
+                lambda t: check.memory_type(t, s.memory_types, "memory_types item"),
+            ),
+            tags=check.string_list(
+                values.get("tags"), "tags", lambda t: check.identifier(t, "each of tags")
+            ),
+            tag_mode=tag_mode,
+            exclude_tags=check.string_list(
+                values.get("exclude_tags"),
+                "exclude_tags",
+                lambda t: check.identifier(t, "each of exclude_tags"),
+            ),
+            since=since,
+            until=until,
+            min_importance=(
+                check.importance(min_importance, "min_importance")
+                if min_importance is not None
+                else None
+            ),
+            metadata=check.metadata_filter(values.get("metadata")),
+        )
+
+    # ------------------------------------------------------------------ memories
+    def store(
+        self,
+        user_id: str,
+        content: str,
+        conversation_id: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        memory_type: str | None = None,
+        importance: float | None = None,
+        source: str | None = None,
+    ) -> Memory:
+        """Store one memory for ``user_id`` and return it (with its new ``id``)."""
+        item = {
+            "user_id": user_id,
+            "content": content,
+            "conversation_id": conversation_id,
+            "tags": tags,
+            "metadata": metadata,
+            "memory_type": memory_type,
+            "importance": importance,
+            "source": source,
+        }
+        return self.store_many([item])[0]
+
+    def store_many(self, items: Iterable[Mapping[str, Any] | MemoryInput | Memory]) -> list[Memory]:
+        """Store many memories: one batched embedding call, one transaction, all or nothing.
+
+        Each item takes the arguments of :meth:`store`, plus ``id``, ``created_at`` and
+        ``updated_at`` for imports. Returns the memories in the order given.
+        """
+        self._check_open()
+        items = list(items)
+        memories = []
+        for index, item in enumerate(items):
+            try:
+                memories.append(self._memory_from_input(item))
+            except ValidationError as exc:
+                if len(items) == 1:
+                    raise
+                raise ValidationError(f"item #{index}: {exc}; nothing was stored") from None
+        if not memories:
+            return []
+        ids = [m.id for m in memories]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise ValidationError(f"the id {duplicate} appears twice in one batch")
+        vectors = self._embed_documents([m.content for m in memories])
+        records = [
+            MemoryRecord(m, vectors[i], document_terms(m.content)) for i, m in enumerate(memories)
+        ]
+        self._insert_memories(records)
+        return memories
+
+    def get(self, memory_id: str, user_id: str | None = None) -> Memory | None:
+        """The memory with this id, or None if there is none (or it belongs to another user)."""
+        self._check_open()
+        mid = check.memory_id(memory_id)
+        user = check.identifier(user_id, "user_id", optional=True)
+        return self._get_memories([mid], user).get(mid)
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        user_id: str | None = None,
+        content: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        importance: float | None = None,
+        memory_type: str | None = None,
+    ) -> Memory:
+        """Change the given fields (``tags`` and ``metadata`` are replaced whole).
+
+        A new ``content`` is re-embedded. Raises :class:`NotFoundError` when the memory does not
+        exist or belongs to another user.
+        """
+        self._check_open()
+        mid = check.memory_id(memory_id)
+        user = check.identifier(user_id, "user_id", optional=True)
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = check.content(content, self.settings.memory_max_content_length)
+        if tags is not None:
+            changes["tags"] = check.tags(tags)
+        if metadata is not None:
+            changes["metadata"] = check.metadata(metadata)
+        if importance is not None:
+            changes["importance"] = check.importance(importance)
+        if memory_type is not None:
+            changes["memory_type"] = check.memory_type(memory_type, self.settings.memory_types)
+        if not changes:
+            current = self._get_memories([mid], user).get(mid)
+            if current is None:
+                raise NotFoundError(_not_found(mid, user))
+            return current
+        vector = terms = None
+        if "content" in changes:
+            vector = self._embed_documents([changes["content"]])[0]
+            terms = document_terms(changes["content"])
+        changes["updated_at"] = check.utcnow()
+        updated = self._update_memory(mid, user, changes, vector, terms)
+        if updated is None:
+            raise NotFoundError(_not_found(mid, user))
+        return updated
+
+    def delete(self, memory_id: str, user_id: str | None = None) -> bool:
+        """Delete a memory (and its associations). False if there was none for this user."""
+        self._check_open()
+        mid = check.memory_id(memory_id)
+        user = check.identifier(user_id, "user_id", optional=True)
+        return bool(self._delete_memories([mid], user))
+
+    def recall(
+        self,
+        user_id: str,
+        conversation_id: str | None = None,
+        query: str | None = None,
+        top_k: int = 10,
+        use_vector: bool = True,
+        exclude_tags: list[str] | None = None,
+        *,
+        memory_types: list[str] | None = None,
+        tags: list[str] | None = None,
+        tag_mode: Literal["any", "all"] = "any",
+        since: Any = None,
+        until: Any = None,
+        min_importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **unknown: Any,
+    ) -> list[RecallHit]:
+        """Recall up to ``top_k`` of ``user_id``'s memories that pass every filter.
+
+        With a ``query``, vector search ranks by meaning (``use_vector=False``: keyword search
+        ranks by shared terms); without one, the newest come first. Filters apply before
+        ``top_k`` is cut. See :class:`~memory_drivers.models.MemoryFilter` for each filter.
+        """
+        self._check_open()
+        if unknown:
+            name = sorted(unknown)[0]
+            known = ("conversation_id", "query", "top_k", "use_vector", *RECALL_FILTERS)
+            raise ValidationError(
+                f"unknown recall filter {name!r}.{did_you_mean(name, known)} "
+                f"Known: {', '.join(known)}"
+            )
+        memory_filter = self._filter(
+            user_id=check.identifier(user_id, "user_id"),
+            conversation_id=conversation_id,
+            memory_types=memory_types,
+            tags=tags,
+            tag_mode=tag_mode,
+            exclude_tags=exclude_tags,
+            since=since,
+            until=until,
+            min_importance=min_importance,
+            metadata=metadata,
+        )
+        k = check.top_k(top_k)
+        if not isinstance(use_vector, bool):
+            raise ValidationError(f"use_vector must be True or False, got {use_vector!r}")
+        if query is None:
+            return self._search_memories(MemorySearch(memory_filter, k, "recent"))
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError(
+                "query must be a non-empty string, or None to list the most recent memories"
+            )
+        if use_vector:
+            vector = self._embed_query(query)
+            return self._search_memories(MemorySearch(memory_filter, k, "vector", vector=vector))
+        terms = query_terms(query)
+        if not terms:
+            return []
+        return self._search_memories(MemorySearch(memory_filter, k, "keyword", terms=terms))
+
+    def count(self, user_id: str | None = None) -> int:
+        """How many memories ``user_id`` has (every user's when None). Knowledge is separate."""
+        self._check_open()
+        return self._count_memories(check.identifier(user_id, "user_id", optional=True))
+
+    def iter_memories(self, user_id: str | None = None, *, batch_size: int = 500) -> Iterator[Memory]:
+        """Every memory (of ``user_id``, or of everyone), oldest first, read in batches."""
+        self._check_open()
+        user = check.identifier(user_id, "user_id", optional=True)
+        return self._iter_memories(user, check.top_k(batch_size, "batch_size"))
+
+    def cleanup(
+        self,
+        user_id: str | None = None,
+        max_age_days: float | None = None,
+        min_importance: float | None = None,
+        dry_run: bool = True,
+    ) -> CleanupResult:
+        """Remove memories older than ``max_age_days`` and/or with importance below
+        ``min_importance`` (both must hold when both are given).
+
+        ``dry_run=True`` (the default) only reports what would go.
+        """
+        self._check_open()
+        user = check.identifier(user_id, "user_id", optional=True)
+        if max_age_days is None and min_importance is None:
+            raise ValidationError(
+                "cleanup needs max_age_days, min_importance or both; it never removes everything"
+            )
+        until = None
+        if max_age_days is not None:
+            if (
+                isinstance(max_age_days, bool)
+                or not isinstance(max_age_days, int | float)
+                or not math.isfinite(max_age_days)
+                or max_age_days < 0
+            ):
+                raise ValidationError(f"max_age_days must be a number >= 0, got {max_age_days!r}")
+            until = check.utcnow() - timedelta(days=max_age_days)
+        below = check.importance(min_importance, "min_importance") if min_importance is not None \
+            else None
+        if not isinstance(dry_run, bool):
+            raise ValidationError(f"dry_run must be True or False, got {dry_run!r}")
+        memory_filter = MemoryFilter(user_id=user, until=until, importance_below=below)
+        hits = self._search_memories(MemorySearch(memory_filter, None, "recent"))
+        memories = [hit.memory for hit in hits]
+        if not dry_run and memories:
+            self._delete_memories([m.id for m in memories], user)
+        return CleanupResult(dry_run=dry_run, count=len(memories), memories=memories)
+
+    # ------------------------------------------------------------------ associations
+    def associate(
+        self,
+        memory_id: str,
+        related_memory_id: str,
+        relationship_type: str = "RELATES_TO",
+        strength: float = 0.5,
+        user_id: str | None = None,
+    ) -> Association:
+        """Link ``memory_id`` to ``related_memory_id``. Linking the same pair with the same type
+        again updates the strength. Both memories must belong to the same user."""
+        self._check_open()
+        source = check.memory_id(memory_id)
+        target = check.memory_id(related_memory_id, "related_memory_id")
+        rel = check.relationship_type(relationship_type)
+        value = check.strength(strength)
+        user = check.identifier(user_id, "user_id", optional=True)
+        if source == target:
+            raise ValidationError("a memory cannot be associated with itself")
+        found = self._get_memories([source, target], user)
+        for mid in (source, target):
+            if mid not in found:
+                raise NotFoundError(_not_found(mid, user))
+        if found[source].user_id != found[target].user_id:
+            raise ValidationError("memories of two different users cannot be associated")
+        association = Association(
+            source_id=source,
+            target_id=target,
+            relationship_type=rel,
+            strength=value,
+            created_at=check.utcnow(),
+        )
+        return self._upsert_association(association)
+
+    def related(
+        self,
+        memory_id: str,
+        relationship_type: str | None = None,
+        user_id: str | None = None,
+    ) -> list[RelatedMemory]:
+        """The memories linked to ``memory_id`` in either direction, strongest first."""
+        self._check_open()
+        mid = check.memory_id(memory_id)
+        rel = check.relationship_type(relationship_type) if relationship_type is not None \
+            else None
+        user = check.identifier(user_id, "user_id", optional=True)
+        if mid not in self._get_memories([mid], user):
+            raise NotFoundError(_not_found(mid, user))
+        return sorted(self._related(mid, rel), key=_related_order)
+
+    # ------------------------------------------------------------------ global knowledge
+    def store_global_knowledge(
+        self,
+        content: str,
+        category: str,
+        title: str | None = None,
+        doc_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> KnowledgeDocument:
+        """Store a document for every user, split into overlapping chunks.
+
+        Storing a ``doc_id`` again replaces all of its chunks. Chunk size and overlap are
+        ``KNOWLEDGE_CHUNK_TOKENS`` and ``KNOWLEDGE_CHUNK_OVERLAP``.
+        """
+        self._check_open()
+        s = self.settings
+        text = check.content(content, s.knowledge_max_content_length)
+        cat = check.identifier(category, "category")
+        if title is not None and (not isinstance(title, str) or not title.strip()):
+            raise ValidationError(f"title must be a non-empty string or None, got {title!r}")
+        if title is not None and len(title) > 1000:
+            raise ValidationError(f"title is {len(title)} characters long; the maximum is 1000")
+        doc = check.identifier(doc_id, "doc_id", optional=True) or str(uuid.uuid4())
+        meta = check.metadata(metadata)
+        pieces = chunk_text(text, s.knowledge_chunk_tokens, s.knowledge_chunk_overlap)
+        vectors = self._embed_documents(pieces)
+        now = check.utcnow()
+        chunks = [
+            KnowledgeChunk(
+                id=str(uuid.uuid4()),
+                doc_id=doc,
+                chunk_index=i,
+                category=str(cat),
+                title=title,
+                content=piece,
+                metadata=meta,
+                created_at=now,
+            )
+            for i, piece in enumerate(pieces)
+        ]
+        self._replace_knowledge(doc, [KnowledgeRecord(c, vectors[i]) for i, c in enumerate(chunks)])
+        return KnowledgeDocument(doc_id=doc, category=str(cat), title=title, metadata=meta,
+                                 chunks=chunks)
+
+    def recall_global_knowledge(
+        self, query: str, top_k: int = 5, category: str | None = None
+    ) -> list[KnowledgeHit]:
+        """The knowledge chunks closest in meaning to ``query``, best first."""
+        self._check_open()
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError("query must be a non-empty string")
+        k = check.top_k(top_k)
+        cat = check.identifier(category, "category", optional=True)
+        hits = self._search_knowledge(self._embed_query(query), k, cat)
+        return sorted(hits, key=lambda h: (-h.score, h.chunk.doc_id, h.chunk.chunk_index))[:k]
+
+    def get_global_knowledge(self, doc_id: str) -> KnowledgeDocument | None:
+        """A stored knowledge document with its chunks, or None."""
+        self._check_open()
+        doc = str(check.identifier(doc_id, "doc_id"))
+        chunks = sorted(self._get_knowledge(doc), key=lambda c: c.chunk_index)
+        if not chunks:
+            return None
+        first = chunks[0]
+        return KnowledgeDocument(doc_id=doc, category=first.category, title=first.title,
+                                 metadata=first.metadata, chunks=chunks)
+
+    def delete_global_knowledge(self, doc_id: str) -> bool:
+        """Delete a knowledge document and all its chunks. False if there was none."""
+        self._check_open()
+        return self._delete_knowledge(str(check.identifier(doc_id, "doc_id")))
+
+    # ------------------------------------------------------------------ operations
+    def health_check(self) -> dict[str, Any]:
+        """``{"status": "ok" | "error", "driver": ..., ...}``; never raises."""
+        report: dict[str, Any] = {"status": "ok", "driver": self.name}
+        if self._closed:
+            return {**report, "status": "error", "error": "the driver is closed"}
+        try:
+            report.update(self._health())
+        except Exception as exc:  # a health check reports failures instead of raising them
+            log.warning("health check of %s failed: %s", self.name, exc)
+            report.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        return report
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: memories, users, knowledge, associations, storage."""
+        self._check_open()
+        return {"driver": self.name, "embedder": self.embedder.name, **self._stats()}
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild derived search indexes from the source of truth, where a driver keeps any."""
+        self._check_open()
+        return {"rebuilt": False, "reason": f"the {self.name} driver keeps no derived index"}
+
+    def reembed(self, *, batch_size: int = 256, progress: Any = None) -> dict[str, int]:
+        """Re-embed every memory and knowledge chunk with the configured embedder.
+
+        Use it after changing the embedding model. It marks the store first, so an interrupted
+        run is refused by other openers until it is run again to the end. ``progress`` is called
+        with the number of items done after each batch.
+        """
+        self._check_open()
+        target = self.embedder.name
+        self._write_store_info({"reembed_target": target})
+        done = {"memories": 0, "knowledge_chunks": 0}
+        for kind, items in (
+            ("memories", self._iter_memories(None, batch_size)),
+            ("knowledge_chunks", self._iter_knowledge(batch_size)),
+        ):
+            iterator = iter(items)
+            while batch := list(islice(iterator, batch_size)):
+                vectors = self._embed_documents([item.content for item in batch])
+                self._set_vectors(kind, [item.id for item in batch], vectors)
+                done[kind] += len(batch)
+                if progress is not None:
+                    progress(len(batch))
+        self._write_store_info(
+            {"embedder": target, "dimension": str(self.embedder.dimension), "reembed_target": ""}
+        )
+        self._after_reembed()
+        return done
+
+    def close(self) -> None:
+        """Release connections and persist what needs persisting. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> BaseMemoryDriver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}{' closed' if self._closed else ''}>"
+
+    # ------------------------------------------------------------------ primitives
+    @abstractmethod
+    def _read_store_info(self) -> dict[str, str]:
+        """The store's stamp (embedder, dimension, ...); empty for a new store."""
+
+    @abstractmethod
+    def _write_store_info(self, values: Mapping[str, str]) -> None:
+        """Set stamp keys (an empty string removes a key)."""
+
+    @abstractmethod
+    def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
+        """Insert all records in one transaction; ``ConflictError`` if an id exists."""
+
+    @abstractmethod
+    def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
+        """The memories with these ids (of ``user_id`` when given), keyed by id."""
+
+    @abstractmethod
+    def _update_memory(
+        self,
+        memory_id: str,
+        user_id: str | None,
+        changes: Mapping[str, Any],
+        vector: np.ndarray | None,
+        terms: str | None,
+    ) -> Memory | None:
+        """Apply ``changes`` (field -> value; ``vector``/``terms`` when content changed)."""
+
+    @abstractmethod
+    def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
+        """Delete these memories (of ``user_id`` when given); return the ids deleted."""
+
+    @abstractmethod
+    def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
+        """The hits of a validated search, in the shared order, at most ``top_k``."""
+
+    @abstractmethod
+    def _count_memories(self, user_id: str | None) -> int:
+        """Number of memories (of ``user_id`` when given)."""
+
+    @abstractmethod
+    def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
+        """Every memory, oldest first (``created_at``, then ``id``), fetched in batches."""
+
+    @abstractmethod
+    def _replace_knowledge(self, doc_id: str, records: Sequence[KnowledgeRecord]) -> None:
+        """Replace every chunk of ``doc_id`` with ``records``, in one transaction."""
+
+    @abstractmethod
+    def _get_knowledge(self, doc_id: str) -> list[KnowledgeChunk]:
+        """The chunks of ``doc_id``."""
+
+    @abstractmethod
+    def _delete_knowledge(self, doc_id: str) -> bool:
+        """Delete the chunks of ``doc_id``; True if there were any."""
+
+    @abstractmethod
+    def _search_knowledge(
+        self, vector: np.ndarray, top_k: int, category: str | None
+    ) -> list[KnowledgeHit]:
+        """The ``top_k`` chunks most similar to ``vector`` (in ``category`` when given)."""
+
+    @abstractmethod
+    def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
+        """Every knowledge chunk, fetched in batches."""
+
+    @abstractmethod
+    def _upsert_association(self, association: Association) -> Association:
+        """Create the link, or update the strength of an existing one; return it as stored."""
+
+    @abstractmethod
+    def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
+        """The links of ``memory_id`` in both directions (any order)."""
+
+    @abstractmethod
+    def _set_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        """Replace the vectors of these memories or knowledge chunks (re-embedding)."""
+
+    def _after_reembed(self) -> None:
+        """Hook for drivers with derived indexes to rebuild after re-embedding."""
+
+    @abstractmethod
+    def _health(self) -> dict[str, Any]:
+        """Driver details for :meth:`health_check`; raise when the backend is unusable."""
+
+    @abstractmethod
+    def _stats(self) -> dict[str, Any]:
+        """Counts and sizes for :meth:`stats`."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release resources."""
+
+
+def _not_found(memory_id: str, user_id: str | None) -> str:
+    owner = f" for user {user_id!r}" if user_id is not None else ""
+    return f"no memory {memory_id}{owner}"
+

@@ -1,0 +1,131 @@
+"""Configuration, read from the environment and ``.env`` (pydantic-settings).
+
+Every variable is documented, with its default, in ``.env.example``; a test keeps the two in step.
+
+Python::
+
+    from memory_drivers.config import Settings
+    settings = Settings(memory_db_url="sqlite:///data/agent.db")   # arguments beat the environment
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_MEMORY_TYPES", "Settings", "get_settings"]
+
+#: The memory types every store accepts; ``MEMORY_EXTRA_TYPES`` adds more.
+DEFAULT_MEMORY_TYPES: tuple[str, ...] = (
+    "episodic",
+    "semantic",
+    "procedural",
+    "reflection",
+    "fact",
+    "context",
+    "preference",
+)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All settings of memory-drivers. Field ``foo_bar`` is read from the variable ``FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # --- driver selection -------------------------------------------------------------
+    memory_driver: str = "sqlite"
+
+    # --- sqlite driver ----------------------------------------------------------------
+    memory_db_url: str = "sqlite:///storage/memories.db"
+    faiss_index_path: Path | None = None
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_busy_timeout: float = Field(30.0, gt=0)
+    faiss_persist_every: int = Field(1000, ge=1)
+    memory_auto_migrate: bool | None = None
+
+    # --- embeddings -------------------------------------------------------------------
+    embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (
+        "sentence-transformers"
+    )
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_api_url: str = "https://api.openai.com/v1"
+    embedding_api_key: SecretStr | None = None
+    embedding_dimension: int | None = Field(None, ge=1)
+    embedding_batch_size: int = Field(32, ge=1)
+    embedding_timeout: float = Field(30.0, gt=0)
+    use_gpu: bool = False
+
+    # --- semantics shared by every driver ---------------------------------------------
+    memory_max_content_length: int = Field(10_000, ge=1)
+    memory_default_type: str = "semantic"
+    memory_extra_types: CommaList = Field(default_factory=list)
+    knowledge_max_content_length: int = Field(2_000_000, ge=1)
+    knowledge_chunk_tokens: int = Field(512, ge=8)
+    knowledge_chunk_overlap: int = Field(50, ge=0)
+
+    @field_validator("memory_extra_types", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.knowledge_chunk_overlap >= self.knowledge_chunk_tokens:
+            raise ValueError(
+                "KNOWLEDGE_CHUNK_OVERLAP must be smaller than KNOWLEDGE_CHUNK_TOKENS "
+                f"(got {self.knowledge_chunk_overlap} >= {self.knowledge_chunk_tokens})"
+            )
+        if self.memory_default_type not in self.memory_types:
+            raise ValueError(
+                f"MEMORY_DEFAULT_TYPE {self.memory_default_type!r} is not a known memory type; "
+                f"known: {', '.join(self.memory_types)} (add it with MEMORY_EXTRA_TYPES)"
+            )
+        return self
+
+    @property
+    def memory_types(self) -> tuple[str, ...]:
+        """The accepted memory types: the default set plus ``MEMORY_EXTRA_TYPES``."""
+        extra = tuple(t for t in self.memory_extra_types if t not in DEFAULT_MEMORY_TYPES)
+        return DEFAULT_MEMORY_TYPES + extra
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied and validated."""
+        return build_settings(**{**self.model_dump(), **changes})
+
+
+def build_settings(**values: Any) -> Settings:
+    """Build :class:`Settings`, turning pydantic's errors into a :class:`ConfigurationError`."""
+    try:
+        return Settings(**values)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(
+            f"invalid configuration: {problems}. Fix the environment or .env "
+            "(see .env.example for every variable and its default)."
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. ``get_settings.cache_clear()`` re-reads them."""
+    return build_settings()

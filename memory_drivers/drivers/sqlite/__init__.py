@@ -1,0 +1,266 @@
+"""The ``sqlite`` driver: SQLite + FAISS, embedded, the default.
+
+Environment::
+
+    MEMORY_DRIVER=sqlite
+    MEMORY_DB_URL=sqlite:///storage/memories.db   # the source of truth (WAL, FTS5, vectors)
+    FAISS_INDEX_PATH=                             # default: beside the database, *.faiss
+    SQLITE_SYNCHRONOUS=FULL                       # FULL: a returned store survives power loss
+
+Python::
+
+    from memory_drivers.drivers.sqlite import SQLiteDriver
+    with SQLiteDriver() as driver:                # or get_memory_driver()
+        driver.store(user_id="u1", content="Likes green tea")
+
+SQLite holds everything, embeddings included; FAISS is a derived index, rebuilt from SQLite
+when its file is missing, stale or corrupt (``rebuild_index()`` does it on demand). Pending
+migrations are applied on open (set ``MEMORY_AUTO_MIGRATE=false`` to require
+``python migrate.py`` instead). Several processes may share the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Table, column, delete, exists, func, insert, literal_column, select, table
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+
+from ...config import Settings
+from ...embeddings import Embedder
+from ...errors import BackendUnavailableError, SchemaError
+from ...models import Scalar
+from ...sql import migrations
+from ...sql.driver import SQLDriver
+from ...sql.engines import (
+    create_sqlite_engine,
+    faiss_index_path,
+    read_connection,
+    sqlite_path,
+    write_connection,
+)
+from ...sql.schema import memories, store_info
+from .faiss_index import COMPACTED_KEY, VectorIndexes, vector_log
+
+__all__ = ["SQLiteDriver"]
+
+log = logging.getLogger(__name__)
+
+#: FAISS is asked for this many more hits than wanted, so ties at the cut are broken by the
+#: shared order (newest first, then id) rather than by FAISS's internal order.
+TIE_MARGIN = 16
+
+_fts = table("memories_fts", column("rowid"))
+
+
+class SQLiteDriver(SQLDriver):
+    """SQLite (source of truth, FTS5 keyword search) with FAISS vector indexes beside it."""
+
+    name = "sqlite"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        allow_embedder_mismatch: bool = False,
+    ) -> None:
+        self._index: VectorIndexes | None = None
+        self._index_lock = threading.Lock()
+        super().__init__(settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch)
+        self.path = sqlite_path(self.settings.memory_db_url)
+        self.index_path = faiss_index_path(self.settings)
+
+    # ------------------------------------------------------------------ engine, transactions
+    def _create_engine(self) -> Engine:
+        return create_sqlite_engine(self.settings)
+
+    @property
+    def _label(self) -> str:
+        return str(sqlite_path(self.settings.memory_db_url) or ":memory:")
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and "locked" not in str(exc.orig) and \
+                    "unable to open" not in str(exc.orig) and "not a database" not in str(exc.orig):
+                raise
+            raise BackendUnavailableError(
+                f"SQLite database {self._label}: {exc.orig}. Check the path and permissions; "
+                "'locked' means another process held it longer than SQLITE_BUSY_TIMEOUT."
+            ) from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._translate_errors(), write_connection(self.engine) as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._translate_errors(), read_connection(self.engine) as connection:
+            yield connection
+        index = self._index
+        if index is not None and index.unsaved >= self.settings.faiss_persist_every:
+            self._persist()
+
+    def _prepare_schema(self) -> None:
+        with self._read() as connection:
+            current = migrations.current_revision(connection)
+        head = migrations.head_revision()
+        if current == head:
+            return
+        if self.settings.memory_auto_migrate is False:
+            raise SchemaError(
+                f"the SQLite store {self._label} is at schema revision "
+                f"{current or '(none)'}, but this version of memory-drivers needs {head}. "
+                "Run: python migrate.py  (or set MEMORY_AUTO_MIGRATE=true)"
+            )
+        with self._write() as connection:
+            current = migrations.current_revision(connection)
+            if current != head:
+                if current is not None and current not in migrations.known_revisions():
+                    raise SchemaError(
+                        f"the SQLite store {self._label} is at schema revision {current}, which "
+                        "this version of memory-drivers does not know; it was made by a newer "
+                        "version. Upgrade memory-drivers."
+                    )
+                log.info("migrating %s from %s to %s", self._label, current, head)
+                migrations.upgrade(connection)
+
+    # ------------------------------------------------------------------ SQL hooks
+    def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
+        each = func.json_each(memories.c.metadata).table_valued("key", "type", "value")
+        if value is None:
+            condition = each.c.type == "null"
+        elif value is True:
+            condition = each.c.type == "true"
+        elif value is False:
+            condition = each.c.type == "false"
+        elif isinstance(value, int | float):
+            condition = each.c.type.in_(["integer", "real"]) & (each.c.value == value)
+        else:
+            condition = (each.c.type == "text") & (each.c.value == value)
+        return exists().select_from(each).where(each.c.key == key, condition)
+
+    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
+        # Terms are letters and digits only (see memory_drivers.text), so quoting is safe.
+        match = " OR ".join(f'"{term}"' for term in terms)
+        rows = select(_fts.c.rowid).where(literal_column("memories_fts").op("MATCH")(match))
+        return memories.c.pk.in_(rows)
+
+    def _rank_by_vector(
+        self,
+        connection: Connection,
+        table: Table,
+        where: Sequence[ColumnElement[bool]],
+        vector: np.ndarray,
+        top_k: int,
+    ) -> list[tuple[int, float]]:
+        index = self._vector_index(connection)
+        index.ensure_current(connection)
+        candidates = None
+        if where:
+            candidates = list(connection.execute(select(table.c.pk).where(*where)).scalars())
+        return index.search(table.name, vector, top_k + TIE_MARGIN, candidates)
+
+    # ------------------------------------------------------------------ the FAISS index
+    def _vector_index(self, connection: Connection) -> VectorIndexes:
+        with self._index_lock:
+            if self._index is None:
+                info = dict(connection.execute(select(store_info.c.key, store_info.c.value)).all())
+                self._index = VectorIndexes(
+                    self.index_path,
+                    store_id=info["store_id"],
+                    embedder=info["embedder"],
+                    dimension=int(info["dimension"]),
+                )
+            return self._index
+
+    def _persist(self) -> None:
+        """Save the index file and drop the log entries it covers."""
+        index = self._index
+        if index is None or not index.loaded:
+            return
+        with index.lock:
+            if not index.save():
+                return
+            saved = index.seq
+        with self._write() as connection:
+            connection.execute(delete(vector_log).where(vector_log.c.seq <= saved))
+            connection.execute(delete(store_info).where(store_info.c.key == COMPACTED_KEY))
+            connection.execute(insert(store_info).values(key=COMPACTED_KEY, value=str(saved)))
+
+    def rebuild_index(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Rebuild the FAISS indexes from SQLite and save them. ``progress`` gets row counts."""
+        self._check_open()
+        started = time.perf_counter()
+        with self._read() as connection:
+            index = self._vector_index(connection)
+            index.rebuild(connection, progress)
+        self._persist()
+        return {
+            "rebuilt": True,
+            "memories": index.indexes["memories"].ntotal,
+            "knowledge_chunks": index.indexes["knowledge_chunks"].ntotal,
+            "seconds": round(time.perf_counter() - started, 3),
+            "index_path": str(self.index_path) if self.index_path else None,
+        }
+
+    def _after_reembed(self) -> None:
+        with self._index_lock:
+            self._index = None
+        if self.index_path is not None:
+            self.index_path.unlink(missing_ok=True)
+        self.rebuild_index()
+
+    # ------------------------------------------------------------------ operations
+    def _sizes(self) -> dict[str, Any]:
+        sizes: dict[str, Any] = {"database": self._label}
+        if self.path is not None:
+            files = [self.path, self.path.with_name(self.path.name + "-wal")]
+            sizes["database_bytes"] = sum(p.stat().st_size for p in files if p.exists())
+        if self.index_path is not None:
+            sizes["index_path"] = str(self.index_path)
+            exists_ = self.index_path.exists()
+            sizes["index_bytes"] = self.index_path.stat().st_size if exists_ else 0
+        return sizes
+
+    def _health(self) -> dict[str, Any]:
+        counts = self._counts()
+        with self._read() as connection:
+            index = self._vector_index(connection)
+            index.ensure_current(connection)
+            vectors = {kind: index.indexes[kind].ntotal for kind in index.indexes}
+            info = dict(connection.execute(select(store_info.c.key, store_info.c.value)).all())
+        in_sync = vectors == {
+            "memories": counts["memories"],
+            "knowledge_chunks": counts["knowledge_chunks"],
+        }
+        return {
+            "status": "ok" if in_sync else "degraded",
+            **self._sizes(),
+            **counts,
+            "embedder": {"name": info.get("embedder"), "dimension": info.get("dimension")},
+            "index": {"vectors": vectors, "log_position": index.seq, "in_sync": in_sync},
+        }
+
+    def _stats(self) -> dict[str, Any]:
+        return {**self._counts(), **self._sizes()}
+
+    def _close(self) -> None:
+        try:
+            if self._index is not None and self._index.unsaved:
+                self._persist()
+        finally:
+            self.engine.dispose()
+

@@ -1,0 +1,306 @@
+"""FAISS indexes derived from a SQLite store, kept current by its vector log.
+
+SQLite is the source of truth: every vector change is appended to ``vector_log`` by triggers,
+in the same transaction as the row. The in-memory indexes remember the last log entry they
+applied (``seq``) and, inside the reader's transaction, replay what is newer before every search.
+So a write by this process, by another process, or before a crash is always seen, and a deleted
+memory is never found. The file beside the database is only a snapshot that saves a replay from
+zero on start; it carries the store's id, the embedder, the dimension, its ``seq`` and a checksum,
+and is rebuilt from SQLite when it is missing, stale, corrupt or from another store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from sqlalchemy import Column, Integer, MetaData, Table, Text, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from ...sql.schema import knowledge_chunks, memories, store_info
+
+__all__ = ["VectorIndexes", "vector_log"]
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"MDFAISS1"
+FORMAT = 1
+KINDS = ("memories", "knowledge_chunks")
+TABLES = {"memories": memories, "knowledge_chunks": knowledge_chunks}
+COMPACTED_KEY = "vector_log_compacted"
+READ_BATCH = 5000
+
+vector_log = Table(
+    "vector_log",
+    MetaData(),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("vector_pk", Integer, nullable=False),
+    Column("op", Text, nullable=False),
+)
+sqlite_sequence = Table("sqlite_sequence", MetaData(), Column("name", Text), Column("seq", Integer))
+
+
+class IndexFileError(Exception):
+    """The index file cannot be used (corrupt, stale, or another store's)."""
+
+
+def _new_index(dimension: int) -> Any:
+    # Exact inner-product search over unit vectors: the score is the cosine similarity.
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+
+def log_position(connection: Connection) -> tuple[int, int]:
+    """(last log seq ever written, seq up to which the log was compacted) in this snapshot."""
+    last = connection.execute(
+        select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log")
+    ).scalar()
+    compacted = connection.execute(
+        select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY)
+    ).scalar()
+    return int(last or 0), int(compacted or 0)
+
+
+class VectorIndexes:
+    """The memories and knowledge indexes of one store, with their log position."""
+
+    def __init__(self, path: Path | None, *, store_id: str, embedder: str, dimension: int):
+        self.path = path
+        self.store_id = store_id
+        self.embedder = embedder
+        self.dimension = dimension
+        self.indexes = {kind: _new_index(dimension) for kind in KINDS}
+        self.seq = 0
+        self.unsaved = 0
+        self.loaded = False
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------------ following SQLite
+    def ensure_current(self, connection: Connection) -> None:
+        """Bring the indexes to the snapshot of ``connection`` (a read transaction)."""
+        with self.lock:
+            last, compacted = log_position(connection)
+            if not self.loaded or self.seq < compacted or self.seq > last:
+                # First use, or the log was compacted past us, or the database went back in
+                # time (restored from a backup): start again from the file or from SQLite.
+                self._open(connection, last, compacted)
+            elif self.seq < last:
+                self._replay(connection)
+
+    def _open(self, connection: Connection, last: int, compacted: int) -> None:
+        try:
+            seq, indexes = self._read_file()
+            if seq < compacted or seq > last:
+                raise IndexFileError(
+                    f"it holds log position {seq}, the database is at {last} "
+                    f"(compacted to {compacted})"
+                )
+        except FileNotFoundError:
+            self.rebuild(connection)
+        except IndexFileError as exc:
+            log.warning("rebuilding the FAISS index %s from SQLite: %s", self.path, exc)
+            self.rebuild(connection)
+        else:
+            self.indexes, self.seq, self.unsaved = indexes, seq, 0
+            self._replay(connection)
+            drift = self._drift(connection)
+            if drift:
+                log.warning("rebuilding the FAISS index %s from SQLite: %s", self.path, drift)
+                self.rebuild(connection)
+        self.loaded = True
+
+    def _drift(self, connection: Connection) -> str | None:
+        from sqlalchemy import func
+
+        for kind, table in TABLES.items():
+            rows = connection.execute(select(func.count()).select_from(table)).scalar_one()
+            if rows != self.indexes[kind].ntotal:
+                return f"{kind}: {self.indexes[kind].ntotal} vectors for {rows} rows"
+        return None
+
+    def _replay(self, connection: Connection) -> None:
+        entries = connection.execute(
+            select(vector_log.c.seq, vector_log.c.kind, vector_log.c.vector_pk, vector_log.c.op)
+            .where(vector_log.c.seq > self.seq)
+            .order_by(vector_log.c.seq)
+        ).all()
+        if not entries:
+            return
+        final: dict[str, dict[int, str]] = {kind: {} for kind in KINDS}
+        for entry in entries:
+            final[entry.kind][entry.vector_pk] = entry.op
+        for kind, ops in final.items():
+            if not ops:
+                continue
+            index = self.indexes[kind]
+            index.remove_ids(np.fromiter(ops, dtype=np.int64, count=len(ops)))
+            added = [pk for pk, op in ops.items() if op == "add"]
+            self._add_rows(connection, kind, TABLES[kind].c.pk.in_, added)
+        self.seq = entries[-1].seq
+        self.unsaved += len(entries)
+
+    def _add_rows(
+        self,
+        connection: Connection,
+        kind: str,
+        where: Callable[[Sequence[int]], ColumnElement[bool]],
+        pks: Sequence[int],
+    ) -> None:
+        table = TABLES[kind]
+        for start in range(0, len(pks), READ_BATCH):
+            batch = pks[start : start + READ_BATCH]
+            rows = connection.execute(
+                select(table.c.pk, table.c.embedding).where(where(batch))
+            ).all()
+            self._add(kind, rows)
+
+    def _add(self, kind: str, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([row[1] for row in rows]).astype(np.float32, copy=False)
+        if vectors.shape[1] != self.dimension:
+            raise IndexFileError(
+                f"stored vectors have {vectors.shape[1]} dimensions, the index {self.dimension}"
+            )
+        self.indexes[kind].add_with_ids(vectors, ids)
+
+    def rebuild(self, connection: Connection, progress: Callable[[int], None] | None = None) -> None:
+        """Rebuild both indexes from the vectors in SQLite (the snapshot of ``connection``)."""
+        with self.lock:
+            last, _ = log_position(connection)
+            self.indexes = {kind: _new_index(self.dimension) for kind in KINDS}
+            for kind, table in TABLES.items():
+                after = 0
+                while True:
+                    rows = connection.execute(
+                        select(table.c.pk, table.c.embedding)
+                        .where(table.c.pk > after)
+                        .order_by(table.c.pk)
+                        .limit(READ_BATCH)
+                    ).all()
+                    self._add(kind, rows)
+                    if progress is not None and rows:
+                        progress(len(rows))
+                    if len(rows) < READ_BATCH:
+                        break
+                    after = rows[-1][0]
+            self.seq = last
+            self.unsaved = max(1, self.unsaved)
+            self.loaded = True
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int] | None
+    ) -> list[tuple[int, float]]:
+        """(pk, score) of the ``k`` best vectors, restricted to ``candidates`` when given."""
+        with self.lock:
+            index = self.indexes[kind]
+            params = None
+            if candidates is not None:
+                if not candidates:
+                    return []
+                selector = faiss.IDSelectorBatch(np.asarray(candidates, dtype=np.int64))
+                params = faiss.SearchParameters(sel=selector)
+                k = min(k, len(candidates))
+            k = min(k, index.ntotal)
+            if k <= 0:
+                return []
+            scores, ids = index.search(vector.reshape(1, -1), k, params=params)
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i != -1]
+
+    # ------------------------------------------------------------------ the file
+    def save(self) -> bool:
+        """Write a snapshot of the indexes beside the database, atomically. False if there is
+        no file (an in-memory database) or the file on disk is already as new."""
+        if self.path is None:
+            return False
+        with self.lock:
+            try:
+                if self._read_header().get("seq", -1) >= self.seq:
+                    self.unsaved = 0
+                    return False
+            except (FileNotFoundError, IndexFileError):
+                pass
+            parts = [faiss.serialize_index(self.indexes[kind]) for kind in KINDS]
+            crc = 0
+            for part in parts:
+                crc = zlib.crc32(part, crc)
+            header = json.dumps(
+                {
+                    "format": FORMAT,
+                    "store_id": self.store_id,
+                    "embedder": self.embedder,
+                    "dimension": self.dimension,
+                    "seq": self.seq,
+                    "sizes": [int(part.size) for part in parts],
+                    "crc32": crc,
+                }
+            ).encode()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+            with open(tmp, "wb") as handle:
+                handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
+                for part in parts:
+                    handle.write(part.tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self.unsaved = 0
+            return True
+
+    def _read_header(self, handle: Any = None) -> dict[str, Any]:
+        if self.path is None:
+            raise FileNotFoundError("no index file for an in-memory database")
+        if handle is None:
+            with open(self.path, "rb") as own:
+                return self._read_header(own)
+        if handle.read(len(MAGIC)) != MAGIC:
+            raise IndexFileError("it is not a memory-drivers FAISS index file")
+        try:
+            size = int.from_bytes(handle.read(4), "little")
+            header: dict[str, Any] = json.loads(handle.read(size))
+        except ValueError as exc:
+            raise IndexFileError(f"its header is unreadable ({exc})") from None
+        if header.get("format") != FORMAT:
+            raise IndexFileError(f"it has format {header.get('format')}, not {FORMAT}")
+        if header.get("store_id") != self.store_id:
+            raise IndexFileError("it belongs to another store (or one dropped by migrate fresh)")
+        if (header.get("embedder"), header.get("dimension")) != (self.embedder, self.dimension):
+            raise IndexFileError("it was built with another embedder")
+        return header
+
+    def _read_file(self) -> tuple[int, dict[str, Any]]:
+        if self.path is None:
+            raise FileNotFoundError("no index file for an in-memory database")
+        with open(self.path, "rb") as handle:
+            header = self._read_header(handle)
+            payload = handle.read()
+        sizes = header.get("sizes", [])
+        if len(sizes) != len(KINDS) or sum(sizes) != len(payload):
+            raise IndexFileError("it is truncated")
+        if zlib.crc32(payload) != header.get("crc32"):
+            raise IndexFileError("its checksum does not match (the file is corrupt)")
+        indexes, offset = {}, 0
+        for kind, size in zip(KINDS, sizes):
+            part = np.frombuffer(payload, dtype=np.uint8, count=size, offset=offset)
+            try:
+                indexes[kind] = faiss.deserialize_index(part)
+            except RuntimeError as exc:
+                raise IndexFileError(f"FAISS cannot read it ({exc})") from None
+            offset += size
+        return int(header["seq"]), indexes

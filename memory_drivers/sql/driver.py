@@ -1,0 +1,567 @@
+"""``SQLDriver``: the driver primitives in SQLAlchemy Core, shared by the SQL backends.
+
+A SQL backend subclasses it and supplies only what differs: the engine and its transactions,
+schema preparation, JSON equality on metadata, keyword-term matching and vector ranking.
+Filters become one ``WHERE`` clause (:meth:`SQLDriver._where`), so they always apply before
+``top_k`` is cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import operator
+from abc import abstractmethod
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import (
+    Float,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch, hit_order
+from ..config import Settings
+from ..embeddings import Embedder
+from ..errors import ConflictError, NotFoundError
+from ..models import (
+    Association,
+    KnowledgeChunk,
+    KnowledgeHit,
+    Memory,
+    MemoryFilter,
+    RecallHit,
+    RelatedMemory,
+    Scalar,
+)
+from . import migrations
+from .schema import associations, knowledge_chunks, memories, memory_tags, store_info
+
+__all__ = ["SQLDriver"]
+
+#: Upper bound for ids in one ``IN (...)`` list (SQLite allows 32766 parameters).
+IN_BATCH = 500
+
+M = memories.c
+K = knowledge_chunks.c
+T = memory_tags.c
+A = associations.c
+
+MEMORY_COLUMNS = (
+    M.pk,
+    M.id,
+    M.user_id,
+    M.conversation_id,
+    M.content,
+    M.memory_type,
+    M.importance,
+    M.metadata,
+    M.source,
+    M.created_at,
+    M.updated_at,
+)
+
+CHUNK_COLUMNS = (
+    K.pk,
+    K.id,
+    K.doc_id,
+    K.chunk_index,
+    K.category,
+    K.title,
+    K.content,
+    K.metadata,
+    K.created_at,
+)
+
+
+def _batches(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _chunk(row: Row[Any]) -> KnowledgeChunk:
+    return KnowledgeChunk(
+        id=row.id,
+        doc_id=row.doc_id,
+        chunk_index=row.chunk_index,
+        category=row.category,
+        title=row.title,
+        content=row.content,
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
+
+
+class SQLDriver(BaseMemoryDriver):
+    """Everything a SQL backend has in common. Subclasses implement the hooks below."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        allow_embedder_mismatch: bool = False,
+    ) -> None:
+        super().__init__(settings, embedder=embedder)
+        self.engine = self._create_engine()
+        try:
+            self._prepare_schema()
+            self._attach_embedder(allow_mismatch=allow_embedder_mismatch)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    # ------------------------------------------------------------------ backend hooks
+    @abstractmethod
+    def _create_engine(self) -> Engine:
+        """A configured engine for the backend."""
+
+    @abstractmethod
+    def _prepare_schema(self) -> None:
+        """Apply pending migrations, or raise ``SchemaError`` saying what to run."""
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A connection in a write transaction."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection in a read transaction (one snapshot)."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    @abstractmethod
+    def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
+        """True when the memory's metadata has ``key`` with a JSON-equal ``value``."""
+
+    @abstractmethod
+    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
+        """True when the memory's keyword terms include at least one of ``terms``."""
+
+    @abstractmethod
+    def _rank_by_vector(
+        self,
+        connection: Connection,
+        table: Table,
+        where: Sequence[ColumnElement[bool]],
+        vector: np.ndarray,
+        top_k: int,
+    ) -> list[tuple[int, float]]:
+        """(pk, cosine similarity) of the ``top_k`` rows of ``table`` passing ``where`` that are
+        most similar to the unit ``vector``, best first."""
+
+    # ------------------------------------------------------------------ translation
+    def _where(self, f: MemoryFilter) -> list[ColumnElement[bool]]:
+        """The filter as SQL conditions on ``memories``."""
+        where: list[ColumnElement[bool]] = []
+        if f.user_id is not None:
+            where.append(M.user_id == f.user_id)
+        if f.conversation_id is not None:
+            where.append(M.conversation_id == f.conversation_id)
+        if f.memory_types is not None:
+            where.append(M.memory_type.in_(f.memory_types))
+        if f.tags is not None:
+            if f.tag_mode == "all":
+                # Tags are unique per memory, so counting the wanted ones finds "has all".
+                matched = (
+                    select(func.count())
+                    .where(T.memory_pk == M.pk, T.tag.in_(f.tags))
+                    .scalar_subquery()
+                )
+                where.append(matched == len(f.tags))
+            else:
+                where.append(exists().where(T.memory_pk == M.pk, T.tag.in_(f.tags)))
+        if f.exclude_tags is not None:
+            where.append(~exists().where(T.memory_pk == M.pk, T.tag.in_(f.exclude_tags)))
+        if f.since is not None:
+            where.append(M.created_at >= f.since)
+        if f.until is not None:
+            where.append(M.created_at < f.until)
+        if f.min_importance is not None:
+            where.append(M.importance >= f.min_importance)
+        if f.importance_below is not None:
+            where.append(M.importance < f.importance_below)
+        for key, value in (f.metadata or {}).items():
+            where.append(self._metadata_equals(key, value))
+        return where
+
+    def _hydrate(self, connection: Connection, rows: Sequence[Row[Any]]) -> dict[int, Memory]:
+        """Memories (with their tags) for rows selected with ``MEMORY_COLUMNS``, by pk."""
+        tags: dict[int, list[str]] = defaultdict(list)
+        pks = [row.pk for row in rows]
+        for batch in _batches(pks):
+            query = (
+                select(T.memory_pk, T.tag)
+                .where(T.memory_pk.in_(batch))
+                .order_by(T.memory_pk, T.position)
+            )
+            for pk, tag in connection.execute(query):
+                tags[pk].append(tag)
+        return {
+            row.pk: Memory(
+                id=row.id,
+                user_id=row.user_id,
+                conversation_id=row.conversation_id,
+                content=row.content,
+                memory_type=row.memory_type,
+                tags=tags[row.pk],
+                importance=row.importance,
+                metadata=row.metadata,
+                source=row.source,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+            for row in rows
+        }
+
+    def _memories_by_pk(self, connection: Connection, pks: Sequence[int]) -> dict[int, Memory]:
+        rows: list[Row[Any]] = []
+        for batch in _batches(list(pks)):
+            rows += connection.execute(select(*MEMORY_COLUMNS).where(M.pk.in_(batch))).all()
+        return self._hydrate(connection, rows)
+
+    def _pks(
+        self, connection: Connection, ids: Sequence[str], user_id: str | None
+    ) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for batch in _batches(list(ids)):
+            query = select(M.id, M.pk).where(M.id.in_(batch))
+            if user_id is not None:
+                query = query.where(M.user_id == user_id)
+            found.update({row.id: row.pk for row in connection.execute(query)})
+        return found
+
+    # ------------------------------------------------------------------ store info
+    def _read_store_info(self) -> dict[str, str]:
+        with self._read() as connection:
+            rows = connection.execute(select(store_info.c.key, store_info.c.value))
+            return {key: value for key, value in rows}
+
+    def _write_store_info(self, values: Mapping[str, str]) -> None:
+        with self._write() as connection:
+            for key, value in values.items():
+                connection.execute(delete(store_info).where(store_info.c.key == key))
+                if value:
+                    connection.execute(insert(store_info).values(key=key, value=value))
+
+    # ------------------------------------------------------------------ memories
+    def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
+        rows = []
+        for record in records:
+            memory = record.memory
+            rows.append(
+                {
+                    "id": memory.id,
+                    "user_id": memory.user_id,
+                    "conversation_id": memory.conversation_id,
+                    "content": memory.content,
+                    "memory_type": memory.memory_type,
+                    "importance": memory.importance,
+                    "metadata": memory.metadata,
+                    "source": memory.source,
+                    "created_at": memory.created_at,
+                    "updated_at": memory.updated_at,
+                    "search_terms": record.terms,
+                    "embedding": record.vector,
+                }
+            )
+        try:
+            with self._write() as connection:
+                result = connection.execute(
+                    insert(memories).returning(M.pk, M.id, sort_by_parameter_order=True), rows
+                )
+                pk_by_id = {row.id: row.pk for row in result}
+                tag_rows = [
+                    {"memory_pk": pk_by_id[r.memory.id], "tag": tag, "position": position}
+                    for r in records
+                    for position, tag in enumerate(r.memory.tags)
+                ]
+                if tag_rows:
+                    connection.execute(insert(memory_tags), tag_rows)
+        except IntegrityError:
+            with self._read() as connection:
+                taken = sorted(self._pks(connection, [r.memory.id for r in records], None))
+            if not taken:
+                raise
+            raise ConflictError(
+                f"a memory with id {taken[0]} already exists ({len(taken)} of the ids given "
+                "are taken); nothing was stored. Leave id out to get a new one."
+            ) from None
+
+    def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
+        with self._read() as connection:
+            found = self._pks(connection, ids, user_id)
+            return {m.id: m for m in self._memories_by_pk(connection, list(found.values())).values()}
+
+    def _update_memory(
+        self,
+        memory_id: str,
+        user_id: str | None,
+        changes: Mapping[str, Any],
+        vector: np.ndarray | None,
+        terms: str | None,
+    ) -> Memory | None:
+        with self._write() as connection:
+            pk = self._pks(connection, [memory_id], user_id).get(memory_id)
+            if pk is None:
+                return None
+            values = {key: value for key, value in changes.items() if key != "tags"}
+            if vector is not None:
+                values["embedding"] = vector
+                values["search_terms"] = terms
+            connection.execute(update(memories).where(M.pk == pk).values(**values))
+            if "tags" in changes:
+                connection.execute(delete(memory_tags).where(T.memory_pk == pk))
+                tag_rows = [
+                    {"memory_pk": pk, "tag": tag, "position": i}
+                    for i, tag in enumerate(changes["tags"])
+                ]
+                if tag_rows:
+                    connection.execute(insert(memory_tags), tag_rows)
+            return self._memories_by_pk(connection, [pk])[pk]
+
+    def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
+        with self._write() as connection:
+            found = self._pks(connection, ids, user_id)
+            for batch in _batches(list(found.values())):
+                connection.execute(delete(memories).where(M.pk.in_(batch)))
+            return list(found)
+
+    def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
+        where = self._where(search.filter)
+        newest_first = (M.created_at.desc(), M.id.asc())
+        with self._read() as connection:
+            if search.mode == "vector":
+                assert search.vector is not None and search.top_k is not None
+                ranked = self._rank_by_vector(
+                    connection, memories, where, search.vector, search.top_k
+                )
+                found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
+                hits = [RecallHit(memory=found[pk], score=score) for pk, score in ranked
+                        if pk in found]
+                return sorted(hits, key=hit_order)[: search.top_k]
+            if search.mode == "keyword":
+                assert search.terms
+                matched = functools.reduce(
+                    operator.add,
+                    [case((self._has_term([term]), 1), else_=0) for term in search.terms],
+                )
+                score = (cast(matched, Float) / len(search.terms)).label("score")
+                query = (
+                    select(*MEMORY_COLUMNS, score)
+                    .where(*where, self._has_term(search.terms))
+                    .order_by(score.desc(), *newest_first)
+                )
+            else:
+                query = select(*MEMORY_COLUMNS).where(*where).order_by(*newest_first)
+            if search.top_k is not None:
+                query = query.limit(search.top_k)
+            rows = connection.execute(query).all()
+            found = self._hydrate(connection, rows)
+            return [
+                RecallHit(
+                    memory=found[row.pk],
+                    score=float(row.score) if search.mode == "keyword" else None,
+                )
+                for row in rows
+            ]
+
+    def _count_memories(self, user_id: str | None) -> int:
+        query = select(func.count()).select_from(memories)
+        if user_id is not None:
+            query = query.where(M.user_id == user_id)
+        with self._read() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
+        last: tuple[Any, str] | None = None
+        while True:
+            query = select(*MEMORY_COLUMNS).order_by(M.created_at, M.id).limit(batch_size)
+            if user_id is not None:
+                query = query.where(M.user_id == user_id)
+            if last is not None:
+                query = query.where(
+                    or_(M.created_at > last[0], and_(M.created_at == last[0], M.id > last[1]))
+                )
+            with self._read() as connection:
+                rows = connection.execute(query).all()
+                found = self._hydrate(connection, rows)
+            yield from (found[row.pk] for row in rows)
+            if len(rows) < batch_size:
+                return
+            last = (rows[-1].created_at, rows[-1].id)
+
+    # ------------------------------------------------------------------ knowledge
+    def _replace_knowledge(self, doc_id: str, records: Sequence[KnowledgeRecord]) -> None:
+        rows = [
+            {
+                "id": r.chunk.id,
+                "doc_id": r.chunk.doc_id,
+                "chunk_index": r.chunk.chunk_index,
+                "category": r.chunk.category,
+                "title": r.chunk.title,
+                "content": r.chunk.content,
+                "metadata": r.chunk.metadata,
+                "created_at": r.chunk.created_at,
+                "embedding": r.vector,
+            }
+            for r in records
+        ]
+        with self._write() as connection:
+            connection.execute(delete(knowledge_chunks).where(K.doc_id == doc_id))
+            connection.execute(insert(knowledge_chunks), rows)
+
+    def _get_knowledge(self, doc_id: str) -> list[KnowledgeChunk]:
+        with self._read() as connection:
+            rows = connection.execute(select(*CHUNK_COLUMNS).where(K.doc_id == doc_id)).all()
+        return [_chunk(row) for row in rows]
+
+    def _delete_knowledge(self, doc_id: str) -> bool:
+        with self._write() as connection:
+            result = connection.execute(delete(knowledge_chunks).where(K.doc_id == doc_id))
+            return bool(result.rowcount)
+
+    def _search_knowledge(
+        self, vector: np.ndarray, top_k: int, category: str | None
+    ) -> list[KnowledgeHit]:
+        where = [K.category == category] if category is not None else []
+        with self._read() as connection:
+            ranked = self._rank_by_vector(connection, knowledge_chunks, where, vector, top_k)
+            pks = [pk for pk, _ in ranked]
+            rows = {}
+            for batch in _batches(pks):
+                query = select(*CHUNK_COLUMNS).where(K.pk.in_(batch))
+                rows.update({row.pk: row for row in connection.execute(query)})
+        return [KnowledgeHit(chunk=_chunk(rows[pk]), score=s) for pk, s in ranked if pk in rows]
+
+    def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
+        last = 0
+        while True:
+            query = select(*CHUNK_COLUMNS).where(K.pk > last).order_by(K.pk).limit(batch_size)
+            with self._read() as connection:
+                rows = connection.execute(query).all()
+            yield from (_chunk(row) for row in rows)
+            if len(rows) < batch_size:
+                return
+            last = rows[-1].pk
+
+    # ------------------------------------------------------------------ associations
+    def _upsert(self, connection: Connection, table: Table, values: dict[str, Any],
+                keys: Sequence[str], changes: Sequence[str]) -> None:
+        if connection.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        statement = dialect_insert(table).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: statement.excluded[name] for name in changes},
+        )
+        connection.execute(statement)
+
+    def _upsert_association(self, association: Association) -> Association:
+        with self._write() as connection:
+            pks = self._pks(connection, [association.source_id, association.target_id], None)
+            for mid in (association.source_id, association.target_id):
+                if mid not in pks:
+                    raise NotFoundError(f"no memory {mid}")
+            source, target = pks[association.source_id], pks[association.target_id]
+            self._upsert(
+                connection,
+                associations,
+                {
+                    "source_pk": source,
+                    "target_pk": target,
+                    "relationship_type": association.relationship_type,
+                    "strength": association.strength,
+                    "created_at": association.created_at,
+                },
+                keys=("source_pk", "target_pk", "relationship_type"),
+                changes=("strength",),
+            )
+            created = connection.execute(
+                select(A.created_at).where(
+                    A.source_pk == source,
+                    A.target_pk == target,
+                    A.relationship_type == association.relationship_type,
+                )
+            ).scalar_one()
+        return association.model_copy(update={"created_at": created})
+
+    def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
+        with self._read() as connection:
+            pk = self._pks(connection, [memory_id], None).get(memory_id)
+            if pk is None:
+                return []
+            links: list[tuple[int, str, float, Literal["outgoing", "incoming"]]] = []
+            for mine, other, direction in (
+                (A.source_pk, A.target_pk, "outgoing"),
+                (A.target_pk, A.source_pk, "incoming"),
+            ):
+                query = select(other, A.relationship_type, A.strength).where(mine == pk)
+                if relationship_type is not None:
+                    query = query.where(A.relationship_type == relationship_type)
+                links += [(row[0], row[1], row[2], direction) for row in connection.execute(query)]
+            found = self._memories_by_pk(connection, [link[0] for link in links])
+        return [
+            RelatedMemory(memory=found[other], relationship_type=rel, strength=strength,
+                          direction=direction)
+            for other, rel, strength, direction in links
+        ]
+
+    # ------------------------------------------------------------------ vectors
+    def _set_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        table = memories if kind == "memories" else knowledge_chunks
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(embedding=bindparam("b_embedding"))
+        )
+        with self._write() as connection:
+            connection.execute(
+                statement, [{"b_id": i, "b_embedding": v} for i, v in zip(ids, vectors)]
+            )
+
+    # ------------------------------------------------------------------ operations
+    def _counts(self) -> dict[str, Any]:
+        with self._read() as connection:
+            def scalar(query: Any) -> int:
+                return int(connection.execute(query).scalar_one())
+
+            by_type = dict(
+                connection.execute(
+                    select(M.memory_type, func.count()).group_by(M.memory_type)
+                ).all()
+            )
+            return {
+                "memories": scalar(select(func.count()).select_from(memories)),
+                "users": scalar(select(func.count(func.distinct(M.user_id)))),
+                "associations": scalar(select(func.count()).select_from(associations)),
+                "knowledge_documents": scalar(select(func.count(func.distinct(K.doc_id)))),
+                "knowledge_chunks": scalar(select(func.count()).select_from(knowledge_chunks)),
+                "memory_types": {k: int(v) for k, v in sorted(by_type.items())},
+                "schema_revision": migrations.current_revision(connection),
+            }
+
+    def _close(self) -> None:
+        self.engine.dispose()

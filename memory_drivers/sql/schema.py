@@ -1,0 +1,164 @@
+"""The SQL schema shared by the SQL drivers (SQLAlchemy Core).
+
+Only the embedding column's type, the vector index and full-text search differ per backend;
+those backend parts are created by the migrations, not declared here. Migrations are the
+source of the schema in a database; a test checks that this module and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "EmbeddingType",
+    "UTCDateTime",
+    "associations",
+    "knowledge_chunks",
+    "memories",
+    "memory_tags",
+    "metadata",
+    "store_info",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes, with microseconds, on every backend.
+
+    SQLite has no time zones: values are stored as naive UTC text, which sorts and compares
+    correctly because the format is fixed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class EmbeddingType(TypeDecorator[np.ndarray]):
+    """A float32 vector: raw bytes in SQLite, pgvector's ``vector`` in PostgreSQL."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import VECTOR
+
+            return dialect.type_descriptor(VECTOR())
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        array = np.asarray(value, dtype=np.float32)
+        return array if dialect.name == "postgresql" else array.tobytes()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> np.ndarray | None:
+        if value is None:
+            return None
+        if isinstance(value, bytes | memoryview):
+            return np.frombuffer(value, dtype=np.float32)
+        return np.asarray(value, dtype=np.float32)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Key = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+store_info = Table(
+    "memory_store_info",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("pk", Key, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("user_id", String(255), nullable=False),
+    Column("conversation_id", String(255)),
+    Column("content", Text, nullable=False),
+    Column("memory_type", String(64), nullable=False),
+    Column("importance", Float, nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    Column("source", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("search_terms", Text, nullable=False),
+    Column("embedding", EmbeddingType, nullable=False),
+    Index("ix_memories_user_created", "user_id", "created_at"),
+    Index("ix_memories_user_conversation", "user_id", "conversation_id"),
+)
+
+memory_tags = Table(
+    "memory_tags",
+    metadata,
+    Column("memory_pk", Key, ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(255), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Index("ix_memory_tags_tag", "tag", "memory_pk"),
+)
+
+associations = Table(
+    "memory_associations",
+    metadata,
+    Column("source_pk", Key, ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
+    Column("target_pk", Key, ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
+    Column("relationship_type", String(64), primary_key=True),
+    Column("strength", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_memory_associations_target", "target_pk"),
+)
+
+knowledge_chunks = Table(
+    "knowledge_chunks",
+    metadata,
+    Column("pk", Key, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("doc_id", String(255), nullable=False),
+    Column("chunk_index", Integer, nullable=False),
+    Column("category", String(255), nullable=False),
+    Column("title", Text),
+    Column("content", Text, nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("embedding", EmbeddingType, nullable=False),
+    UniqueConstraint("doc_id", "chunk_index", name="uq_knowledge_chunks_doc_chunk"),
+    Index("ix_knowledge_chunks_category", "category"),
+)

@@ -1,0 +1,53 @@
+"""Alembic environment for memory-drivers.
+
+Run migrations through ``python migrate.py`` (or ``memory-drivers migrate``), which hands this
+file a connection inside a write transaction. Plain ``alembic`` commands fall back to
+``MEMORY_DB_URL``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from memory_drivers.sql.migrations import VERSION_TABLE
+from memory_drivers.sql.schema import metadata
+
+config = context.config
+
+
+def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+    # Backend-specific objects (FTS tables, the vector log) are not in the shared metadata.
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
+def run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=connection.dialect.name == "sqlite",
+        include_object=include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if context.is_offline_mode():
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+elif connection is not None:
+    run(connection)
+else:
+    from memory_drivers.config import get_settings
+
+    engine = create_engine(get_settings().memory_db_url)
+    with engine.begin() as conn:
+        run(conn)

@@ -1,0 +1,142 @@
+"""initial schema: memories, tags, associations, knowledge chunks
+
+On SQLite also: FTS5 over the memories' keyword terms, and the vector log that the FAISS index
+follows. Triggers write both in the same transaction as the row they mirror, so neither can
+drift from the table whatever code path (or crash) a write goes through.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-21
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from alembic import op
+
+from memory_drivers.sql.schema import EmbeddingType, JSONType, Key, UTCDateTime
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+SQLITE_OBJECTS = [
+    # Keyword search: an external-content FTS5 table over memories.search_terms.
+    """CREATE VIRTUAL TABLE memories_fts USING fts5(
+        search_terms, content='memories', content_rowid='pk',
+        tokenize='unicode61 remove_diacritics 0')""",
+    """CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, new.search_terms);
+    END""",
+    """CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, search_terms)
+        VALUES ('delete', old.pk, old.search_terms);
+    END""",
+    """CREATE TRIGGER memories_fts_update AFTER UPDATE OF search_terms ON memories BEGIN
+        INSERT INTO memories_fts(memories_fts, rowid, search_terms)
+        VALUES ('delete', old.pk, old.search_terms);
+        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, new.search_terms);
+    END""",
+    # The vector log: every change of a vector, in commit order, for the FAISS index to replay.
+    """CREATE TABLE vector_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        vector_pk INTEGER NOT NULL,
+        op TEXT NOT NULL
+    )""",
+]
+for _table in ("memories", "knowledge_chunks"):
+    SQLITE_OBJECTS += [
+        f"""CREATE TRIGGER {_table}_log_insert AFTER INSERT ON {_table} BEGIN
+            INSERT INTO vector_log(kind, vector_pk, op) VALUES ('{_table}', new.pk, 'add');
+        END""",
+        f"""CREATE TRIGGER {_table}_log_update AFTER UPDATE OF embedding ON {_table} BEGIN
+            INSERT INTO vector_log(kind, vector_pk, op) VALUES ('{_table}', new.pk, 'add');
+        END""",
+        f"""CREATE TRIGGER {_table}_log_delete AFTER DELETE ON {_table} BEGIN
+            INSERT INTO vector_log(kind, vector_pk, op) VALUES ('{_table}', old.pk, 'remove');
+        END""",
+    ]
+
+
+def upgrade() -> None:
+    store_info = op.create_table(
+        "memory_store_info",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    # A new identity for every schema created: derived files (the FAISS index) record it, so a
+    # file left over from a dropped store is never mistaken for the new one's.
+    op.bulk_insert(store_info, [{"key": "store_id", "value": str(uuid.uuid4())}])
+    op.create_table(
+        "memories",
+        sa.Column("pk", Key, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(36), nullable=False, unique=True),
+        sa.Column("user_id", sa.String(255), nullable=False),
+        sa.Column("conversation_id", sa.String(255)),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("memory_type", sa.String(64), nullable=False),
+        sa.Column("importance", sa.Float, nullable=False),
+        sa.Column("metadata", JSONType, nullable=False),
+        sa.Column("source", sa.String(255)),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("search_terms", sa.Text, nullable=False),
+        sa.Column("embedding", EmbeddingType, nullable=False),
+    )
+    op.create_index("ix_memories_user_created", "memories", ["user_id", "created_at"])
+    op.create_index("ix_memories_user_conversation", "memories", ["user_id", "conversation_id"])
+    op.create_table(
+        "memory_tags",
+        sa.Column(
+            "memory_pk", Key, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("tag", sa.String(255), primary_key=True),
+        sa.Column("position", sa.Integer, nullable=False),
+    )
+    op.create_index("ix_memory_tags_tag", "memory_tags", ["tag", "memory_pk"])
+    op.create_table(
+        "memory_associations",
+        sa.Column(
+            "source_pk", Key, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column(
+            "target_pk", Key, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column("relationship_type", sa.String(64), primary_key=True),
+        sa.Column("strength", sa.Float, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+    )
+    op.create_index("ix_memory_associations_target", "memory_associations", ["target_pk"])
+    op.create_table(
+        "knowledge_chunks",
+        sa.Column("pk", Key, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(36), nullable=False, unique=True),
+        sa.Column("doc_id", sa.String(255), nullable=False),
+        sa.Column("chunk_index", sa.Integer, nullable=False),
+        sa.Column("category", sa.String(255), nullable=False),
+        sa.Column("title", sa.Text),
+        sa.Column("content", sa.Text, nullable=False),
+        sa.Column("metadata", JSONType, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("embedding", EmbeddingType, nullable=False),
+        sa.UniqueConstraint("doc_id", "chunk_index", name="uq_knowledge_chunks_doc_chunk"),
+    )
+    op.create_index("ix_knowledge_chunks_category", "knowledge_chunks", ["category"])
+    if op.get_bind().dialect.name == "sqlite":
+        for statement in SQLITE_OBJECTS:
+            op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE IF EXISTS vector_log")
+        op.execute("DROP TABLE IF EXISTS memories_fts")
+    op.drop_table("knowledge_chunks")
+    op.drop_table("memory_associations")
+    op.drop_table("memory_tags")
+    op.drop_table("memories")
+    op.drop_table("memory_store_info")
