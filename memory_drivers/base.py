@@ -20,7 +20,7 @@ import logging
 import math
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import islice
@@ -139,9 +139,16 @@ class BaseMemoryDriver(ABC):
     #: The registry name of the driver ("sqlite", "pgvector", ...).
     name: ClassVar[str] = "base"
 
-    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        allow_embedder_mismatch: bool = False,
+    ) -> None:
         self.settings = settings or get_settings()
         self._embedder = embedder
+        self._allow_embedder_mismatch = allow_embedder_mismatch
         self._closed = False
 
     # ------------------------------------------------------------------ embedder
@@ -152,11 +159,13 @@ class BaseMemoryDriver(ABC):
             self._embedder = get_embedder(self.settings)
         return self._embedder
 
-    def _attach_embedder(self, *, allow_mismatch: bool = False) -> None:
+    def _attach_embedder(self) -> None:
         """Stamp a new store with the embedder, or check an existing store's stamp.
 
-        Drivers call this once their store is open.
+        Drivers call this once their store is open. ``allow_embedder_mismatch=True`` (given to
+        the constructor) skips the check, to open a store for :meth:`reembed`.
         """
+        allow_mismatch = self._allow_embedder_mismatch
         info = self._read_store_info()
         current = {"embedder": self.embedder.name, "dimension": str(self.embedder.dimension)}
         if info.get("reembed_target") and not allow_mismatch:
@@ -166,8 +175,10 @@ class BaseMemoryDriver(ABC):
             )
         if "embedder" not in info:
             self._write_store_info(current)
-        elif (info["embedder"], info.get("dimension")) != (current["embedder"],
-                                                          current["dimension"]):
+        elif (info["embedder"], info.get("dimension")) != (
+            current["embedder"],
+            current["dimension"],
+        ):
             if allow_mismatch:
                 return
             raise EmbedderMismatchError(
@@ -252,8 +263,9 @@ class BaseMemoryDriver(ABC):
         since = check.timestamp(since, "since") if since is not None else None
         until = check.timestamp(until, "until") if until is not None else None
         if since is not None and until is not None and since >= until:
-            raise ValidationError(f"since ({since.isoformat()}) must be before until "
-                                  f"({until.isoformat()})")
+            raise ValidationError(
+                f"since ({since.isoformat()}) must be before until ({until.isoformat()})"
+            )
         tag_mode = values.get("tag_mode", "any")
         if tag_mode not in ("any", "all"):
             raise ValidationError(f"tag_mode must be 'any' or 'all', got {tag_mode!r}")
@@ -467,7 +479,9 @@ class BaseMemoryDriver(ABC):
         self._check_open()
         return self._count_memories(check.identifier(user_id, "user_id", optional=True))
 
-    def iter_memories(self, user_id: str | None = None, *, batch_size: int = 500) -> Iterator[Memory]:
+    def iter_memories(
+        self, user_id: str | None = None, *, batch_size: int = 500
+    ) -> Iterator[Memory]:
         """Every memory (of ``user_id``, or of everyone), oldest first, read in batches."""
         self._check_open()
         user = check.identifier(user_id, "user_id", optional=True)
@@ -501,8 +515,11 @@ class BaseMemoryDriver(ABC):
             ):
                 raise ValidationError(f"max_age_days must be a number >= 0, got {max_age_days!r}")
             until = check.utcnow() - timedelta(days=max_age_days)
-        below = check.importance(min_importance, "min_importance") if min_importance is not None \
+        below = (
+            check.importance(min_importance, "min_importance")
+            if min_importance is not None
             else None
+        )
         if not isinstance(dry_run, bool):
             raise ValidationError(f"dry_run must be True or False, got {dry_run!r}")
         memory_filter = MemoryFilter(user_id=user, until=until, importance_below=below)
@@ -555,8 +572,7 @@ class BaseMemoryDriver(ABC):
         """The memories linked to ``memory_id`` in either direction, strongest first."""
         self._check_open()
         mid = check.memory_id(memory_id)
-        rel = check.relationship_type(relationship_type) if relationship_type is not None \
-            else None
+        rel = check.relationship_type(relationship_type) if relationship_type is not None else None
         user = check.identifier(user_id, "user_id", optional=True)
         if mid not in self._get_memories([mid], user):
             raise NotFoundError(_not_found(mid, user))
@@ -603,8 +619,9 @@ class BaseMemoryDriver(ABC):
             for i, piece in enumerate(pieces)
         ]
         self._replace_knowledge(doc, [KnowledgeRecord(c, vectors[i]) for i, c in enumerate(chunks)])
-        return KnowledgeDocument(doc_id=doc, category=str(cat), title=title, metadata=meta,
-                                 chunks=chunks)
+        return KnowledgeDocument(
+            doc_id=doc, category=str(cat), title=title, metadata=meta, chunks=chunks
+        )
 
     def recall_global_knowledge(
         self, query: str, top_k: int = 5, category: str | None = None
@@ -626,8 +643,13 @@ class BaseMemoryDriver(ABC):
         if not chunks:
             return None
         first = chunks[0]
-        return KnowledgeDocument(doc_id=doc, category=first.category, title=first.title,
-                                 metadata=first.metadata, chunks=chunks)
+        return KnowledgeDocument(
+            doc_id=doc,
+            category=first.category,
+            title=first.title,
+            metadata=first.metadata,
+            chunks=chunks,
+        )
 
     def delete_global_knowledge(self, doc_id: str) -> bool:
         """Delete a knowledge document and all its chunks. False if there was none."""
@@ -652,8 +674,10 @@ class BaseMemoryDriver(ABC):
         self._check_open()
         return {"driver": self.name, "embedder": self.embedder.name, **self._stats()}
 
-    def rebuild_index(self) -> dict[str, Any]:
-        """Rebuild derived search indexes from the source of truth, where a driver keeps any."""
+    def rebuild_index(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Rebuild derived search indexes from the source of truth, where a driver keeps any.
+
+        ``progress`` is called with the number of rows done after each batch."""
         self._check_open()
         return {"rebuilt": False, "reason": f"the {self.name} driver keeps no derived index"}
 
@@ -668,11 +692,11 @@ class BaseMemoryDriver(ABC):
         target = self.embedder.name
         self._write_store_info({"reembed_target": target})
         done = {"memories": 0, "knowledge_chunks": 0}
-        for kind, items in (
+        sources: tuple[tuple[Literal["memories", "knowledge_chunks"], Iterator[Any]], ...] = (
             ("memories", self._iter_memories(None, batch_size)),
             ("knowledge_chunks", self._iter_knowledge(batch_size)),
-        ):
-            iterator = iter(items)
+        )
+        for kind, iterator in sources:
             while batch := list(islice(iterator, batch_size)):
                 vectors = self._embed_documents([item.content for item in batch])
                 self._set_vectors(kind, [item.id for item in batch], vectors)
@@ -780,7 +804,7 @@ class BaseMemoryDriver(ABC):
     ) -> None:
         """Replace the vectors of these memories or knowledge chunks (re-embedding)."""
 
-    def _after_reembed(self) -> None:
+    def _after_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for drivers with derived indexes to rebuild after re-embedding."""
 
     @abstractmethod
@@ -799,4 +823,3 @@ class BaseMemoryDriver(ABC):
 def _not_found(memory_id: str, user_id: str | None) -> str:
     owner = f" for user {user_id!r}" if user_id is not None else ""
     return f"no memory {memory_id}{owner}"
-

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        env_ignore_empty=True,
         frozen=True,
     )
 
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     knowledge_max_content_length: int = Field(2_000_000, ge=1)
     knowledge_chunk_tokens: int = Field(512, ge=8)
     knowledge_chunk_overlap: int = Field(50, ge=0)
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("memory_extra_types", mode="before")
     @classmethod

@@ -136,8 +136,11 @@ class MemoryDriverManager:
         )
 
     @classmethod
-    def create(cls, name: str, settings: Settings | None = None) -> BaseMemoryDriver:
-        """A new, uncached driver instance."""
+    def create(
+        cls, name: str, settings: Settings | None = None, **options: Any
+    ) -> BaseMemoryDriver:
+        """A new, uncached driver instance. ``options`` go to the driver's constructor (or
+        factory) after the settings, e.g. ``allow_embedder_mismatch=True`` to re-embed."""
         key = name.strip().lower()
         target = cls._resolve(key)
         if isinstance(target, str):
@@ -149,12 +152,11 @@ class MemoryDriverManager:
                     f"memory driver {key!r} resolves to {target!r}, "
                     "which is not a BaseMemoryDriver subclass"
                 )
-            return target(settings)
-        driver = target(settings)
+            return target(settings, **options)
+        driver = target(settings, **options)
         if not isinstance(driver, BaseMemoryDriver):
             raise ConfigurationError(
-                f"the factory of memory driver {key!r} returned {driver!r}, "
-                "not a BaseMemoryDriver"
+                f"the factory of memory driver {key!r} returned {driver!r}, not a BaseMemoryDriver"
             )
         return driver
 
@@ -184,8 +186,14 @@ class MemoryDriverManager:
             cls._instances.clear()
             cls._default = None
         if close:
+            failures = []
             for instance in instances:
-                instance.close()
+                try:
+                    instance.close()
+                except Exception as exc:  # close the others before reporting it
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
 
 
 def get_memory_driver(name: str | None = None) -> BaseMemoryDriver:

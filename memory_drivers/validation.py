@@ -11,7 +11,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import ValidationError, did_you_mean
 from .models import RELATIONSHIP_TYPES, Scalar
@@ -24,6 +24,10 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@overload
+def identifier(value: Any, name: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def identifier(value: Any, name: str, *, optional: bool) -> str | None: ...
 def identifier(value: Any, name: str, *, optional: bool = False) -> str | None:
     """A user id, conversation id, category, doc id, source: a non-empty string of <= 255 chars."""
     if value is None:

@@ -100,11 +100,17 @@ _cache_lock = threading.Lock()
 
 def get_embedder(settings: Settings) -> Embedder:
     """The embedder the settings describe, shared by every driver in the process."""
+    # Every setting _build passes on: settings differing only in the key, batch size or timeout
+    # must not share an embedder built with the other values.
+    api_key = settings.embedding_api_key
     key = (
         settings.embedding_provider,
         settings.embedding_model,
         settings.embedding_api_url,
+        api_key.get_secret_value() if api_key else None,
         settings.embedding_dimension,
+        settings.embedding_batch_size,
+        settings.embedding_timeout,
         settings.use_gpu,
     )
     with _cache_lock:

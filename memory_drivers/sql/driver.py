@@ -32,7 +32,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -95,7 +96,7 @@ def _batches(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[An
         yield items[start : start + size]
 
 
-def _chunk(row: Row[Any]) -> KnowledgeChunk:
+def _chunk(row: Any) -> KnowledgeChunk:
     return KnowledgeChunk(
         id=row.id,
         doc_id=row.doc_id,
@@ -118,11 +119,13 @@ class SQLDriver(BaseMemoryDriver):
         embedder: Embedder | None = None,
         allow_embedder_mismatch: bool = False,
     ) -> None:
-        super().__init__(settings, embedder=embedder)
+        super().__init__(
+            settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
+        )
         self.engine = self._create_engine()
         try:
             self._prepare_schema()
-            self._attach_embedder(allow_mismatch=allow_embedder_mismatch)
+            self._attach_embedder()
         except BaseException:
             self.engine.dispose()
             raise
@@ -203,7 +206,7 @@ class SQLDriver(BaseMemoryDriver):
             where.append(self._metadata_equals(key, value))
         return where
 
-    def _hydrate(self, connection: Connection, rows: Sequence[Row[Any]]) -> dict[int, Memory]:
+    def _hydrate(self, connection: Connection, rows: Sequence[Any]) -> dict[int, Memory]:
         """Memories (with their tags) for rows selected with ``MEMORY_COLUMNS``, by pk."""
         tags: dict[int, list[str]] = defaultdict(list)
         pks = [row.pk for row in rows]
@@ -233,7 +236,7 @@ class SQLDriver(BaseMemoryDriver):
         }
 
     def _memories_by_pk(self, connection: Connection, pks: Sequence[int]) -> dict[int, Memory]:
-        rows: list[Row[Any]] = []
+        rows: list[Any] = []
         for batch in _batches(list(pks)):
             rows += connection.execute(select(*MEMORY_COLUMNS).where(M.pk.in_(batch))).all()
         return self._hydrate(connection, rows)
@@ -309,7 +312,8 @@ class SQLDriver(BaseMemoryDriver):
     def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
         with self._read() as connection:
             found = self._pks(connection, ids, user_id)
-            return {m.id: m for m in self._memories_by_pk(connection, list(found.values())).values()}
+            memories_ = self._memories_by_pk(connection, list(found.values()))
+            return {m.id: m for m in memories_.values()}
 
     def _update_memory(
         self,
@@ -355,8 +359,9 @@ class SQLDriver(BaseMemoryDriver):
                     connection, memories, where, search.vector, search.top_k
                 )
                 found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
-                hits = [RecallHit(memory=found[pk], score=score) for pk, score in ranked
-                        if pk in found]
+                hits = [
+                    RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found
+                ]
                 return sorted(hits, key=hit_order)[: search.top_k]
             if search.mode == "keyword":
                 assert search.terms
@@ -464,13 +469,16 @@ class SQLDriver(BaseMemoryDriver):
             last = rows[-1].pk
 
     # ------------------------------------------------------------------ associations
-    def _upsert(self, connection: Connection, table: Table, values: dict[str, Any],
-                keys: Sequence[str], changes: Sequence[str]) -> None:
-        if connection.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        statement = dialect_insert(table).values(**values)
+    def _upsert(
+        self,
+        connection: Connection,
+        table: Table,
+        values: dict[str, Any],
+        keys: Sequence[str],
+        changes: Sequence[str],
+    ) -> None:
+        dialect: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table).values(**values)
         statement = statement.on_conflict_do_update(
             index_elements=list(keys),
             set_={name: statement.excluded[name] for name in changes},
@@ -512,18 +520,20 @@ class SQLDriver(BaseMemoryDriver):
             if pk is None:
                 return []
             links: list[tuple[int, str, float, Literal["outgoing", "incoming"]]] = []
-            for mine, other, direction in (
+            directions: tuple[tuple[Any, Any, Literal["outgoing", "incoming"]], ...] = (
                 (A.source_pk, A.target_pk, "outgoing"),
                 (A.target_pk, A.source_pk, "incoming"),
-            ):
+            )
+            for mine, other, direction in directions:
                 query = select(other, A.relationship_type, A.strength).where(mine == pk)
                 if relationship_type is not None:
                     query = query.where(A.relationship_type == relationship_type)
                 links += [(row[0], row[1], row[2], direction) for row in connection.execute(query)]
             found = self._memories_by_pk(connection, [link[0] for link in links])
         return [
-            RelatedMemory(memory=found[other], relationship_type=rel, strength=strength,
-                          direction=direction)
+            RelatedMemory(
+                memory=found[other], relationship_type=rel, strength=strength, direction=direction
+            )
             for other, rel, strength, direction in links
         ]
 
@@ -539,16 +549,18 @@ class SQLDriver(BaseMemoryDriver):
         )
         with self._write() as connection:
             connection.execute(
-                statement, [{"b_id": i, "b_embedding": v} for i, v in zip(ids, vectors)]
+                statement,
+                [{"b_id": i, "b_embedding": v} for i, v in zip(ids, vectors, strict=True)],
             )
 
     # ------------------------------------------------------------------ operations
     def _counts(self) -> dict[str, Any]:
         with self._read() as connection:
+
             def scalar(query: Any) -> int:
                 return int(connection.execute(query).scalar_one())
 
-            by_type = dict(
+            by_type: dict[str, int] = dict(
                 connection.execute(
                     select(M.memory_type, func.count()).group_by(M.memory_type)
                 ).all()

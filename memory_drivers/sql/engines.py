@@ -9,18 +9,21 @@ read lock cannot be upgraded.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from ..config import Settings
-from ..errors import ConfigurationError, ValidationError
+from ..errors import BackendUnavailableError, ConfigurationError, SchemaError, ValidationError
 from . import migrations
 
 __all__ = ["create_sqlite_engine", "faiss_index_path", "sqlite_path", "write_connection"]
@@ -59,9 +62,7 @@ def create_sqlite_engine(settings: Settings) -> Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout})
     else:
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False}, poolclass=StaticPool
-        )
+        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     busy_ms = int(settings.sqlite_busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -70,7 +71,7 @@ def create_sqlite_engine(settings: Settings) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor, settings.sqlite_busy_timeout)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
         cursor.close()
@@ -81,6 +82,24 @@ def create_sqlite_engine(settings: Settings) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _enable_wal(cursor: sqlite3.Cursor, timeout: float) -> None:
+    """Switch the database to WAL mode, retrying while another connection holds it.
+
+    Switching (only a new database needs it; the mode is kept in the file) takes an exclusive
+    lock, and SQLite answers "database is locked" at once instead of waiting on busy_timeout
+    when two processes open a brand-new database together.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 @contextlib.contextmanager
@@ -106,52 +125,65 @@ class MigrationTarget:
     engine: Engine
     label: str
     derived_files: tuple[Path, ...] = ()
-    attributes: dict[str, object] | None = None
+    attributes: dict[str, Any] | None = None
 
     def run(self, action: str, *, steps: int = 1, confirmed: bool = False) -> int:
-        attributes = self.attributes or {}
         try:
-            with write_connection(self.engine) as connection:
-                current = migrations.current_revision(connection)
-                pending = migrations.pending_revisions(connection)
-                if action == "status":
-                    print(f"database: {self.label}")
-                    print(f"current:  {current or '(empty: no schema yet)'}")
-                    print(f"head:     {migrations.head_revision()}")
-                    for revision, doc in pending:
-                        print(f"pending:  {revision}  {doc}")
-                    if not pending:
-                        print("up to date")
-                    return 0
-                if action == "upgrade":
-                    migrations.upgrade(connection, **attributes)
-                    for revision, doc in pending:
-                        print(f"applied {revision}  {doc}")
-                    print(f"{self.label} is up to date ({migrations.head_revision()})")
-                    return 0
-                if action == "rollback":
-                    if steps < 1:
-                        raise ValidationError("--steps must be at least 1")
-                    if current is None:
-                        print(f"{self.label} has no schema; nothing to roll back")
-                        return 0
-                    migrations.downgrade(connection, f"-{steps}", **attributes)
-                    now = migrations.current_revision(connection)
-                    print(f"rolled back {current} -> {now or '(empty)'}")
-                    return 0
-                if action == "fresh":
-                    if not confirmed and not _confirm(self.label):
-                        print("aborted; nothing was changed")
-                        return 1
-                    migrations.downgrade(connection, "base", **attributes)
-                    migrations.upgrade(connection, **attributes)
-                    for path in self.derived_files:
-                        path.unlink(missing_ok=True)
-                    print(f"{self.label}: dropped everything and recreated the schema "
-                          f"({migrations.head_revision()})")
-                    return 0
+            return self._run(action, steps=steps, confirmed=confirmed)
+        except DBAPIError as exc:
+            raise BackendUnavailableError(f"database {self.label}: {exc.orig}") from exc
         finally:
             self.engine.dispose()
+
+    def _run(self, action: str, *, steps: int, confirmed: bool) -> int:
+        attributes = self.attributes or {}
+        with write_connection(self.engine) as connection:
+            current = migrations.current_revision(connection)
+            if current is not None and current not in migrations.known_revisions():
+                raise SchemaError(
+                    f"{self.label} is at schema revision {current}, which this version of "
+                    "memory-drivers does not know; it was made by a newer version. "
+                    "Upgrade memory-drivers."
+                )
+            pending = migrations.pending_revisions(connection)
+            if action == "status":
+                print(f"database: {self.label}")
+                print(f"current:  {current or '(empty: no schema yet)'}")
+                print(f"head:     {migrations.head_revision()}")
+                for revision, doc in pending:
+                    print(f"pending:  {revision}  {doc}")
+                if not pending:
+                    print("up to date")
+                return 0
+            if action == "upgrade":
+                migrations.upgrade(connection, **attributes)
+                for revision, doc in pending:
+                    print(f"applied {revision}  {doc}")
+                print(f"{self.label} is up to date ({migrations.head_revision()})")
+                return 0
+            if action == "rollback":
+                if steps < 1:
+                    raise ValidationError("--steps must be at least 1")
+                if current is None:
+                    print(f"{self.label} has no schema; nothing to roll back")
+                    return 0
+                migrations.downgrade(connection, f"-{steps}", **attributes)
+                now = migrations.current_revision(connection)
+                print(f"rolled back {current} -> {now or '(empty)'}")
+                return 0
+            if action == "fresh":
+                if not confirmed and not _confirm(self.label):
+                    print("aborted; nothing was changed")
+                    return 1
+                migrations.downgrade(connection, "base", **attributes)
+                migrations.upgrade(connection, **attributes)
+                for path in self.derived_files:
+                    path.unlink(missing_ok=True)
+                print(
+                    f"{self.label}: dropped everything and recreated the schema "
+                    f"({migrations.head_revision()})"
+                )
+                return 0
         raise ConfigurationError(f"unknown migrate action {action!r}")
 
 
@@ -171,11 +203,15 @@ def migration_target(settings: Settings, url: str | None = None) -> MigrationTar
     if backend == "sqlite":
         settings = settings.replace(memory_db_url=url)
         index = faiss_index_path(settings)
+        try:
+            engine = create_sqlite_engine(settings)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"SQLite database {url}: cannot create its folder ({exc})"
+            ) from exc
         return MigrationTarget(
-            create_sqlite_engine(settings),
+            engine,
             label=url,
             derived_files=(index,) if index is not None else (),
         )
-    raise ConfigurationError(
-        f"migrate.py handles sqlite:/// URLs; {url!r} uses {backend!r}"
-    )
+    raise ConfigurationError(f"migrate.py handles sqlite:/// URLs; {url!r} uses {backend!r}")

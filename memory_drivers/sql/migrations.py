@@ -89,14 +89,16 @@ def downgrade(connection: Connection, target: str = "-1", **attributes: Any) -> 
     command.downgrade(make_config(connection, **attributes), target)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``migrate.py [upgrade|fresh|status|rollback] [--url URL]``."""
+def main(argv: Sequence[str] | None = None, *, prog: str = "migrate.py") -> int:
+    """Command line: ``migrate.py [upgrade|fresh|status|rollback] [--url URL]``.
+
+    Exit codes: 0 done, 1 the database failed, 2 invalid arguments or configuration."""
     from ..config import get_settings
-    from ..errors import MemoryDriverError
+    from ..errors import ConfigurationError, MemoryDriverError, ValidationError
     from .engines import migration_target
 
     parser = argparse.ArgumentParser(
-        prog="migrate.py",
+        prog=prog,
         description="Create or update the memory-drivers schema (SQLite or PostgreSQL).",
     )
     parser.add_argument(
@@ -116,4 +118,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return target.run(args.action, steps=args.steps, confirmed=args.yes)
     except MemoryDriverError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, ConfigurationError | ValidationError) else 1

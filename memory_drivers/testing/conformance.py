@@ -152,7 +152,9 @@ class MemoryDriverConformance:
         )
         assert uuid.UUID(m.id).version == 4
         assert (m.user_id, m.conversation_id, m.content) == (
-            "u1", "c1", "The user's favorite color is blue"
+            "u1",
+            "c1",
+            "The user's favorite color is blue",
         )
         assert m.tags == ["preference", "color"]
         assert m.metadata == {"source": "chat", "nested": {"a": [1, 2.5, None, True]}}
@@ -167,8 +169,16 @@ class MemoryDriverConformance:
     def test_get_returns_what_was_stored(self, driver: BaseMemoryDriver) -> None:
         """``get`` returns exactly the stored memory (same fields, same times to the
         microsecond). Failing usually means a field is not stored or loses precision."""
-        m = driver.store("u1", "Ünïcödé ✓ and emoji 🎉", "c1", ["b", "a"], {"k": "v", "n": 1.5},
-                         memory_type="fact", importance=0.25, source="import")
+        m = driver.store(
+            "u1",
+            "Ünïcödé ✓ and emoji 🎉",
+            "c1",
+            ["b", "a"],
+            {"k": "v", "n": 1.5},
+            memory_type="fact",
+            importance=0.25,
+            source="import",
+        )
         assert driver.get(m.id) == m
         assert driver.get(m.id, user_id="u1") == m
         assert driver.get(m.id.upper()) == m, "ids are UUIDs; any case must find the memory"
@@ -183,7 +193,8 @@ class MemoryDriverConformance:
     def test_tags_are_deduplicated_in_order(self, driver: BaseMemoryDriver) -> None:
         m = driver.store("u1", "tagged", tags=["b", "a", "b", "c", "a"])
         assert m.tags == ["b", "a", "c"]
-        assert driver.get(m.id).tags == ["b", "a", "c"]
+        stored = driver.get(m.id)
+        assert stored is not None and stored.tags == ["b", "a", "c"]
 
     def test_get_missing_or_foreign_is_none(self, driver: BaseMemoryDriver) -> None:
         """An id that does not exist, or belongs to another user, is not an error for get."""
@@ -252,12 +263,13 @@ class MemoryDriverConformance:
         ]
         stored = driver.store_many([{"user_id": "u1", "content": t} for t in texts])
         hits = driver.recall("u1", query="green tea", top_k=5)
-        expected = expected_hits(stored, MemoryFilter(user_id="u1"), top_k=5, query="green tea",
-                                 embedder=driver.embedder)
+        expected = expected_hits(
+            stored, MemoryFilter(user_id="u1"), top_k=5, query="green tea", embedder=driver.embedder
+        )
         assert_same_hits(hits, expected, 5)
         scores = [h.score for h in hits]
-        assert scores == sorted(scores, reverse=True)
         assert all(s is not None and -1.0 - 1e-6 <= s <= 1.0 + 1e-6 for s in scores)
+        assert scores == sorted((s for s in scores if s is not None), reverse=True)
 
     def test_identical_text_scores_one(self, driver: BaseMemoryDriver) -> None:
         """A query equal to a memory's text scores 1.0 (cosine of a vector with itself)."""
@@ -279,13 +291,19 @@ class MemoryDriverConformance:
         """Filters apply before ``top_k`` is cut: many close matches that the filter excludes
         must not crowd out the few that pass. Failing means the driver searched first and
         filtered the top k afterwards (the most reported bug of memory layers)."""
-        noise = [
+        noise: list[dict[str, Any]] = [
             {"user_id": "u1", "content": f"apple banana cherry {i}", "tags": ["noise"]}
             for i in range(60)
         ]
         keep = [
-            {"user_id": "u1", "content": f"zebra quantum violin {i}", "tags": ["keep"],
-             "memory_type": "fact", "importance": 0.9, "metadata": {"k": 1}}
+            {
+                "user_id": "u1",
+                "content": f"zebra quantum violin {i}",
+                "tags": ["keep"],
+                "memory_type": "fact",
+                "importance": 0.9,
+                "metadata": {"k": 1},
+            }
             for i in range(3)
         ]
         driver.store_many(noise + keep)
@@ -321,11 +339,12 @@ class MemoryDriverConformance:
             [{"user_id": "u1", "content": "same words", "created_at": at(1)} for _ in range(3)]
         )
         newer = self.put(driver, "same words", created_at=at(2))
-        expected = [newer.id] + sorted(m.id for m in same_time)
+        expected = [newer.id, *sorted(m.id for m in same_time)]
         assert [h.memory.id for h in driver.recall("u1")] == expected
         assert [h.memory.id for h in driver.recall("u1", query="same words")] == expected
-        assert [h.memory.id for h in driver.recall("u1", query="words", use_vector=False)] == \
-            expected
+        assert [
+            h.memory.id for h in driver.recall("u1", query="words", use_vector=False)
+        ] == expected
 
     def test_keyword_recall_matches_terms(self, driver: BaseMemoryDriver) -> None:
         """``use_vector=False`` matches shared terms (case, accents and word endings aside) and
@@ -341,15 +360,17 @@ class MemoryDriverConformance:
         )
         for query in ("hikes alps", "cafe", "Cooking boots", "Sunday"):
             hits = driver.recall("u1", query=query, use_vector=False, top_k=10)
-            expected = expected_hits(stored, MemoryFilter(user_id="u1"), top_k=10, query=query,
-                                     use_vector=False)
+            expected = expected_hits(
+                stored, MemoryFilter(user_id="u1"), top_k=10, query=query, use_vector=False
+            )
             assert_same_hits(hits, expected, 10, context=query)
             assert hits, f"nothing found for {query!r}"
         hits = driver.recall("u1", query="hiking alps", use_vector=False)
         assert contents(hits)[0] == "The user loves hiking in the Alps"
         assert [h.score for h in hits] == [1.0, 0.5]
-        assert driver.recall("u1", query="the of and", use_vector=False) == [], \
+        assert driver.recall("u1", query="the of and", use_vector=False) == [], (
             "a query of stop words only matches nothing"
+        )
         assert driver.recall("u1", query="xylophone", use_vector=False) == []
 
     # ================================================================== filters
@@ -405,8 +426,7 @@ class MemoryDriverConformance:
     def test_importance_filter_is_inclusive(self, driver: BaseMemoryDriver) -> None:
         for value in (0.0, 0.3, 0.5, 0.7, 1.0):
             driver.store("u1", f"i{value}", importance=value)
-        assert sorted(contents(driver.recall("u1", min_importance=0.5))) == ["i0.5", "i0.7",
-                                                                            "i1.0"]
+        assert sorted(contents(driver.recall("u1", min_importance=0.5))) == ["i0.5", "i0.7", "i1.0"]
         assert len(driver.recall("u1", min_importance=0.0)) == 5
 
     def test_metadata_filter_is_json_equality(self, driver: BaseMemoryDriver) -> None:
@@ -431,7 +451,7 @@ class MemoryDriverConformance:
         assert found({"v": None}) == ["null"]
         assert found({"v": 1, "lang": "en"}) == ["int"]
         assert found({"lang": "fr"}) == []
-        assert found({"key with spaces & \"quotes\"": 1}) == []
+        assert found({'key with spaces & "quotes"': 1}) == []
 
     def test_filters_match_the_reference_semantics(self, driver: BaseMemoryDriver) -> None:
         """Random data and random filter combinations, in every mode, against the reference
@@ -439,10 +459,12 @@ class MemoryDriverConformance:
         the filter or ordering rule the driver translates differently (the assertion says which
         combination)."""
         rng = random.Random(20261121)
-        words = ("apple banana cherry delta echo falcon garden harbor island jungle kettle "
-                 "lemon mango nectar orbit piano quartz river sunset tiger").split()
+        words = (
+            "apple banana cherry delta echo falcon garden harbor island jungle kettle "
+            "lemon mango nectar orbit piano quartz river sunset tiger"
+        ).split()
         items = []
-        for i in range(90):
+        for _ in range(90):
             meta: dict[str, Any] = {}
             if rng.random() < 0.7:
                 meta["topic"] = rng.choice(["a", "b"])
@@ -470,8 +492,14 @@ class MemoryDriverConformance:
             "since": [None, at(24 * 5)],
             "until": [None, at(24 * 15)],
             "min_importance": [None, 0.3, 0.7],
-            "metadata": [None, {"topic": "a"}, {"n": 2}, {"n": True}, {"n": None},
-                         {"topic": "b", "n": 1}],
+            "metadata": [
+                None,
+                {"topic": "a"},
+                {"n": 2},
+                {"n": True},
+                {"n": None},
+                {"topic": "b", "n": 1},
+            ],
         }
         for case_number in range(45):
             user = rng.choice(["u1", "u2"])
@@ -483,24 +511,45 @@ class MemoryDriverConformance:
             conversation = chosen.pop("conversation_id", None)
             memory_filter = MemoryFilter(user_id=user, conversation_id=conversation, **chosen)
             hits = driver.recall(user, conversation, query, top_k, mode != "keyword", **chosen)
-            expected = expected_hits(stored, memory_filter, top_k=top_k, query=query,
-                                     use_vector=mode != "keyword", embedder=driver.embedder)
-            assert_same_hits(hits, expected, top_k,
-                             context=f"case {case_number}: {mode} {query!r} {chosen} "
-                                     f"conversation={conversation} top_k={top_k}")
+            expected = expected_hits(
+                stored,
+                memory_filter,
+                top_k=top_k,
+                query=query,
+                use_vector=mode != "keyword",
+                embedder=driver.embedder,
+            )
+            assert_same_hits(
+                hits,
+                expected,
+                top_k,
+                context=f"case {case_number}: {mode} {query!r} {chosen} "
+                f"conversation={conversation} top_k={top_k}",
+            )
 
     # ================================================================== update and delete
     def test_update_changes_fields_and_reembeds(self, driver: BaseMemoryDriver) -> None:
         """``update`` changes only the given fields, keeps created_at, moves updated_at, and
         re-embeds new content so vector and keyword recall find the new text, not the old."""
-        m = self.put(driver, "The user lives in Paris", tags=["home"], created_at=at(0),
-                     metadata={"a": 1})
+        m = self.put(
+            driver, "The user lives in Paris", tags=["home"], created_at=at(0), metadata={"a": 1}
+        )
         driver.store("u1", "The user works in Berlin")
-        updated = driver.update(m.id, content="The user moved to Lisbon", importance=0.9,
-                                tags=["home", "moved"], metadata={"b": 2}, memory_type="fact")
-        assert (updated.content, updated.importance, updated.tags, updated.metadata,
-                updated.memory_type) == ("The user moved to Lisbon", 0.9, ["home", "moved"],
-                                         {"b": 2}, "fact")
+        updated = driver.update(
+            m.id,
+            content="The user moved to Lisbon",
+            importance=0.9,
+            tags=["home", "moved"],
+            metadata={"b": 2},
+            memory_type="fact",
+        )
+        assert (
+            updated.content,
+            updated.importance,
+            updated.tags,
+            updated.metadata,
+            updated.memory_type,
+        ) == ("The user moved to Lisbon", 0.9, ["home", "moved"], {"b": 2}, "fact")
         assert updated.created_at == m.created_at and updated.updated_at > m.updated_at
         assert driver.get(m.id) == updated
         hit = driver.recall("u1", query="The user moved to Lisbon", top_k=1)[0]
@@ -534,8 +583,11 @@ class MemoryDriverConformance:
         assert driver.delete(m.id, user_id="u1") is False
         assert driver.delete(str(uuid.uuid4())) is False
         assert driver.get(m.id) is None
-        for kwargs in ({"query": "forget this please"},
-                       {"query": "forget please", "use_vector": False}, {}):
+        for kwargs in (
+            {"query": "forget this please"},
+            {"query": "forget please", "use_vector": False},
+            {},
+        ):
             found = driver.recall("u1", **kwargs)
             assert [h.memory.id for h in found] == [keep.id], f"{kwargs}: {contents(found)}"
         assert driver.delete(keep.id) is True, "delete without user_id deletes any user's"
@@ -545,9 +597,7 @@ class MemoryDriverConformance:
         """Each recall reflects every write acknowledged before it (stores, updates, deletes,
         in between recalls). Failing means a search index lags behind the store."""
         first = driver.store("u1", "alpha bravo charlie")
-        assert contents(driver.recall("u1", query="alpha bravo charlie")) == [
-            "alpha bravo charlie"
-        ]
+        assert contents(driver.recall("u1", query="alpha bravo charlie")) == ["alpha bravo charlie"]
         second = driver.store("u1", "delta echo foxtrot")
         hits = driver.recall("u1", query="delta echo foxtrot", top_k=1)
         assert hits[0].memory.id == second.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -555,9 +605,7 @@ class MemoryDriverConformance:
         hits = driver.recall("u1", query="golf hotel india", top_k=1)
         assert hits[0].memory.id == first.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
         driver.delete(second.id)
-        assert [h.memory.id for h in driver.recall("u1", query="delta echo foxtrot")] == [
-            first.id
-        ]
+        assert [h.memory.id for h in driver.recall("u1", query="delta echo foxtrot")] == [first.id]
         batch = driver.store_many([{"user_id": "u1", "content": f"juliet {i}"} for i in range(5)])
         found = {h.memory.id for h in driver.recall("u1", query="juliet", top_k=10)}
         assert {m.id for m in batch} <= found
@@ -575,8 +623,9 @@ class MemoryDriverConformance:
         """``store_many`` embeds everything in one call and returns memories in order."""
         embedder = RecordingEmbedder(fast_embedder())
         driver = make_driver(embedder)
-        items = [{"user_id": f"u{i % 3}", "content": f"memory {i}", "tags": [f"t{i}"]}
-                 for i in range(25)]
+        items = [
+            {"user_id": f"u{i % 3}", "content": f"memory {i}", "tags": [f"t{i}"]} for i in range(25)
+        ]
         stored = driver.store_many(items)
         assert embedder.document_calls == [25]
         assert [m.content for m in stored] == [f"memory {i}" for i in range(25)]
@@ -599,19 +648,36 @@ class MemoryDriverConformance:
         """Items may carry id, created_at and updated_at (imports between stores); an id that
         exists already is a conflict and nothing of the batch is written."""
         mid = str(uuid.uuid4())
-        [m] = driver.store_many([{"user_id": "u1", "content": "imported", "id": mid,
-                                  "created_at": at(5), "updated_at": at(6)}])
+        [m] = driver.store_many(
+            [
+                {
+                    "user_id": "u1",
+                    "content": "imported",
+                    "id": mid,
+                    "created_at": at(5),
+                    "updated_at": at(6),
+                }
+            ]
+        )
         assert (m.id, m.created_at, m.updated_at) == (mid, at(5), at(6))
         assert driver.get(mid) == m
         from ..errors import ConflictError
 
         with pytest.raises(ConflictError):
-            driver.store_many([{"user_id": "u1", "content": "new one"},
-                               {"user_id": "u1", "content": "again", "id": mid}])
+            driver.store_many(
+                [
+                    {"user_id": "u1", "content": "new one"},
+                    {"user_id": "u1", "content": "again", "id": mid},
+                ]
+            )
         with pytest.raises(ValidationError, match="twice"):
             twin = str(uuid.uuid4())
-            driver.store_many([{"user_id": "u1", "content": "a", "id": twin},
-                               {"user_id": "u1", "content": "b", "id": twin}])
+            driver.store_many(
+                [
+                    {"user_id": "u1", "content": "a", "id": twin},
+                    {"user_id": "u1", "content": "b", "id": twin},
+                ]
+            )
         self.assert_unchanged(driver, 1)
         exported = list(driver.iter_memories())
         assert exported == [m]
@@ -619,12 +685,18 @@ class MemoryDriverConformance:
     # ================================================================== knowledge
     def test_knowledge_store_and_recall(self, driver: BaseMemoryDriver) -> None:
         doc = driver.store_global_knowledge(
-            "Employees may work remotely two days a week", category="policies",
-            title="Remote Work Policy", doc_id="POL-001", metadata={"version": 2},
+            "Employees may work remotely two days a week",
+            category="policies",
+            title="Remote Work Policy",
+            doc_id="POL-001",
+            metadata={"version": 2},
         )
         assert isinstance(doc, KnowledgeDocument)
         assert (doc.doc_id, doc.category, doc.title, len(doc.chunks)) == (
-            "POL-001", "policies", "Remote Work Policy", 1
+            "POL-001",
+            "policies",
+            "Remote Work Policy",
+            1,
         )
         driver.store_global_knowledge("Lunch is served at noon", category="facilities")
         hits = driver.recall_global_knowledge("work remotely", top_k=5)
@@ -653,14 +725,14 @@ class MemoryDriverConformance:
         assert driver.get_global_knowledge("D1") == doc
         hit = driver.recall_global_knowledge("word150 word151 word152", top_k=1)[0]
         assert "word150" in hit.chunk.content
-        assert (hit.chunk.doc_id, hit.chunk.title, hit.chunk.category) == ("D1", "Long",
-                                                                          "manual")
+        assert (hit.chunk.doc_id, hit.chunk.title, hit.chunk.category) == ("D1", "Long", "manual")
 
     def test_knowledge_same_doc_id_replaces(self, make_driver: MakeDriver) -> None:
         """Storing a doc_id again replaces all of its chunks: old text is never recalled."""
         driver = make_driver(knowledge_chunk_tokens=20, knowledge_chunk_overlap=2)
-        driver.store_global_knowledge(" ".join(f"old{i}" for i in range(100)), category="c",
-                                      doc_id="D")
+        driver.store_global_knowledge(
+            " ".join(f"old{i}" for i in range(100)), category="c", doc_id="D"
+        )
         new = driver.store_global_knowledge("entirely new content", category="c2", doc_id="D")
         stored = driver.get_global_knowledge("D")
         assert stored == new and len(stored.chunks) == 1 and stored.category == "c2"
@@ -683,7 +755,10 @@ class MemoryDriverConformance:
         c = driver.store("u1", "used to live in Paris")
         link = driver.associate(a.id, b.id, "LEADS_TO", 0.9, user_id="u1")
         assert (link.source_id, link.target_id, link.relationship_type, link.strength) == (
-            a.id, b.id, "LEADS_TO", 0.9
+            a.id,
+            b.id,
+            "LEADS_TO",
+            0.9,
         )
         driver.associate(c.id, a.id, "occurred_before", 0.4)
         related = driver.related(a.id, user_id="u1")
@@ -729,12 +804,21 @@ class MemoryDriverConformance:
         """``cleanup`` removes what is older than max_age_days AND below min_importance (either
         alone when only one is given); dry_run (the default) only reports."""
         now = datetime.now(timezone.utc)
-        spec = {"old-low": (40, 0.1), "old-high": (40, 0.9), "new-low": (1, 0.1),
-                "new-high": (1, 0.9)}
+        spec = {
+            "old-low": (40, 0.1),
+            "old-high": (40, 0.9),
+            "new-low": (1, 0.1),
+            "new-high": (1, 0.9),
+        }
         for name, (days, importance) in spec.items():
             self.put(driver, name, created_at=now - timedelta(days=days), importance=importance)
-        self.put(driver, "other user old-low", user="u2", created_at=now - timedelta(days=40),
-                 importance=0.1)
+        self.put(
+            driver,
+            "other user old-low",
+            user="u2",
+            created_at=now - timedelta(days=40),
+            importance=0.1,
+        )
 
         def names(result: Any) -> list[str]:
             return sorted(m.content for m in result.memories)
@@ -757,8 +841,10 @@ class MemoryDriverConformance:
 
     def test_count_and_iter_memories(self, driver: BaseMemoryDriver) -> None:
         """``iter_memories`` streams every memory, oldest first, across batch boundaries."""
-        items = [{"user_id": "u1" if i % 2 else "u2", "content": f"m{i}",
-                  "created_at": at(i % 7)} for i in range(23)]
+        items = [
+            {"user_id": "u1" if i % 2 else "u2", "content": f"m{i}", "created_at": at(i % 7)}
+            for i in range(23)
+        ]
         stored = driver.store_many(items)
         assert driver.count() == 23 and driver.count("u1") == 11
         streamed = list(driver.iter_memories(batch_size=4))
@@ -779,10 +865,12 @@ class MemoryDriverConformance:
         first.close()
         second = make_driver()
         assert second.get(m.id) == m
-        assert second.recall("u1", query="persistent pineapple memory", top_k=1)[0].memory.id \
-            == m.id
-        assert [h.memory.id for h in second.recall("u1", query="pineapple", use_vector=False)] \
-            == [m.id]
+        assert (
+            second.recall("u1", query="persistent pineapple memory", top_k=1)[0].memory.id == m.id
+        )
+        assert [h.memory.id for h in second.recall("u1", query="pineapple", use_vector=False)] == [
+            m.id
+        ]
         assert [r.memory.id for r in second.related(m.id)] == [other.id]
         assert second.get_global_knowledge("D") is not None
         assert second.recall_global_knowledge("persistent knowledge")[0].chunk.doc_id == "D"
@@ -920,22 +1008,33 @@ class MemoryDriverConformance:
             lambda: driver.associate(m.id, "nope"),
             lambda: driver.related("nope"),
         ):
-            with pytest.raises(ValidationError, match="memory id|UUID"):
+            with pytest.raises(ValidationError, match=r"memory id|UUID"):
                 call()
         assert driver.get(m.id) == m
 
     def test_update_rejects_bad_input(self, driver: BaseMemoryDriver) -> None:
         m = driver.store("u1", "original", importance=0.4)
-        for kwargs in ({"content": " "}, {"importance": 2.0}, {"tags": "x"},
-                       {"metadata": {"x": {1, 2}}}, {"memory_type": "dream"}):
+        for kwargs in (
+            {"content": " "},
+            {"importance": 2.0},
+            {"tags": "x"},
+            {"metadata": {"x": {1, 2}}},
+            {"memory_type": "dream"},
+        ):
             with pytest.raises(ValidationError):
                 driver.update(m.id, **kwargs)
         assert driver.get(m.id) == m
 
     def test_knowledge_rejects_bad_input(self, driver: BaseMemoryDriver) -> None:
-        for kwargs in ({"content": " "}, {"category": ""}, {"category": None},
-                       {"title": ""}, {"metadata": {"x": object()}}, {"doc_id": " x"}):
-            args = {"content": "text", "category": "c", **kwargs}
+        for kwargs in (
+            {"content": " "},
+            {"category": ""},
+            {"category": None},
+            {"title": ""},
+            {"metadata": {"x": object()}},
+            {"doc_id": " x"},
+        ):
+            args: dict[str, Any] = {"content": "text", "category": "c", **kwargs}
             with pytest.raises(ValidationError):
                 driver.store_global_knowledge(**args)
         with pytest.raises(ValidationError):
@@ -955,8 +1054,9 @@ class MemoryDriverConformance:
         with pytest.raises(EmbeddingError):
             driver.store("u1", "POISON text")
         with pytest.raises(EmbeddingError):
-            driver.store_many([{"user_id": "u1", "content": "ok"},
-                               {"user_id": "u1", "content": "POISON"}])
+            driver.store_many(
+                [{"user_id": "u1", "content": "ok"}, {"user_id": "u1", "content": "POISON"}]
+            )
         with pytest.raises(EmbeddingError):
             driver.update(good.id, content="POISON now")
         with pytest.raises(EmbeddingError):
@@ -999,11 +1099,11 @@ class MemoryDriverConformance:
         driver = semantic_driver
         docs = {
             "refunds": "Customers may return any item within 30 days of delivery for a full "
-                       "refund, provided it is unused and in its original packaging.",
+            "refund, provided it is unused and in its original packaging.",
             "shipping": "Orders are dispatched within two business days and arrive in three "
-                        "to five days by standard courier.",
+            "to five days by standard courier.",
             "security": "Passwords must be at least twelve characters long and are rotated "
-                        "every ninety days.",
+            "every ninety days.",
         }
         for doc_id, text in docs.items():
             driver.store_global_knowledge(text, category="help", doc_id=doc_id)

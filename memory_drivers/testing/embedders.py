@@ -89,7 +89,7 @@ class FaultyEmbedder:
 
     def embed_documents(self, texts: Sequence[str]) -> Any:
         vectors = np.asarray(self.inner.embed_documents(texts), dtype=np.float32)
-        spoiled = [self._spoil(t, v) for t, v in zip(texts, vectors)]
+        spoiled = [self._spoil(t, v) for t, v in zip(texts, vectors, strict=True)]
         if self.fault == "dimension" and any(self.trigger in t for t in texts):
             return [list(v) for v in spoiled]
         return np.stack(spoiled) if spoiled else vectors

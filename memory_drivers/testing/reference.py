@@ -43,7 +43,8 @@ def expected_hits(
             embedder.embed_documents([m.content for m in candidates]), len(candidates), embedder
         ).astype(np.float64)
         scores = docs @ q
-        hits = [RecallHit(memory=m, score=float(s)) for m, s in zip(candidates, scores)]
+        pairs = zip(candidates, scores, strict=True)
+        hits = [RecallHit(memory=m, score=float(s)) for m, s in pairs]
     else:
         wanted = query_terms(query)
         hits = []
@@ -71,13 +72,12 @@ def assert_same_hits(
     where = f" ({context})" if context else ""
     want = list(expected[:top_k])
     assert len(actual) == len(want), (
-        f"expected {len(want)} hits, got {len(actual)}{where}: "
-        f"{[h.memory.content for h in actual]}"
+        f"expected {len(want)} hits, got {len(actual)}{where}: {[h.memory.content for h in actual]}"
     )
     ids = [h.memory.id for h in actual]
     assert len(set(ids)) == len(ids), f"the same memory was returned twice{where}"
     expected_score = {h.memory.id: h.score for h in expected}
-    for position, (got, wanted) in enumerate(zip(actual, want)):
+    for position, (got, wanted) in enumerate(zip(actual, want, strict=False)):
         assert got.memory.id in expected_score, (
             f"hit #{position} {got.memory.content!r} should not have matched{where}"
         )

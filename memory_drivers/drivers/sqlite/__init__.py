@@ -48,7 +48,7 @@ from ...sql.engines import (
     write_connection,
 )
 from ...sql.schema import memories, store_info
-from .faiss_index import COMPACTED_KEY, VectorIndexes, vector_log
+from .faiss_index import COMPACTED_KEY, VectorIndexes, log_position, vector_log
 
 __all__ = ["SQLiteDriver"]
 
@@ -75,13 +75,21 @@ class SQLiteDriver(SQLDriver):
     ) -> None:
         self._index: VectorIndexes | None = None
         self._index_lock = threading.Lock()
-        super().__init__(settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch)
+        super().__init__(
+            settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
+        )
         self.path = sqlite_path(self.settings.memory_db_url)
         self.index_path = faiss_index_path(self.settings)
 
     # ------------------------------------------------------------------ engine, transactions
     def _create_engine(self) -> Engine:
-        return create_sqlite_engine(self.settings)
+        try:
+            return create_sqlite_engine(self.settings)
+        except OSError as exc:  # its folder cannot be created
+            raise BackendUnavailableError(
+                f"SQLite database {self._label}: cannot create its folder ({exc}). "
+                "Check the path and permissions."
+            ) from exc
 
     @property
     def _label(self) -> str:
@@ -92,8 +100,12 @@ class SQLiteDriver(SQLDriver):
         try:
             yield
         except DBAPIError as exc:
-            if not exc.connection_invalidated and "locked" not in str(exc.orig) and \
-                    "unable to open" not in str(exc.orig) and "not a database" not in str(exc.orig):
+            if (
+                not exc.connection_invalidated
+                and "locked" not in str(exc.orig)
+                and "unable to open" not in str(exc.orig)
+                and "not a database" not in str(exc.orig)
+            ):
                 raise
             raise BackendUnavailableError(
                 f"SQLite database {self._label}: {exc.orig}. Check the path and permissions; "
@@ -110,7 +122,9 @@ class SQLiteDriver(SQLDriver):
         with self._translate_errors(), read_connection(self.engine) as connection:
             yield connection
         index = self._index
-        if index is not None and index.unsaved >= self.settings.faiss_persist_every:
+        if index is not None and (
+            index.needs_save or index.unsaved >= self.settings.faiss_persist_every
+        ):
             self._persist()
 
     def _prepare_schema(self) -> None:
@@ -119,7 +133,8 @@ class SQLiteDriver(SQLDriver):
         head = migrations.head_revision()
         if current == head:
             return
-        if self.settings.memory_auto_migrate is False:
+        newer = current is not None and current not in migrations.known_revisions()
+        if self.settings.memory_auto_migrate is False and not newer:  # newer: refused below
             raise SchemaError(
                 f"the SQLite store {self._label} is at schema revision "
                 f"{current or '(none)'}, but this version of memory-drivers needs {head}. "
@@ -187,18 +202,33 @@ class SQLiteDriver(SQLDriver):
             return self._index
 
     def _persist(self) -> None:
-        """Save the index file and drop the log entries it covers."""
+        """Save the index file, record its log position, and delete the log it covers.
+
+        Skipped when another process recorded a file at least as new (unless this index was
+        rebuilt because the file could not be trusted: then it is written to repair it).
+        """
         index = self._index
         if index is None or not index.loaded:
             return
         with index.lock:
+            with read_connection(self.engine) as connection:
+                _, recorded = log_position(connection)
+            if index.seq < recorded or (index.seq == recorded and not index.needs_save):
+                index.unsaved = 0
+                return
             if not index.save():
                 return
             saved = index.seq
         with self._write() as connection:
             connection.execute(delete(vector_log).where(vector_log.c.seq <= saved))
+            # Never move the mark back: another process may have saved a newer file meanwhile;
+            # a mismatch with the file only costs a rebuild, a mark moved back could make an
+            # old file trusted after its log entries are gone.
+            recorded = log_position(connection)[1]
             connection.execute(delete(store_info).where(store_info.c.key == COMPACTED_KEY))
-            connection.execute(insert(store_info).values(key=COMPACTED_KEY, value=str(saved)))
+            connection.execute(
+                insert(store_info).values(key=COMPACTED_KEY, value=str(max(saved, recorded)))
+            )
 
     def rebuild_index(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Rebuild the FAISS indexes from SQLite and save them. ``progress`` gets row counts."""
@@ -259,8 +289,8 @@ class SQLiteDriver(SQLDriver):
 
     def _close(self) -> None:
         try:
-            if self._index is not None and self._index.unsaved:
+            index = self._index
+            if index is not None and (index.unsaved or index.needs_save):
                 self._persist()
         finally:
             self.engine.dispose()
-

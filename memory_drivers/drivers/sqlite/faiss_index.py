@@ -60,14 +60,15 @@ def _new_index(dimension: int) -> Any:
 
 
 def log_position(connection: Connection) -> tuple[int, int]:
-    """(last log seq ever written, seq up to which the log was compacted) in this snapshot."""
+    """(last log seq ever written, log position of the last saved index file) in this
+    snapshot. The log is compacted up to the second: entries the file covers are deleted."""
     last = connection.execute(
         select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log")
     ).scalar()
-    compacted = connection.execute(
+    saved = connection.execute(
         select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY)
     ).scalar()
-    return int(last or 0), int(compacted or 0)
+    return int(last or 0), int(saved or 0)
 
 
 class VectorIndexes:
@@ -80,7 +81,10 @@ class VectorIndexes:
         self.dimension = dimension
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
         self.seq = 0
+        #: vector changes applied since the file was last written
         self.unsaved = 0
+        #: the file on disk cannot be trusted (rebuilt from SQLite): write it at the next chance
+        self.needs_save = False
         self.loaded = False
         self.lock = threading.RLock()
 
@@ -88,21 +92,27 @@ class VectorIndexes:
     def ensure_current(self, connection: Connection) -> None:
         """Bring the indexes to the snapshot of ``connection`` (a read transaction)."""
         with self.lock:
-            last, compacted = log_position(connection)
-            if not self.loaded or self.seq < compacted or self.seq > last:
+            last, saved = log_position(connection)
+            if not self.loaded or self.seq < saved or self.seq > last:
                 # First use, or the log was compacted past us, or the database went back in
                 # time (restored from a backup): start again from the file or from SQLite.
-                self._open(connection, last, compacted)
+                self._open(connection, saved)
             elif self.seq < last:
                 self._replay(connection)
 
-    def _open(self, connection: Connection, last: int, compacted: int) -> None:
+    def _open(self, connection: Connection, saved: int) -> None:
+        """Load the file if it is the one the database records as saved, else rebuild.
+
+        The database records the log position of the last file saved, in the same transaction
+        that deletes the log entries the file covers. A file holding any other position is
+        not this database's latest (a crash between writing it and recording it, an older
+        process saving late, a database restored from a backup) and is not trusted.
+        """
         try:
             seq, indexes = self._read_file()
-            if seq < compacted or seq > last:
+            if seq != saved:
                 raise IndexFileError(
-                    f"it holds log position {seq}, the database is at {last} "
-                    f"(compacted to {compacted})"
+                    f"it holds log position {seq}, but the database recorded {saved} as saved"
                 )
         except FileNotFoundError:
             self.rebuild(connection)
@@ -174,7 +184,9 @@ class VectorIndexes:
             )
         self.indexes[kind].add_with_ids(vectors, ids)
 
-    def rebuild(self, connection: Connection, progress: Callable[[int], None] | None = None) -> None:
+    def rebuild(
+        self, connection: Connection, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Rebuild both indexes from the vectors in SQLite (the snapshot of ``connection``)."""
         with self.lock:
             last, _ = log_position(connection)
@@ -195,7 +207,7 @@ class VectorIndexes:
                         break
                     after = rows[-1][0]
             self.seq = last
-            self.unsaved = max(1, self.unsaved)
+            self.needs_save = True
             self.loaded = True
 
     # ------------------------------------------------------------------ searching
@@ -209,32 +221,26 @@ class VectorIndexes:
             if candidates is not None:
                 if not candidates:
                     return []
-                selector = faiss.IDSelectorBatch(np.asarray(candidates, dtype=np.int64))
-                params = faiss.SearchParameters(sel=selector)
+                params = faiss.SearchParameters()
+                params.sel = faiss.IDSelectorBatch(np.asarray(candidates, dtype=np.int64))
                 k = min(k, len(candidates))
             k = min(k, index.ntotal)
             if k <= 0:
                 return []
             scores, ids = index.search(vector.reshape(1, -1), k, params=params)
-        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i != -1]
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1]
 
     # ------------------------------------------------------------------ the file
     def save(self) -> bool:
-        """Write a snapshot of the indexes beside the database, atomically. False if there is
-        no file (an in-memory database) or the file on disk is already as new."""
+        """Write a snapshot of the indexes beside the database, atomically (temporary file,
+        fsync, rename). False when there is no file (an in-memory database)."""
         if self.path is None:
             return False
         with self.lock:
-            try:
-                if self._read_header().get("seq", -1) >= self.seq:
-                    self.unsaved = 0
-                    return False
-            except (FileNotFoundError, IndexFileError):
-                pass
             parts = [faiss.serialize_index(self.indexes[kind]) for kind in KINDS]
             crc = 0
             for part in parts:
-                crc = zlib.crc32(part, crc)
+                crc = zlib.crc32(part.data, crc)
             header = json.dumps(
                 {
                     "format": FORMAT,
@@ -247,6 +253,7 @@ class VectorIndexes:
                 }
             ).encode()
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_abandoned_files()
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
             with open(tmp, "wb") as handle:
                 handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
@@ -261,7 +268,22 @@ class VectorIndexes:
             finally:
                 os.close(directory)
             self.unsaved = 0
+            self.needs_save = False
             return True
+
+    def _remove_abandoned_files(self) -> None:
+        """Delete temporary files left by processes killed while saving."""
+        assert self.path is not None
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.*"):
+            try:
+                pid = int(tmp.name.rsplit(".", 2)[-2])
+                os.kill(pid, 0)
+            except ValueError:
+                continue
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                continue
 
     def _read_header(self, handle: Any = None) -> dict[str, Any]:
         if self.path is None:
@@ -296,7 +318,7 @@ class VectorIndexes:
         if zlib.crc32(payload) != header.get("crc32"):
             raise IndexFileError("its checksum does not match (the file is corrupt)")
         indexes, offset = {}, 0
-        for kind, size in zip(KINDS, sizes):
+        for kind, size in zip(KINDS, sizes, strict=True):
             part = np.frombuffer(payload, dtype=np.uint8, count=size, offset=offset)
             try:
                 indexes[kind] = faiss.deserialize_index(part)

@@ -1,0 +1,48 @@
+"""Shared pytest fixtures and helpers. Keep each one small and say what it is for.
+
+Suites that need a server call :func:`require_server`: on a laptop without the server the test
+is skipped; with ``MEMORY_DRIVERS_REQUIRE_SERVERS=1`` (set by ``.ci/run``) it fails instead, so
+CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memory_drivers.config import Settings, get_settings
+
+REQUIRE_SERVERS = os.environ.get("MEMORY_DRIVERS_REQUIRE_SERVERS", "").lower() in {
+    "1",
+    "true",
+    "yes",
+}
+
+
+def require_server(reason: str) -> None:
+    """Skip (laptop) or fail (CI) because a server the test needs is not available."""
+    if REQUIRE_SERVERS:
+        pytest.fail(f"{reason} (MEMORY_DRIVERS_REQUIRE_SERVERS is set, so this is a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Hermetic configuration for a test: removes every memory-drivers variable (one per
+    Settings field, any case) from the environment, makes ``tmp_path`` (empty, so no stray
+    ``.env``) the working directory, and clears the ``get_settings()`` cache before and after.
+    Yields ``tmp_path``; set variables with ``monkeypatch.setenv`` then call
+    ``get_settings.cache_clear()``."""
+    fields = {name.upper() for name in Settings.model_fields}
+    for variable in list(os.environ):
+        if variable.upper() in fields:
+            monkeypatch.delenv(variable)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    try:
+        yield tmp_path
+    finally:
+        get_settings.cache_clear()

@@ -1,0 +1,265 @@
+"""The schema comes from Alembic migrations: ``python migrate.py`` and the driver's own upgrade.
+
+``migrate.py`` runs as a real subprocess (as a user runs it), on a SQLite file in ``tmp_path``
+given through ``MEMORY_DB_URL``. The database is inspected with the ``sqlite3`` module, not
+through the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Index, MetaData, Table, Text, create_engine
+from sqlite_worker import WorkerProcess, connect
+
+from memory_drivers.config import Settings, build_settings
+from memory_drivers.drivers.sqlite import SQLiteDriver
+from memory_drivers.embeddings.hashing import HashingEmbedder
+from memory_drivers.errors import SchemaError
+from memory_drivers.sql import migrations
+from memory_drivers.sql.schema import metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_TABLES = {
+    "memory_store_info",
+    "memories",
+    "memory_tags",
+    "memory_associations",
+    "knowledge_chunks",
+}
+#: SQLite-only objects made by the migrations, deliberately absent from the shared metadata.
+SQLITE_ONLY_TABLES = {
+    "vector_log",
+    "memories_fts",
+    "memories_fts_config",
+    "memories_fts_data",
+    "memories_fts_docsize",
+    "memories_fts_idx",
+}
+
+
+def migrate(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python migrate.py ARGS`` with MEMORY_DB_URL pointing at ``db`` and no terminal."""
+    fields = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in fields}
+    env["MEMORY_DB_URL"] = f"sqlite:///{db}"
+    return subprocess.run(
+        [sys.executable, "migrate.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def objects(db: Path, kind: str = "table") -> set[str]:
+    with connect(db) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = ?", (kind,))
+        return {name for (name,) in rows if not name.startswith("sqlite_")}
+
+
+def store_info(db: Path) -> dict[str, str]:
+    with connect(db) as connection:
+        return dict(connection.execute("SELECT key, value FROM memory_store_info").fetchall())
+
+
+def open_store(db: Path, **changes: object) -> SQLiteDriver:
+    settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{db}", **changes)
+    return SQLiteDriver(settings, embedder=HashingEmbedder(256))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "m.db"
+
+
+def test_status_upgrade_status(db: Path) -> None:
+    """status lists 0001 as pending on an empty database; migrate.py applies it (tables, FTS5,
+    vector log and triggers created); status then says up to date. A failure means migrate.py
+    cannot find the scripts, or the initial migration is incomplete."""
+    status = migrate(db, "status")
+    assert status.returncode == 0, status.stderr
+    assert "pending:  0001" in status.stdout
+    assert "up to date" not in status.stdout
+    assert objects(db) == set(), "status must not create the schema"
+
+    upgrade = migrate(db)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "applied 0001" in upgrade.stdout
+    assert objects(db) >= SCHEMA_TABLES | SQLITE_ONLY_TABLES
+    assert {"memories_fts_insert", "memories_log_insert", "knowledge_chunks_log_delete"} <= objects(
+        db, "trigger"
+    )
+    assert store_info(db)["store_id"]
+
+    status = migrate(db, "status")
+    assert status.returncode == 0, status.stderr
+    assert "current:  0001" in status.stdout and "up to date" in status.stdout
+    assert "pending" not in status.stdout
+
+    again = migrate(db)  # nothing pending: harmless
+    assert again.returncode == 0, again.stderr
+
+
+def test_fresh_drops_everything_only_when_confirmed(db: Path) -> None:
+    """fresh without --yes (no terminal) refuses and changes nothing; fresh --yes drops every
+    memory, deletes the index file and gives the store a new identity."""
+    with open_store(db) as driver:
+        driver.store_many([{"user_id": "u1", "content": f"memory {i}"} for i in range(5)])
+        driver.recall("u1", query="memory")
+    index = db.with_suffix(".faiss")
+    assert index.exists()
+    old_id = store_info(db)["store_id"]
+
+    refused = migrate(db, "fresh")
+    assert refused.returncode != 0
+    assert "--yes" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert index.exists() and store_info(db)["store_id"] == old_id
+    with open_store(db) as driver:
+        assert driver.count() == 5
+
+    fresh = migrate(db, "fresh", "--yes")
+    assert fresh.returncode == 0, fresh.stderr
+    assert not index.exists(), "fresh must delete the derived FAISS index file"
+    new_id = store_info(db)["store_id"]
+    assert new_id and new_id != old_id
+    with open_store(db) as driver:
+        assert driver.count() == 0
+        assert driver.recall("u1", query="memory") == []
+
+
+def test_rollback_then_upgrade(db: Path) -> None:
+    """rollback removes the schema (tables, FTS5, vector log, triggers); migrate.py restores
+    it. A failure means the downgrade of a migration is incomplete."""
+    assert migrate(db).returncode == 0
+    rollback = migrate(db, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0001" in rollback.stdout
+    left = objects(db) - {migrations.VERSION_TABLE}
+    assert left == set(), f"rollback left {left}"
+    assert objects(db, "trigger") == set()
+    assert "pending:  0001" in migrate(db, "status").stdout
+
+    assert migrate(db).returncode == 0
+    assert objects(db) >= SCHEMA_TABLES | SQLITE_ONLY_TABLES
+    with open_store(db) as driver:
+        driver.store("u1", "works again")
+        assert driver.count() == 1
+
+
+def test_driver_creates_the_schema_itself(db: Path) -> None:
+    """Opening a driver on a new file applies the migrations (MEMORY_AUTO_MIGRATE default)."""
+    with open_store(db) as driver:
+        driver.store("u1", "hello")
+    assert objects(db) >= SCHEMA_TABLES | SQLITE_ONLY_TABLES
+    assert "up to date" in migrate(db, "status").stdout
+
+
+def test_auto_migrate_off_refuses_an_empty_database(db: Path) -> None:
+    """MEMORY_AUTO_MIGRATE=false on an empty database raises SchemaError naming migrate.py
+    and creates nothing; after python migrate.py the same settings open it."""
+    with pytest.raises(SchemaError, match=r"python migrate\.py"):
+        open_store(db, memory_auto_migrate=False)
+    assert objects(db) == set()
+    assert migrate(db).returncode == 0
+    with open_store(db, memory_auto_migrate=False) as driver:
+        assert driver.count() == 0
+
+
+def test_two_processes_create_a_new_store_at_once(tmp_path: Path) -> None:
+    """Two processes open the same brand-new database at the same moment, twenty times over:
+    both succeed every time (one creates the schema, the other waits and sees it), never
+    'table already exists' or 'database is locked'."""
+    workers = [WorkerProcess("opener", stderr_path=tmp_path / f"opener{i}.err") for i in range(2)]
+    try:
+        for worker in workers:
+            assert worker.read_line() == "ready"
+        for round_no in range(20):
+            db = tmp_path / f"new{round_no}" / "m.db"
+            for worker in workers:
+                worker.send(f"sqlite:///{db}")
+            replies = [worker.read_line() for worker in workers]
+            assert all(r.startswith("opened ") for r in replies), replies
+            with connect(db) as connection:
+                assert connection.execute("SELECT count(*) FROM memories").fetchone()[0] == 2
+                version = connection.execute(
+                    f"SELECT version_num FROM {migrations.VERSION_TABLE}"
+                ).fetchall()
+            assert version == [(migrations.head_revision(),)]
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def _schema_differences(db: Path, target: MetaData) -> list[object]:
+    """Alembic's autogenerate comparison of the migrated database with ``target``, skipping
+    reflected tables that ``target`` does not declare, as migrations/env.py's include_object
+    does (the SQLite-only FTS5 tables and vector log)."""
+
+    def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+        return not (type_ == "table" and reflected and compare_to is None)
+
+    engine = create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection,
+                opts={
+                    "include_object": include_object,
+                    "compare_type": True,
+                    "version_table": migrations.VERSION_TABLE,
+                },
+            )
+            return list(compare_metadata(context, target))
+    finally:
+        engine.dispose()
+
+
+def test_schema_module_matches_the_migrations(db: Path) -> None:
+    """After upgrading, memory_drivers.sql.schema and the database agree exactly (columns,
+    types, nullability, indexes, constraints). A failure means schema.py was changed without a
+    migration (or a migration without schema.py): write the missing migration."""
+    assert migrate(db).returncode == 0
+    assert _schema_differences(db, metadata) == []
+    assert objects(db) - set(metadata.tables) == SQLITE_ONLY_TABLES | {migrations.VERSION_TABLE}
+
+    # The comparison is sensitive: a column, an index or a table added to the metadata alone
+    # is reported.
+    changed = MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["memories"].append_column(Column("mood", Text))
+    Index("ix_knowledge_chunks_title", changed.tables["knowledge_chunks"].c.title)
+    Table("memory_extras", changed, Column("key", Text, primary_key=True))
+    kinds = {diff[0] for diff in _schema_differences(db, changed)}
+    assert {"add_column", "add_index", "add_table"} <= kinds
+
+
+def test_database_from_a_newer_version_is_refused(db: Path) -> None:
+    """A database stamped with a revision this version does not know is refused with a
+    SchemaError saying it was made by a newer version, by the driver (migrating or not) and
+    by migrate.py (a message, not a traceback); nothing is changed."""
+    assert migrate(db).returncode == 0
+    with connect(db) as connection:
+        connection.execute(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '9999_future'")
+    for auto_migrate in (None, False):
+        with pytest.raises(SchemaError, match="newer version"):
+            open_store(db, memory_auto_migrate=auto_migrate)
+    for args in ((), ("status",)):
+        result = migrate(db, *args)
+        assert result.returncode != 0
+        assert "newer version" in result.stderr
+        assert "Traceback" not in result.stderr
+    with connect(db) as connection:
+        assert connection.execute(
+            f"SELECT version_num FROM {migrations.VERSION_TABLE}"
+        ).fetchall() == [("9999_future",)]

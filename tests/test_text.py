@@ -1,0 +1,165 @@
+"""The shared text rules: keyword terms and knowledge chunking (memory_drivers.text)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from memory_drivers.text import (
+    STOPWORDS,
+    chunk_text,
+    document_terms,
+    keyword_score,
+    query_terms,
+    terms,
+)
+
+# ---------------------------------------------------------------------------------- terms
+
+
+def test_terms_lowercase():
+    assert terms("PYTHON Python python") == ["python"]
+
+
+def test_terms_strip_accents():
+    assert terms("café") == ["cafe"]
+    assert terms("Café") == terms("cafe")
+    assert terms("naïve résumé Ångström") == terms("naive resume angstrom")
+
+
+def test_terms_stem_inflections_to_one_term():
+    (hiking,) = terms("hiking")
+    assert terms("hikes") == [hiking]
+    assert terms("hiked") == [hiking]
+    assert terms("Hiking hikes hiked") == [hiking]
+    assert terms("running") == terms("runs")
+
+
+def test_terms_drop_stopwords_and_single_letters():
+    assert terms("the a an of and b x") == []
+    assert terms("the cat and a dog") == ["cat", "dog"]
+    # every listed stop word is dropped, in any case
+    assert terms(" ".join(sorted(STOPWORDS)).upper()) == []
+
+
+def test_terms_keep_digits_including_single_digits():
+    assert terms("room 42 floor 3") == ["room", "42", "floor", "3"]
+    assert terms("x7 v2") == ["x7", "v2"]
+
+
+def test_terms_are_distinct_in_first_appearance_order():
+    assert terms("dog cat dog bird cat") == ["dog", "cat", "bird"]
+
+
+def test_terms_split_on_punctuation_and_underscores():
+    assert terms("foo_bar, baz-qux!") == ["foo", "bar", "baz", "qux"]
+
+
+def test_terms_are_letters_and_digits_only():
+    # Backends quote terms into FTS queries; they must never carry quotes or operators.
+    text = 'He said "DROP TABLE" -- OR NEAR(x) * ^ café\'s 1.5'
+    for term in terms(text):
+        assert re.fullmatch(r"[^\W_]+", term), term
+        assert term == term.lower()
+
+
+def test_document_terms_joins_with_spaces():
+    assert document_terms("Hiking in the Alps") == " ".join(terms("Hiking in the Alps"))
+    assert document_terms("the of") == ""
+
+
+def test_query_terms_only_stopwords_is_empty():
+    assert query_terms("what is the") == ()
+    assert query_terms("") == ()
+    assert query_terms("Where do I go hiking?") == ("go", terms("hiking")[0])
+
+
+# ---------------------------------------------------------------------------------- scoring
+
+
+def test_keyword_score_is_share_of_distinct_query_terms():
+    assert keyword_score(["a", "b"], ["a", "b", "c"]) == 1.0
+    assert keyword_score(["a", "b", "c", "d"], ["a", "x"]) == 0.25
+    assert keyword_score(["a", "a", "b"], ["a"]) == 0.5  # distinct query terms count once
+    assert keyword_score(["a"], ["b", "c"]) == 0.0
+
+
+def test_keyword_score_empty_query_is_zero():
+    assert keyword_score([], ["a"]) == 0.0
+    assert keyword_score(query_terms("the of"), terms("the cat")) == 0.0
+
+
+def test_keyword_score_with_real_terms():
+    query = query_terms("hiking in the mountains")
+    assert keyword_score(query, terms("She hikes every weekend")) == 0.5
+    assert keyword_score(query, terms("Mountain hikes")) == 1.0
+
+
+# ---------------------------------------------------------------------------------- chunking
+
+
+def _words(n: int) -> str:
+    return " ".join(f"w{i}" for i in range(n))
+
+
+def test_chunk_short_text_is_one_stripped_chunk():
+    assert chunk_text("  Hello, world!  ", 10, 2) == ["Hello, world!"]
+    assert chunk_text(_words(10), 10, 3) == [_words(10)]  # exactly size tokens: still one
+
+
+def test_chunk_long_text_exact_sizes_and_overlaps():
+    chunks = chunk_text(_words(25), 10, 3)
+    assert chunks == [
+        "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9",
+        "w7 w8 w9 w10 w11 w12 w13 w14 w15 w16",
+        "w14 w15 w16 w17 w18 w19 w20 w21 w22 w23",
+        "w21 w22 w23 w24",
+    ]
+    tokens = [c.split() for c in chunks]
+    assert all(len(t) == 10 for t in tokens[:-1])
+    for previous, current in itertools.pairwise(tokens):
+        assert previous[-3:] == current[:3]
+
+
+def test_chunk_one_more_than_size_makes_two_chunks():
+    chunks = chunk_text(_words(11), 10, 2)
+    assert chunks == [_words(10), "w8 w9 w10"]
+
+
+def test_chunk_zero_overlap_partitions_tokens():
+    chunks = chunk_text(_words(20), 5, 0)
+    assert len(chunks) == 4
+    assert " ".join(chunks) == _words(20)
+
+
+def test_chunk_punctuation_counts_as_tokens():
+    # "a , b ." is 4 tokens: two words and two punctuation marks
+    assert chunk_text("a, b.", 4, 1) == ["a, b."]
+    assert chunk_text("a, b.", 3, 1) == ["a, b", "b."]
+
+
+def test_chunks_are_substrings_of_the_original():
+    text = (
+        "Première ligne: le café est chaud.\n\n  Second paragraph -- with  odd   spacing, "
+        "tabs\tand punctuation!!! Numbers 3.14 and e-mail foo@example.com. " * 12
+    )
+    chunks = chunk_text(text, 16, 4)
+    assert len(chunks) > 5
+    position = 0
+    for chunk in chunks:
+        assert chunk in text
+        assert chunk == chunk.strip()
+        found = text.find(chunk, position)
+        assert found >= 0  # chunks appear in order
+        position = found + 1
+    # together the chunks cover the text from first to last token
+    assert text.strip().startswith(chunks[0])
+    assert text.strip().endswith(chunks[-1])
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(10, 10), (10, 11), (1, 1)])
+def test_chunk_overlap_not_smaller_than_size_raises(size, overlap):
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_text(_words(50), size, overlap)
