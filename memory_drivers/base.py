@@ -691,6 +691,7 @@ class BaseMemoryDriver(ABC):
         self._check_open()
         target = self.embedder.name
         self._write_store_info({"reembed_target": target})
+        self._before_reembed()
         done = {"memories": 0, "knowledge_chunks": 0}
         sources: tuple[tuple[Literal["memories", "knowledge_chunks"], Iterator[Any]], ...] = (
             ("memories", self._iter_memories(None, batch_size)),
@@ -803,6 +804,9 @@ class BaseMemoryDriver(ABC):
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
     ) -> None:
         """Replace the vectors of these memories or knowledge chunks (re-embedding)."""
+
+    def _before_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Hook for drivers to prepare for vectors of another dimension."""
 
     def _after_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for drivers with derived indexes to rebuild after re-embedding."""

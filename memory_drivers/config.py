@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     faiss_persist_every: int = Field(1000, ge=1)
     memory_auto_migrate: bool | None = None
 
+    # --- pgvector driver --------------------------------------------------------------
+    database_url: str | None = None
+    pgvector_pool_size: int = Field(5, ge=1)
+    pgvector_connect_timeout: float = Field(5.0, gt=0)
+    pgvector_retry_seconds: float = Field(10.0, ge=0)
+    pgvector_exact_scan_limit: int = Field(20_000, ge=0)
+    pgvector_ef_search: int = Field(100, ge=1)
+
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (
         "sentence-transformers"
