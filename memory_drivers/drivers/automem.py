@@ -87,6 +87,12 @@ def _batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _links(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The links an AutoMem memory's block records (those the memory starts)."""
+    links = (wire.read_block(item) or {}).get("links")
+    return [link for link in links if isinstance(link, dict)] if isinstance(links, list) else []
+
+
 class _Retryable(Exception):
     """A failure worth retrying (network error, timeout, 5xx), carrying the typed error."""
 
@@ -611,11 +617,7 @@ class AutoMemDriver(BaseMemoryDriver):
                 "strength": association.strength,
             },
         )
-        links = [
-            link
-            for link in (wire.read_block(current) or {}).get("links") or []
-            if isinstance(link, dict)
-        ]
+        links = _links(current)
         same = [
             link
             for link in links
@@ -639,6 +641,9 @@ class AutoMemDriver(BaseMemoryDriver):
         return association.model_copy(update={"created_at": created})
 
     def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
+        """Links the memory starts are in its own block; links to it are in the blocks of
+        the memories AutoMem lists as related (it lists them without direction, type or
+        strength, and summarized, so each is read in full)."""
         found = self._find_memories([memory_id], None).get(memory_id)
         if found is None:
             return []
@@ -650,30 +655,30 @@ class AutoMemDriver(BaseMemoryDriver):
             params={"limit": wire.AUTOMEM_RELATED_LIMIT, "max_depth": 1},
         )
         neighbours: dict[str, tuple[Memory, dict[str, Any]]] = {}
-        for item in body.get("related_memories") or []:
-            memory = self._decode_memory(item) if isinstance(item, dict) else None
+        for summary in body.get("related_memories") or []:
+            if not isinstance(summary, dict) or summary.get("id") is None:
+                continue
+            try:
+                item = self._request("GET", f"/memory/{summary['id']}").get("memory") or {}
+            except NotFoundError:  # deleted in between
+                continue
+            memory = self._decode_memory(item)
             if memory is not None:
                 neighbours[memory.id] = (memory, item)
-        links: list[tuple[str, str, float, Literal["outgoing", "incoming"]]] = []
-        for link in (wire.read_block(current) or {}).get("links") or []:
-            if isinstance(link, dict):
-                links.append(
-                    (
-                        str(link.get("to")),
-                        str(link.get("type")),
-                        link.get("strength", 0),
-                        "outgoing",
-                    )
-                )
+        links: list[tuple[str, str, Any, Literal["outgoing", "incoming"]]] = [
+            (str(link.get("to")), str(link.get("type")), link.get("strength"), "outgoing")
+            for link in _links(current)
+        ]
         for other, (_, item) in neighbours.items():
-            for link in (wire.read_block(item) or {}).get("links") or []:
-                if isinstance(link, dict) and link.get("to") == memory_id:
-                    links.append(
-                        (other, str(link.get("type")), link.get("strength", 0), "incoming")
-                    )
-        missing = [other for other, *_ in links if other not in neighbours]
+            links += [
+                (other, str(link.get("type")), link.get("strength"), "incoming")
+                for link in _links(item)
+                if link.get("to") == memory_id
+            ]
         memories = {mid: pair[0] for mid, pair in neighbours.items()}
-        memories.update(self._get_memories(missing, None) if missing else {})
+        missing = [other for other, *_ in links if other not in memories]
+        if missing:
+            memories.update(self._get_memories(missing, None))
         return [
             RelatedMemory(
                 memory=memories[other],
@@ -682,7 +687,9 @@ class AutoMemDriver(BaseMemoryDriver):
                 direction=direction,
             )
             for other, rel, strength, direction in links
-            if other in memories and (relationship_type is None or rel == relationship_type)
+            if other in memories
+            and isinstance(strength, int | float)
+            and (relationship_type is None or rel == relationship_type)
         ]
 
     # ------------------------------------------------------------------ store info, vectors

@@ -18,6 +18,7 @@ Needs ``pip install "memory-drivers[server]"`` (Starlette and uvicorn). See ``do
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ from ..errors import BackendUnavailableError, MissingDependencyError
 
 try:
     import uvicorn
-    from starlette.applications import Starlette
+    from starlette.types import ASGIApp
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise MissingDependencyError(
         f"memory-drivers serve needs Starlette and uvicorn ({exc}). "
@@ -53,10 +54,10 @@ log = logging.getLogger("memory_drivers.server")
 #: numbers in its URL, and a by-tag lookup a hundred ids.
 MAX_REQUEST_HEAD = 1 << 20
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info") -> Any:
+def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> Any:
     """uvicorn's configuration for the server (h11, big enough request heads, no banner)."""
     return uvicorn.Config(
         app,
@@ -71,9 +72,30 @@ def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info"
     )
 
 
-def serve(app: Starlette, *, host: str = "127.0.0.1", port: int = 8001, log_level: str = "info"):
-    """Run ``app`` with uvicorn until interrupted (Ctrl-C or SIGTERM)."""
-    uvicorn.Server(uvicorn_config(app, host, port, log_level)).run()
+class _Stopped(Exception):
+    """Raised by the signal handlers below once uvicorn has shut down."""
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
+def serve(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8001, log_level: str = "info"
+) -> None:
+    """Run ``app`` with uvicorn until Ctrl-C or SIGTERM, then return (after a graceful
+    shutdown), so the caller can close its driver."""
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level))
+    # uvicorn shuts down on these signals, then raises them again: end here instead.
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _stopped) for sig in _SIGNALS} if main else {}
+    try:
+        server.run()
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class ServerThread:
@@ -81,7 +103,7 @@ class ServerThread:
     free port (or ``port``). A context manager; ``url`` is where it listens."""
 
     def __init__(
-        self, app: Starlette, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+        self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)

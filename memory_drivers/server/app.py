@@ -165,12 +165,16 @@ def create_app(
     """
     service = MemoryService(driver, default_user=default_user)
 
+    def checked(method: Callable[..., Any], *args: Any) -> Any:
+        service.driver._check_open()  # the primitives below do not check it themselves
+        return method(*args)
+
     def call(method: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        return run_in_threadpool(method, *args)
+        return run_in_threadpool(checked, method, *args)
 
     @_endpoint
     async def health(request: Request) -> Any:
-        return await call(service.health)
+        return await run_in_threadpool(service.health)
 
     @_endpoint
     async def store(request: Request) -> Any:

@@ -1021,7 +1021,8 @@ class MemoryService:
 
     def related(self, memory_id: str, args: Any) -> dict[str, Any]:
         """``GET /memories/<id>/related``: memories linked in either direction, up to
-        ``max_depth`` links away, by importance; each with the links it starts."""
+        ``max_depth`` links away, by importance, summarized as AutoMem does (id, type, time,
+        importance, the first 160 characters, five tags); ``GET /memory/<id>`` has the rest."""
         allowed = sorted(RELATIONSHIP_TYPES)
         requested = [
             part.strip().upper()
@@ -1053,7 +1054,7 @@ class MemoryService:
         ordered = sorted(
             found.values(), key=lambda m: (-m.importance, -m.created_at.timestamp(), m.id)
         )[:limit]
-        related = [self.render_memory(m, links=True) for m in ordered]
+        related = [_summary(self.render_memory(m)) for m in ordered]
         return {
             "status": "success",
             "memory_id": memory_id,
@@ -1162,6 +1163,18 @@ def coerce_embedding(value: Any, dimension: int) -> list[float] | None:
     if not all(math.isfinite(n) for n in numbers):
         raise ApiError(400, "Embedding must contain numeric values")
     return numbers
+
+
+def _summary(rendered: Mapping[str, Any]) -> dict[str, Any]:
+    """AutoMem's summary of a related memory."""
+    summary = {key: rendered[key] for key in ("id", "type", "timestamp", "importance")}
+    snippet = str(rendered.get("content") or "").strip()
+    if len(snippet) > 160:
+        snippet = snippet[:157].rsplit(" ", 1)[0] + "\u2026"
+    summary["content"] = snippet
+    if rendered.get("tags"):
+        summary["tags"] = list(rendered["tags"])[:5]
+    return summary
 
 
 def _elapsed(started: float) -> float:
