@@ -135,6 +135,83 @@ def client(flaky: tuple[Flaky, ServerThread, SQLiteDriver]) -> Iterator[AutoMemD
         driver.close()
 
 
+class AutoMemIds:
+    """Wraps the real server so that it shows other ids than the driver's, as AutoMem does
+    (AutoMem gives every memory its own id): ids in answers (``id``, ``memory_id``,
+    ``memory_ids``; blocks and tags untouched) are replaced by stable other UUIDs, and those
+    are translated back in request paths and association bodies."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.back: dict[str, str] = {}
+
+    def out(self, real: Any) -> Any:
+        if not isinstance(real, str):
+            return real
+        shown = str(uuid.uuid5(uuid.NAMESPACE_OID, real))
+        self.back[shown] = real
+        return shown
+
+    def into(self, shown: Any) -> str:
+        """The server's id for an id the proxy showed; any other id matches nothing."""
+        return self.back.get(shown, str(uuid.uuid4()))
+
+    def translate(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.translate(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        result = {}
+        for key, item in value.items():
+            if key == "metadata":
+                result[key] = item  # the block keeps the driver's ids
+            elif key in ("id", "memory_id"):
+                result[key] = self.out(item)
+            elif key == "memory_ids":
+                result[key] = [self.out(i) for i in item]
+            else:
+                result[key] = self.translate(item)
+        return result
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parts = [self.into(part) if is_uuid(part) else part for part in scope["path"].split("/")]
+        scope = {**scope, "path": "/".join(parts)}
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body and scope["path"] == "/associate":
+            data = json.loads(body)
+            for key in ("memory1_id", "memory2_id"):
+                data[key] = self.into(data.get(key))
+            body = json.dumps(data).encode()
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        started: dict[str, Any] = {}
+        answer: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            else:
+                answer.append(message.get("body", b""))
+
+        await self.app(scope, replay, capture)
+        content = json.dumps(self.translate(json.loads(b"".join(answer)))).encode()
+        headers = [(k, v) for k, v in started["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({**started, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
 # ---------------------------------------------------------------------- retries and errors
 def test_5xx_answers_are_retried_with_backoff(
     flaky: tuple[Flaky, ServerThread, SQLiteDriver], client: AutoMemDriver
@@ -241,6 +318,44 @@ def test_client_errors_are_not_retried(
     assert len(wrapper.seen) == before + 1
     with pytest.raises(ConfigurationError, match="AUTOMEM_URL"):
         AutoMemDriver(client_settings("ftp://example.org"))
+
+
+def test_the_driver_never_assumes_automem_keeps_its_ids(tmp_path: Path) -> None:
+    """Against AutoMem, a memory's AutoMem id is not the driver's id. Through
+    :class:`AutoMemIds` every operation still works and answers in the driver's ids."""
+    store = sqlite_store(
+        tmp_path / "served", build_settings(_env_file=None, embedding_provider="hashing")
+    )
+    proxy = AutoMemIds(create_app(store, api_token=TOKEN))
+    with ServerThread(proxy) as thread, AutoMemDriver(client_settings(thread.url)) as driver:
+        a = driver.store("u1", "moved to Lisbon", tags=["home"])
+        b, c = driver.store_many(
+            [
+                {"user_id": "u1", "content": "learning Portuguese"},
+                {"user_id": "u1", "content": "Paris"},
+            ]
+        )
+        assert proxy.back and a.id not in proxy.back and driver.get(a.id) == a
+        assert driver.update(a.id, importance=0.9).importance == 0.9
+        link = driver.associate(a.id, b.id, "LEADS_TO", 0.8)
+        driver.associate(c.id, a.id, "OCCURRED_BEFORE", 0.3)
+        assert driver.associate(a.id, b.id, "LEADS_TO", 0.6).created_at == link.created_at
+        related = [(r.memory.id, r.direction, r.strength) for r in driver.related(a.id)]
+        assert related == [(b.id, "outgoing", 0.6), (c.id, "incoming", 0.3)]
+        assert [h.memory.id for h in driver.recall("u1", query="moved to Lisbon", top_k=1)] == [
+            a.id
+        ]
+        assert [h.memory.id for h in driver.recall("u1", query="paris", use_vector=False)] == [c.id]
+        doc = driver.store_global_knowledge(
+            "refunds take thirty days", category="policy", doc_id="D"
+        )
+        assert driver.get_global_knowledge("D") == doc
+        assert driver.recall_global_knowledge("refunds")[0].chunk.doc_id == "D"
+        assert driver.delete(c.id) and not driver.delete(c.id)
+        assert [r.memory.id for r in driver.related(a.id)] == [b.id]
+        assert driver.cleanup("u1", min_importance=1.0, dry_run=False).count == 2
+        assert driver.count() == 0 and driver.delete_global_knowledge("D")
+    store.close()
 
 
 # ---------------------------------------------------------------------- AutoMem's limits
@@ -453,6 +568,14 @@ def test_automem_additions_to_metadata_survive_updates() -> None:
 
 
 # ---------------------------------------------------------------------- small helpers
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def wire_time(text: str) -> Any:
     from memory_drivers.validation import timestamp
 

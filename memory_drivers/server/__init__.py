@@ -67,7 +67,7 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") 
         http="h11",
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         server_header=False,
-        access_log=log_level == "debug",
+        access_log=log_level in ("debug", "info"),
         lifespan="off",
     )
 
@@ -106,8 +106,11 @@ class ServerThread:
         self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on such sockets, and without
+        # it every answer waits for a delayed ACK (~40 ms on loopback).
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind((host, port))
         bound_port = self._socket.getsockname()[1]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}"

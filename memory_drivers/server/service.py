@@ -794,7 +794,7 @@ class MemoryService:
         by importance (``sort=score``) or by time. Filters apply before ``limit`` is cut."""
         started = time.perf_counter()
         query = (args.get("query") or "").strip()
-        queries = [q for q in split_multi(args.getlist("queries")) if q] if not query else []
+        queries = [q for q in split_multi(args.getlist("queries")) if q]  # AutoMem: they win
         sort = (args.get("sort") or args.get("order_by") or "score").strip().lower()
         sort = sort if sort in SORTS else "score"
         limit = parse_int(args.get("limit"), 5, 1, wire.AUTOMEM_RECALL_LIMIT)
