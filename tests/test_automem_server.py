@@ -252,6 +252,16 @@ def test_batch_stores_all_or_nothing(api: httpx.Client, served: SQLiteDriver) ->
         "/memory/batch", json={"memories": [{"content": "fine"}, {"content": "x" * 2001}]}
     )
     assert error_of(bad, 400).startswith("Memory at index 1: Content exceeds")
+    assert (
+        error_of(
+            api.post(
+                "/memory/batch",
+                json={"memories": [{"content": "a"}, {"content": "b", "importance": 7}]},
+            ),
+            400,
+        )
+        == "Memory at index 1: 'importance' must be between 0 and 1"
+    )
     assert "must be an object" in error_of(
         api.post("/memory/batch", json={"memories": [{"content": "a"}, 3]}), 400
     )

@@ -372,11 +372,11 @@ class MemoryService:
             return self.driver._embed_query(query)
         return None
 
-    def _decode_new(self, payload: Mapping[str, Any], where: str) -> _Write:
+    def _decode_new(self, payload: Mapping[str, Any]) -> _Write:
         """What one stored AutoMem memory becomes: a memory, a knowledge chunk or the stamp."""
 
         def fail(message: str) -> ApiError:
-            return ApiError(400, f"{where}{message}")
+            return ApiError(400, message)
 
         content = payload.get("content")
         if content is not None and not isinstance(content, str):
@@ -399,10 +399,7 @@ class MemoryService:
                 f"Content exceeds maximum length of {wire.AUTOMEM_CONTENT_LIMIT} characters "
                 f"({len(content)} provided). Please split into smaller memories or summarize."
             )
-        try:
-            tags = [t for t in normalize_tags(payload.get("tags")) if not _reserved(t)]
-        except ApiError as exc:
-            raise fail(exc.message) from None
+        tags = [t for t in normalize_tags(payload.get("tags")) if not _reserved(t)]
         importance = coerce_unit(payload.get("importance"))
         raw_type = payload.get("type")
         if raw_type is not None and not isinstance(raw_type, str):
@@ -411,11 +408,11 @@ class MemoryService:
             coerce_unit(payload.get("confidence"), "confidence")
         for name in ("t_valid", "t_invalid", "last_accessed"):
             if payload.get(name):
-                _timestamp(payload[name], f"{where}Invalid {name}: ")
+                _timestamp(payload[name], f"Invalid {name}: ")
         coerce_embedding(payload.get("embedding"), self.driver.embedder.dimension)
-        created = _timestamp(payload.get("timestamp"), where) if payload.get("timestamp") else None
+        created = _timestamp(payload.get("timestamp"), "") if payload.get("timestamp") else None
         updated = (
-            _timestamp(payload["updated_at"], f"{where}Invalid updated_at: ")
+            _timestamp(payload["updated_at"], "Invalid updated_at: ")
             if payload.get("updated_at")
             else None
         )
@@ -529,7 +526,7 @@ class MemoryService:
         started = time.perf_counter()
         if not isinstance(payload, dict):
             raise ApiError(400, "JSON body is required")
-        write = self._decode_new(payload, "")
+        write = self._decode_new(payload)
         [memory_id] = self._store([write])
         body: dict[str, Any] = {"status": "success", "memory_id": memory_id}
         if write.kind == "memory":
@@ -568,7 +565,10 @@ class MemoryService:
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 raise ApiError(400, f"Memory at index {index} must be an object")
-            writes.append(self._decode_new(item, f"Memory at index {index}: "))
+            try:
+                writes.append(self._decode_new(item))
+            except ApiError as exc:
+                raise ApiError(exc.status, f"Memory at index {index}: {exc.message}") from None
         ids = self._store(writes)
         return {
             "status": "success",
