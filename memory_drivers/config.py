@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     pgvector_exact_scan_limit: int = Field(20_000, ge=0)
     pgvector_ef_search: int = Field(100, ge=1)
 
+    # --- automem driver (an AutoMem service, or `memory-drivers serve`) ------------------
+    automem_url: str = "http://127.0.0.1:8001"
+    automem_api_token: SecretStr | None = None
+    automem_timeout: float = Field(30.0, gt=0)
+    automem_max_retries: int = Field(3, ge=0)
+    automem_retry_backoff: float = Field(0.5, ge=0)
+
+    # --- memory-drivers serve (AutoMem's REST API on top of any driver) -------------------
+    memory_server_host: str = "127.0.0.1"
+    memory_server_port: int = Field(8001, ge=0, le=65535)
+    memory_server_api_token: SecretStr | None = None
+    memory_server_default_user: str = "automem"
+
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (
         "sentence-transformers"

@@ -38,6 +38,7 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
         "pgvector": "memory_drivers.drivers.pgvector:PgVectorDriver",
         "postgres": "memory_drivers.drivers.pgvector:PgVectorDriver",
         "sqlite": "memory_drivers.drivers.sqlite:SQLiteDriver",
+        "automem": "memory_drivers.drivers.automem:AutoMemDriver",
     }
 )
 
@@ -47,6 +48,7 @@ DRIVER_EXTRAS: Mapping[str, str] = MappingProxyType(
         "pgvector": "pgvector",
         "postgres": "pgvector",
         "sqlite": "sqlite",
+        "automem": "automem",
     }
 )
 

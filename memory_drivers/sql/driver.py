@@ -525,7 +525,7 @@ class SQLDriver(BaseMemoryDriver):
 
     @retried
     def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None
+        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
     ) -> list[KnowledgeHit]:
         where = [K.category == category] if category is not None else []
         with self._read() as connection:
