@@ -26,7 +26,6 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    exists,
     func,
     insert,
     or_,
@@ -53,7 +52,7 @@ from ..models import (
     Scalar,
 )
 from . import migrations
-from .schema import associations, knowledge_chunks, memories, memory_tags, store_info
+from .schema import associations, knowledge_chunks, memories, store_info
 
 __all__ = ["SQLDriver", "retried"]
 
@@ -65,7 +64,6 @@ IN_BATCH = 500
 
 M = memories.c
 K = knowledge_chunks.c
-T = memory_tags.c
 A = associations.c
 
 MEMORY_COLUMNS = (
@@ -214,6 +212,11 @@ class SQLDriver(BaseMemoryDriver):
         return M.id
 
     @abstractmethod
+    def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
+        """True when the memory's ``tags`` (a JSON array of distinct strings) holds any, or
+        all, of ``tags``."""
+
+    @abstractmethod
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         """True when the memory's metadata has ``key`` with a JSON-equal ``value``."""
 
@@ -245,18 +248,9 @@ class SQLDriver(BaseMemoryDriver):
         if f.memory_types is not None:
             where.append(M.memory_type.in_(f.memory_types))
         if f.tags is not None:
-            if f.tag_mode == "all":
-                # Tags are unique per memory, so counting the wanted ones finds "has all".
-                matched = (
-                    select(func.count())
-                    .where(T.memory_pk == M.pk, T.tag.in_(f.tags))
-                    .scalar_subquery()
-                )
-                where.append(matched == len(f.tags))
-            else:
-                where.append(exists().where(T.memory_pk == M.pk, T.tag.in_(f.tags)))
+            where.append(self._has_tags(f.tags, f.tag_mode))
         if f.exclude_tags is not None:
-            where.append(~exists().where(T.memory_pk == M.pk, T.tag.in_(f.exclude_tags)))
+            where.append(~self._has_tags(f.exclude_tags, "any"))
         if f.since is not None:
             where.append(M.created_at >= f.since)
         if f.until is not None:
@@ -345,16 +339,10 @@ class SQLDriver(BaseMemoryDriver):
             )
         try:
             with self._write() as connection:
-                # One multi-row INSERT per batch; ids map the new keys back.
-                result = connection.execute(insert(memories).returning(M.pk, M.id), rows)
-                pk_by_id = {row.id: row.pk for row in result}
-                tag_rows = [
-                    {"memory_pk": pk_by_id[r.memory.id], "tag": tag, "position": position}
-                    for r in records
-                    for position, tag in enumerate(r.memory.tags)
-                ]
-                if tag_rows:
-                    connection.execute(insert(memory_tags), tag_rows)
+                # RETURNING makes SQLAlchemy send multi-row INSERT ... VALUES statements (its
+                # "insertmanyvalues"): one round trip per 1000 rows, and on SQLite about 1.7x
+                # the rate of a row-by-row executemany.
+                connection.execute(insert(memories).returning(M.pk), rows).all()
         except IntegrityError:
             with self._read() as connection:
                 taken = sorted(self._pks(connection, [r.memory.id for r in records], None))
@@ -390,14 +378,6 @@ class SQLDriver(BaseMemoryDriver):
                 values["embedding"] = vector
                 values["search_terms"] = terms
             connection.execute(update(memories).where(M.pk == pk).values(**values))
-            if "tags" in changes:
-                connection.execute(delete(memory_tags).where(T.memory_pk == pk))
-                tag_rows = [
-                    {"memory_pk": pk, "tag": tag, "position": i}
-                    for i, tag in enumerate(changes["tags"])
-                ]
-                if tag_rows:
-                    connection.execute(insert(memory_tags), tag_rows)
             return self._memories_by_pk(connection, [pk])[pk]
 
     @retried

@@ -1,4 +1,4 @@
-"""initial schema: memories, tags, associations, knowledge chunks
+"""initial schema: memories, associations, knowledge chunks
 
 On SQLite also: FTS5 over the memories' keyword terms, and the vector log that the FAISS index
 follows. Triggers write both in the same transaction as the row they mirror, so neither can
@@ -82,6 +82,7 @@ POSTGRES_OBJECTS = [
     """CREATE INDEX ix_knowledge_chunks_embedding_hnsw ON knowledge_chunks
         USING hnsw (embedding vector_cosine_ops)""",
     "CREATE INDEX ix_memories_metadata ON memories USING gin (metadata jsonb_path_ops)",
+    "CREATE INDEX ix_memories_tags ON memories USING gin (tags)",
 ]
 
 
@@ -130,15 +131,6 @@ def upgrade() -> None:
     op.create_index("ix_memories_user_created", "memories", ["user_id", "created_at"])
     op.create_index("ix_memories_user_conversation", "memories", ["user_id", "conversation_id"])
     op.create_table(
-        "memory_tags",
-        sa.Column(
-            "memory_pk", Key, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True
-        ),
-        sa.Column("tag", sa.String(255), primary_key=True),
-        sa.Column("position", sa.Integer, nullable=False),
-    )
-    op.create_index("ix_memory_tags_tag", "memory_tags", ["tag", "memory_pk"])
-    op.create_table(
         "memory_associations",
         sa.Column(
             "source_pk", Key, sa.ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True
@@ -177,6 +169,5 @@ def downgrade() -> None:
         op.execute("DROP TABLE IF EXISTS memories_fts")
     op.drop_table("knowledge_chunks")
     op.drop_table("memory_associations")
-    op.drop_table("memory_tags")
     op.drop_table("memories")
     op.drop_table("memory_store_info")

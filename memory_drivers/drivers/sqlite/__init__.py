@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Table, column, delete, exists, func, insert, literal_column, select, table
@@ -153,6 +153,15 @@ class SQLiteDriver(SQLDriver):
                 migrations.upgrade(connection)
 
     # ------------------------------------------------------------------ SQL hooks
+    def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
+        # Evaluated on the rows other conditions leave (one user's, in a recall).
+        each = func.json_each(memories.c.tags).table_valued("value")
+        if mode == "any":
+            return exists().select_from(each).where(each.c.value.in_(tags))
+        # Tags are distinct within a memory, so counting the wanted ones finds "has all".
+        found = select(func.count()).select_from(each).where(each.c.value.in_(tags))
+        return found.scalar_subquery() == len(tags)
+
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         each = func.json_each(memories.c.metadata).table_valued("key", "type", "value")
         if value is None:
