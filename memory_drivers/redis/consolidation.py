@@ -22,10 +22,11 @@ Exactly once, across crashes (docs/redis.md has the argument):
 - **Summaries have deterministic ids** (UUID5 of user, stream, first and last event id), so a
   window written twice (a crash after the store acknowledged it, or two consolidators at once)
   is a ``ConflictError``, taken as "already written".
-- **The consumer group is bookkeeping.** Events are read through ``XREADGROUP`` (so the group
-  shows what is pending) and acknowledged with ``XACK`` only after their summary is stored. On
-  start, pending events at or before the checkpoint (a crash between storing and ``XACK``) are
-  acknowledged without being summarised again.
+- **The consumer group is the waiting room.** New events are taken with ``XREADGROUP`` (which
+  is also how the consolidator waits for them) and stay pending until their summary is stored,
+  then ``XACK``; so ``XPENDING`` lists exactly the events not summarised yet. On start, pending
+  events at or before the checkpoint (a crash between storing and ``XACK``) are acknowledged
+  without being summarised again.
 
 A window that is not full yet waits for more events. Events removed from the stream (``XTRIM``,
 ``MAXLEN``) before they were summarised are not summarised.
@@ -72,6 +73,10 @@ SUMMARY_NAMESPACE = uuid.UUID("6f1b7c2e-4a8d-5e3f-9b0a-2c4d6e8f0a1b")
 #: reaches ``POINT`` (``before-store``, ``after-store``, ``after-ack``), after printing
 #: ``consolidate: paused at POINT <first>..<last>`` to stderr.
 PAUSE_VARIABLE = "MEMORY_DRIVERS_CONSOLIDATE_PAUSE"
+
+#: Test hook: seconds to sleep at each of those points, so that a kill at a random moment
+#: lands anywhere in a window's processing.
+SLOW_VARIABLE = "MEMORY_DRIVERS_CONSOLIDATE_SLOW"
 
 
 def parse_event_id(event_id: str) -> tuple[int, int]:
@@ -244,24 +249,27 @@ class StreamConsolidator:
         )
         return [StreamEvent(event_id, dict(fields)) for event_id, fields in entries]
 
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait up to ``timeout`` seconds (default ``block``) for events not yet delivered to
-        the group; returns how many arrived. Acknowledges at once those already summarised."""
-        block_ms = max(1, int((self.block if timeout is None else timeout) * 1000))
+    def deliver(self, block: float | None = None) -> int:
+        """Take the events not yet delivered to the group (``XREADGROUP >``), waiting up to
+        ``block`` seconds for some when there are none (None: do not wait); returns how many
+        came. They stay pending until their window's summary is stored; those the checkpoint
+        already covers are acknowledged at once."""
+        block_ms = None if block is None else max(1, int(block * 1000))
         reply = self._redis(
-            "waiting for events",
+            "reading the stream",
             lambda: self._client.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=1000, block=block_ms
             ),
         )
         ids = [event_id for _, entries in reply or [] for event_id, _ in entries]
-        done = [i for i in ids if self._done(i)]
-        if done:
-            self._ack(done)
+        self._ack([i for i in ids if self._done(i)])
         return len(ids)
 
     # ------------------------------------------------------------------ windows
     def _pause(self, point: str, events: Sequence[StreamEvent]) -> None:
+        slow = os.environ.get(SLOW_VARIABLE)
+        if slow:
+            time.sleep(float(slow))
         wanted = os.environ.get(PAUSE_VARIABLE, "")
         if not wanted:
             return
@@ -284,6 +292,8 @@ class StreamConsolidator:
         stream; None otherwise. Never blocks waiting for events."""
         if not self._ready:
             self.setup()
+        while self.deliver() == 1000:
+            pass
         events = self._window()
         if len(events) < self.batch_size:
             return None
@@ -351,7 +361,7 @@ class StreamConsolidator:
                     continue
                 if once:
                     break
-                self.wait()
+                self.deliver(self.block)
             except MemoryDriverError as exc:
                 if once:
                     raise

@@ -4,9 +4,9 @@ A summariser is any object with a ``name`` and ``summarize(stream, events) -> st
 with the package (``SUMMARIZER`` chooses):
 
 - ``extractive`` (default): no model. It picks the window's most representative sentences
-  (Luhn's method: sentences rich in the window's most frequent terms) and keeps them in their
-  original order, under a header naming the stream, the event ids and the count. Deterministic:
-  the same events always give the same text.
+  (SumBasic: sentences rich in the window's frequent terms, then ones that add what has not
+  been said) and keeps them in their original order, under a header naming the stream, the
+  event ids and the count. Deterministic: the same events always give the same text.
 - ``openai``: asks any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Mistral,
   Ollama, vLLM, LM Studio, ...) over httpx, with ``SUMMARIZER_API_URL``, ``SUMMARIZER_API_KEY``,
   ``SUMMARIZER_MODEL`` and ``SUMMARIZER_TIMEOUT``.
@@ -18,7 +18,6 @@ fields reads as ``key=value`` pairs.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import Counter
@@ -98,12 +97,15 @@ def _header(stream: str, events: Sequence[StreamEvent]) -> str:
 
 
 class ExtractiveSummarizer:
-    """No model: the ``max_sentences`` most representative sentences, in order.
+    """No model: up to ``max_sentences`` representative sentences, kept in their order.
 
-    Each sentence scores the sum of its distinct terms' frequencies in the whole window,
-    divided by the square root of its number of distinct terms; ties go to the earlier
-    sentence. Repeated sentences count once. Each kept sentence is cut at
-    ``max_sentence_chars`` characters.
+    SumBasic (Nenkova & Vanderwende, 2005) over the window's keyword terms
+    (:func:`memory_drivers.text.terms`): each term starts with its share of all term
+    occurrences; the sentence whose distinct terms have the highest average share is taken
+    (ties: the earlier one), then the shares of its terms are squared, so the next pick favours
+    what has not been said yet. A repeated sentence weighs in the shares but is kept once;
+    sentences of fewer than two terms ("ok", "thanks") are taken only when there is nothing
+    else. Each kept sentence is cut at ``max_sentence_chars`` characters.
     """
 
     name = "extractive"
@@ -119,28 +121,39 @@ class ExtractiveSummarizer:
             raise ValueError("nothing to summarise: no events")
         sentences: list[tuple[str, list[str]]] = []
         seen: set[str] = set()
+        counts: Counter[str] = Counter()
         for event in events:
             speaker, body = _parts(event)
             prefix = f"{speaker}: " if speaker else ""
             for piece in _SENTENCE.split(body):
                 piece = " ".join(piece.split())
-                key = " ".join(piece.casefold().split())
+                sentence_terms = terms(piece)
+                counts.update(sentence_terms)  # repeated content weighs more...
+                key = piece.casefold()
                 if not piece or key in seen:
                     continue
-                seen.add(key)
-                sentences.append((prefix + piece, terms(piece)))
-        frequency = Counter(t for _, sentence_terms in sentences for t in sentence_terms)
+                seen.add(key)  # ...but is said once
+                sentences.append((prefix + piece, sentence_terms))
+        total = sum(counts.values()) or 1
+        share = {t: n / total for t, n in counts.items()}
+        left = [i for i, (_, sentence_terms) in enumerate(sentences) if len(sentence_terms) > 1]
+        if not left:  # only one-word sentences ("ok", "thanks"): take those
+            left = [i for i, (_, sentence_terms) in enumerate(sentences) if sentence_terms]
+        chosen: list[int] = []
+        while left and len(chosen) < self.max_sentences:
 
-        def score(item: tuple[int, tuple[str, list[str]]]) -> tuple[float, int]:
-            index, (_, sentence_terms) = item
-            if not sentence_terms:
-                return (0.0, index)
-            total = sum(frequency[t] for t in sentence_terms)
-            return (-total / math.sqrt(len(sentence_terms)), index)
+            def weight(i: int) -> tuple[float, int]:
+                distinct = sentences[i][1]
+                return (-sum(share[t] for t in distinct) / len(distinct), i)
 
-        chosen = sorted(enumerate(sentences), key=score)[: self.max_sentences]
+            best = min(left, key=weight)
+            chosen.append(best)
+            left.remove(best)
+            for t in sentences[best][1]:
+                share[t] *= share[t]
         lines = [_header(stream, events)]
-        for _, (sentence, _) in sorted(chosen, key=lambda item: item[0]):
+        for i in sorted(chosen) or range(min(1, len(sentences))):
+            sentence = sentences[i][0]
             if len(sentence) > self.max_sentence_chars:
                 sentence = sentence[: self.max_sentence_chars - 3].rstrip() + "..."
             lines.append(f"- {sentence}")
