@@ -504,7 +504,7 @@ def test_missing_redis_package_names_the_extra(
         inner.close()
 
 
-def test_bad_redis_url_is_a_configuration_error(tmp_path: Path) -> None:
+def test_bad_cache_configuration_is_refused(tmp_path: Path) -> None:
     from memory_drivers.errors import ConfigurationError
 
     inner = SQLiteDriver(
@@ -514,5 +514,10 @@ def test_bad_redis_url_is_a_configuration_error(tmp_path: Path) -> None:
     try:
         with pytest.raises(ConfigurationError, match="REDIS_URL"):
             CachedMemoryDriver(inner, "http://nope")
+        for options in ({"ttl": 0}, {"ttl": 1.5}, {"retry_interval": -1}, {"timeout": 0}):
+            with pytest.raises(ConfigurationError, match=next(iter(options))):
+                CachedMemoryDriver(inner, REDIS_URL, **options)
+        with CachedMemoryDriver(inner, REDIS_URL) as cached, pytest.raises(ValueError):
+            CachedMemoryDriver(cached)
     finally:
         inner.close()

@@ -118,8 +118,8 @@ def test_sessions_expire_and_access_refreshes_the_ttl(
     sessions: SessionMemory,
     redis_client: Any,  # noqa: F811
 ) -> None:
-    kept = sessions.create("alice", ttl=0.4)
-    dropped = sessions.create("alice", ttl=0.4)
+    kept = sessions.create("alice", ttl=1.0)
+    dropped = sessions.create("alice", ttl=1.0)
     sessions.add_message(kept.session_id, "user", "hi")
     for access in (
         lambda: sessions.get(kept.session_id),
@@ -128,9 +128,9 @@ def test_sessions_expire_and_access_refreshes_the_ttl(
         lambda: sessions.add_message(kept.session_id, "user", "still here"),
         lambda: sessions.history(kept.session_id),
     ):
-        time.sleep(0.15)
+        time.sleep(0.3)
         access()
-    # 0.75 s after creation: the accessed session lives, the other one expired
+    # 1.5 s after creation: the accessed session lives, the other one expired
     assert sessions.get(dropped.session_id) is None
     alive = sessions.get(kept.session_id)
     assert alive is not None and alive.expires_at > datetime.now(timezone.utc)
@@ -139,18 +139,18 @@ def test_sessions_expire_and_access_refreshes_the_ttl(
     hash_key = f"{sessions.prefix}:session:{kept.session_id}"
     history_key = f"{sessions.prefix}:history:{kept.session_id}"
     assert redis_client.pexpiretime(hash_key) == redis_client.pexpiretime(history_key) > 0
-    time.sleep(0.5)
+    time.sleep(1.1)
     assert sessions.get(kept.session_id) is None
     assert redis_client.exists(history_key) == 0, "the history expires with its session"
     assert sessions.active_sessions() == []
 
 
 def test_get_without_refresh_leaves_the_ttl(sessions: SessionMemory) -> None:
-    s = sessions.create("alice", ttl=0.3)
-    time.sleep(0.15)
+    s = sessions.create("alice", ttl=0.6)
+    time.sleep(0.1)
     peeked = sessions.get(s.session_id, refresh=False)
     assert peeked is not None and peeked.expires_at == s.expires_at
-    time.sleep(0.25)
+    time.sleep(0.6)
     assert sessions.get(s.session_id) is None
 
 

@@ -54,6 +54,7 @@ from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import (
+    ConfigurationError,
     ConflictError,
     DriverClosedError,
     EmbeddingError,
@@ -78,6 +79,7 @@ __all__ = ["LEDGER_KEY", "CachedMemoryDriver"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 #: The store-info key in which a write that could not invalidate the cache leaves a new token.
 LEDGER_KEY = "cache_outage"
@@ -183,6 +185,14 @@ def _identifier(value: Any) -> str | None:
         return None
 
 
+def _number(value: Any, name: str, minimum: float, kind: type[N]) -> N:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= minimum:
+        raise ConfigurationError(f"the cache's {name} must be a number >= {minimum}, got {value!r}")
+    if kind is int and value != int(value):
+        raise ConfigurationError(f"the cache's {name} must be a whole number, got {value!r}")
+    return kind(value)
+
+
 def _token() -> str:
     return secrets.token_hex(8)
 
@@ -217,14 +227,22 @@ class CachedMemoryDriver(BaseMemoryDriver):
         # The wrapper is the inner driver as far as names go (health, stats, the registry).
         self.__dict__["name"] = inner.name
         self._redis_errors = redis_errors()  # MissingDependencyError without redis-py
-        self.ttl = int(ttl if ttl is not None else s.memory_cache_ttl)
+        self.ttl = _number(ttl if ttl is not None else s.memory_cache_ttl, "ttl", 1, int)
         self._gen_ttl = self.ttl * 2 + 60
-        self.retry_interval = float(
-            retry_interval if retry_interval is not None else s.memory_cache_retry_interval
+        self.retry_interval = _number(
+            retry_interval if retry_interval is not None else s.memory_cache_retry_interval,
+            "retry_interval",
+            0,
+            float,
         )
-        self.sync_interval = float(
-            sync_interval if sync_interval is not None else s.memory_cache_sync_interval
+        self.sync_interval = _number(
+            sync_interval if sync_interval is not None else s.memory_cache_sync_interval,
+            "sync_interval",
+            0,
+            float,
         )
+        if timeout is not None:
+            _number(timeout, "timeout", 0.001, float)
         if redis is None or isinstance(redis, str):
             self.url = redacted(redis or s.redis_url)
             self._client = connect(

@@ -48,7 +48,7 @@ from typing import Any
 from .. import validation as check
 from ..base import BaseMemoryDriver
 from ..config import Settings
-from ..errors import ConflictError, MemoryDriverError, ValidationError
+from ..errors import ConfigurationError, ConflictError, MemoryDriverError, ValidationError
 from ..models import Memory
 from .client import connect, redacted, redis_errors, unavailable
 from .summarizers import StreamEvent, Summarizer, get_summarizer
@@ -347,7 +347,8 @@ class StreamConsolidator:
         left). Returns how many summaries this call wrote.
 
         Failures (Redis, the store, the summariser) are logged and retried with backoff, up to
-        30 seconds apart; with ``once=True`` they are raised.
+        30 seconds apart; with ``once=True`` they are raised, and a ``ConfigurationError``
+        (a bad key, model or URL) always is.
         """
         stop = stop or threading.Event()
         written = 0
@@ -362,6 +363,8 @@ class StreamConsolidator:
                 if once:
                     break
                 self.deliver(self.block)
+            except ConfigurationError:
+                raise  # a wrong key, model or URL does not fix itself
             except MemoryDriverError as exc:
                 if once:
                     raise

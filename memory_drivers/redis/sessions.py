@@ -12,7 +12,7 @@
 
 Keys (``P`` is ``REDIS_PREFIX``)::
 
-    P:session:<id>    hash: user_id, created/updated times, ttl, one field "d:<key>" per data key
+    P:session:<id>    hash: user_id, created/updated/expiry times, ttl, "d:<key>" per data key
     P:history:<id>    list: the session's last messages, oldest first (capped with LTRIM)
     P:sessions        sorted set: session id -> the moment its keys expire (ms, Redis clock)
 
@@ -52,6 +52,7 @@ end
 _REFRESH = """
 local function refresh(id)
   local deadline = now_ms() + tonumber(redis.call('HGET', KEYS[1], 'ttl_ms'))
+  redis.call('HSET', KEYS[1], 'expires_ms', deadline)
   redis.call('PEXPIREAT', KEYS[1], deadline)
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIREAT', KEYS[2], deadline) end
   redis.call('ZADD', KEYS[3], deadline, id)
@@ -87,13 +88,8 @@ _GET = (
     + _REFRESH
     + """
 if missing(ARGV[1]) then return false end
-local deadline
-if ARGV[2] == '1' then
-  deadline = refresh(ARGV[1])
-else
-  deadline = now_ms() + redis.call('PTTL', KEYS[1])
-end
-return {deadline, redis.call('HGETALL', KEYS[1])}
+if ARGV[2] == '1' then refresh(ARGV[1]) end
+return {redis.call('HGET', KEYS[1], 'expires_ms'), redis.call('HGETALL', KEYS[1])}
 """
 )
 
