@@ -10,6 +10,7 @@ hung, restarted) are in test_redis_cache_faults.py.
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 import threading
 import uuid
@@ -487,7 +488,7 @@ def test_memory_cache_setting_values(clean_env: Path) -> None:
 def test_missing_redis_package_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from memory_drivers.redis import SessionMemory
+    from memory_drivers.redis import SessionMemory, StreamConsolidator
 
     monkeypatch.setitem(sys.modules, "redis", None)  # "import redis" raises ImportError
     inner = SQLiteDriver(
@@ -495,13 +496,22 @@ def test_missing_redis_package_names_the_extra(
         embedder=HashingEmbedder(256),
     )
     try:
-        for make_one in (lambda: CachedMemoryDriver(inner), lambda: SessionMemory()):
+        for make_one in (
+            lambda: CachedMemoryDriver(inner),
+            lambda: SessionMemory(),
+            lambda: StreamConsolidator(inner, stream="s"),
+        ):
             with pytest.raises(
                 MissingDependencyError, match=r'pip install "memory-drivers\[redis\]"'
             ):
                 make_one()
     finally:
         inner.close()
+    # importing the package (and the CLI) never needs redis-py
+    code = (
+        "import sys; sys.modules['redis'] = None; import memory_drivers.redis, memory_drivers.cli"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_bad_cache_configuration_is_refused(tmp_path: Path) -> None:
