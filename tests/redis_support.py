@@ -140,9 +140,23 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     def start(self) -> None:
+        """Start the server and wait until it answers. The first start moves to another free
+        port if the chosen one was taken meanwhile; a restart keeps the port."""
         assert self.process is None, "already running"
+        for _attempt in range(3):
+            if self._start_once():
+                self.started = True
+                return
+            if self.started:
+                break
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def _start_once(self) -> bool:
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -169,18 +183,20 @@ class RedisServer:
         client = connect(self.url, timeout=0.5)
         try:
             deadline = time.monotonic() + 10
-            while True:
+            while time.monotonic() < deadline and self.process.poll() is None:
                 try:
-                    client.ping()
-                    return
-                except Exception as exc:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise RuntimeError(
-                            f"redis-server on port {self.port} did not start"
-                        ) from exc
-                    time.sleep(0.02)
+                    # answered by our process, not by whoever else listens on the port
+                    if int(client.info("server")["process_id"]) == self.process.pid:
+                        return True
+                except Exception:
+                    pass
+                time.sleep(0.02)
         finally:
             client.close()
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+        return False
 
     def stop(self, *, save: bool = False) -> None:
         """Stop the server; with ``save``, snapshot its data first (the next start loads it)."""
