@@ -1,9 +1,9 @@
-"""A second process for the cache tests: a cached sqlite driver that answers JSON commands.
+"""A second process for the cache tests: a cached driver that answers JSON commands.
 
-    python tests/redis_cache_worker.py DB_URL REDIS_URL NAMESPACE
+    python tests/redis_cache_worker.py DRIVER SETTINGS_JSON REDIS_URL NAMESPACE
 
-Opens ``CachedMemoryDriver(SQLiteDriver(DB_URL), REDIS_URL, namespace=NAMESPACE)`` with the
-hashing embedder, prints ``ready``, then reads one JSON command per line on stdin,
+Opens ``CachedMemoryDriver(<DRIVER with these settings>, REDIS_URL, namespace=NAMESPACE)`` with
+the hashing embedder, prints ``ready``, then reads one JSON command per line on stdin,
 ``{"method": "recall", "args": [...], "kwargs": {...}}``, calls that method and prints one JSON
 line: ``{"result": ...}`` or ``{"error": "<type>: <message>"}``. ``{"method": "counters"}``
 answers the cache's hit/miss counters. The test side is :class:`CacheWorker`.
@@ -22,14 +22,15 @@ from pydantic import TypeAdapter
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def serve(db_url: str, redis_url: str, namespace: str) -> None:
+def serve(driver_name: str, settings_json: str, redis_url: str, namespace: str) -> None:
     from memory_drivers.config import build_settings
-    from memory_drivers.drivers.sqlite import SQLiteDriver
-    from memory_drivers.embeddings.hashing import HashingEmbedder
+    from memory_drivers.manager import MemoryDriverManager
     from memory_drivers.redis import CachedMemoryDriver
 
-    settings = build_settings(_env_file=None, memory_db_url=db_url)
-    inner = SQLiteDriver(settings, embedder=HashingEmbedder(256))
+    settings = build_settings(
+        _env_file=None, embedding_provider="hashing", **json.loads(settings_json)
+    )
+    inner = MemoryDriverManager.create(driver_name, settings)
     driver = CachedMemoryDriver(inner, redis_url, namespace=namespace)
     dump = TypeAdapter(Any)
     print("ready", flush=True)
@@ -53,9 +54,11 @@ def serve(db_url: str, redis_url: str, namespace: str) -> None:
 class CacheWorker:
     """Runs this script and calls methods of its driver."""
 
-    def __init__(self, db_url: str, redis_url: str, namespace: str) -> None:
+    def __init__(
+        self, driver: str, settings: dict[str, Any], redis_url: str, namespace: str
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, db_url, redis_url, namespace],
+            [sys.executable, __file__, driver, json.dumps(settings), redis_url, namespace],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -86,4 +89,4 @@ class CacheWorker:
 
 
 if __name__ == "__main__":
-    serve(*sys.argv[1:4])
+    serve(*sys.argv[1:5])

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,57 @@ def sqlite_factory(directory: Path) -> DriverFactory:
     return factory
 
 
+def pgvector_factory(database_url: str) -> DriverFactory:
+    """The pgvector conformance factory: the database ``database_url`` at every call."""
+    from memory_drivers.drivers.pgvector import PgVectorDriver
+
+    def factory(*, embedder: Any, settings: Any) -> BaseMemoryDriver:
+        return PgVectorDriver(
+            settings.replace(database_url=database_url, memory_auto_migrate=True),
+            embedder=embedder,
+        )
+
+    return factory
+
+
+class AutoMemStore:
+    """The automem conformance factory: an automem driver talking over HTTP to ``memory-drivers
+    serve`` (``live_server`` from automem_support) in front of a sqlite store under
+    ``directory``, opened at the first call with the test's embedder. :meth:`close` after."""
+
+    def __init__(self, live_server: Any, directory: Path) -> None:
+        self.live_server = live_server
+        self.directory = directory
+        self.stores: list[BaseMemoryDriver] = []
+
+    def factory(self, *, embedder: Any, settings: Any) -> BaseMemoryDriver:
+        from automem_support import sqlite_store
+
+        from memory_drivers.drivers.automem import AutoMemDriver
+
+        if not self.stores:  # the first call of a test opens the store; later calls reuse it
+            model = embedder
+            while hasattr(model, "inner"):  # RecordingEmbedder, FaultyEmbedder
+                model = model.inner
+            self.stores.append(sqlite_store(self.directory / "served", settings, model))
+            self.live_server.use(self.stores[0])
+        return AutoMemDriver(self.live_server.client_settings(settings), embedder=embedder)
+
+    def worker_settings(self) -> dict[str, Any]:
+        from automem_support import TOKEN
+
+        return {
+            "automem_url": self.live_server.url,
+            "automem_api_token": TOKEN,
+            "automem_retry_backoff": 0.01,
+        }
+
+    def close(self) -> None:
+        self.live_server.use(None)
+        for store in self.stores:
+            store.close()
+
+
 def count_calls(driver: BaseMemoryDriver, names: list[str]) -> Counter[str]:
     """Count calls of these public methods of ``driver`` (instance attributes wrapping them)."""
     calls: Counter[str] = Counter()
@@ -116,6 +168,41 @@ def count_calls(driver: BaseMemoryDriver, names: list[str]) -> Counter[str]:
 
         setattr(driver, name, counted)
     return calls
+
+
+#: Every driver that exists; the targeted cache tests run against each. Add new ones here and
+#: in :func:`open_backend`.
+BACKENDS = ["sqlite", "pgvector", "automem"]
+
+
+@dataclass
+class Backend:
+    """A driver behind the cache: its conformance-style factory (the same store at each call),
+    and how another process opens that store (driver name and settings)."""
+
+    name: str
+    factory: DriverFactory
+    worker_settings: dict[str, Any]
+
+
+@contextlib.contextmanager
+def open_backend(name: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[Backend]:
+    """A fresh store of driver ``name`` (pgvector: a new database on the test PostgreSQL;
+    automem: ``memory-drivers serve`` in front of a sqlite store), closed afterwards."""
+    if name == "sqlite":
+        url = f"sqlite:///{directory}/store/memories.db"
+        yield Backend("sqlite", sqlite_factory(directory), {"memory_db_url": url})
+    elif name == "pgvector":
+        url = request.getfixturevalue("pg_database")
+        yield Backend("pgvector", pgvector_factory(url), {"database_url": url})
+    elif name == "automem":
+        store = AutoMemStore(request.getfixturevalue("live_server"), directory)
+        try:
+            yield Backend("automem", store.factory, store.worker_settings())
+        finally:
+            store.close()
+    else:
+        raise ValueError(f"no backend {name!r}")
 
 
 def free_port() -> int:

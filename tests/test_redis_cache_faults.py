@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_support import RedisServer, free_port, redis_server  # noqa: F401 - fixture
+from automem_support import live_server  # noqa: F401 - a fixture
+from redis_support import (  # noqa: F401 - fixtures
+    Backend,
+    RedisServer,
+    free_port,
+    open_backend,
+    redis_server,
+)
 
 from memory_drivers.base import BaseMemoryDriver
 from memory_drivers.config import build_settings
-from memory_drivers.drivers.sqlite import SQLiteDriver
 from memory_drivers.embeddings.hashing import HashingEmbedder
 from memory_drivers.redis import CachedMemoryDriver, connect
 from memory_drivers.redis.cache import LEDGER_KEY
@@ -34,16 +40,23 @@ RETRY = 0.3  # MEMORY_CACHE_RETRY_INTERVAL
 MakeCached = Callable[..., CachedMemoryDriver]
 
 
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The driver behind the cache: sqlite, unless a test asks for others (indirect)."""
+    with open_backend(request.param, request, tmp_path) as opened:
+        yield opened
+
+
 @pytest.fixture
-def make(tmp_path: Path, redis_server: RedisServer) -> Iterator[MakeCached]:  # noqa: F811
-    """``make(url=None, **options)``: a cached sqlite driver on the test's store, using the
-    test's own Redis server (or ``url``), with short timeouts. Like a separate process: its
-    own driver and Redis connections."""
+def make(backend: Backend, redis_server: RedisServer) -> Iterator[MakeCached]:  # noqa: F811
+    """``make(url=None, **options)``: a cached driver on the test's store, using the test's
+    own Redis server (or ``url``), with short timeouts. Like a separate process: its own
+    driver and Redis connections."""
     opened: list[CachedMemoryDriver] = []
-    settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{tmp_path}/s/m.db")
+    settings = build_settings(_env_file=None)
 
     def open_one(url: str | None = None, **options: Any) -> CachedMemoryDriver:
-        inner = SQLiteDriver(settings, embedder=HashingEmbedder(256))
+        inner = backend.factory(embedder=HashingEmbedder(256), settings=settings)
         options = {"timeout": TIMEOUT, "retry_interval": RETRY, **options}
         driver = CachedMemoryDriver(inner, url or redis_server.url, namespace="t", **options)
         opened.append(driver)
@@ -235,11 +248,13 @@ def test_restart_from_a_snapshot_with_stale_entries(
     assert_served_from_redis(reader, ids)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "pgvector"], indirect=True)
 def test_a_partitioned_writer_is_caught_up_within_the_sync_interval(
     make: MakeCached,
 ) -> None:
-    """Only the writing process loses Redis (a partition): its write is recorded in the store,
-    and every other process invalidates within MEMORY_CACHE_SYNC_INTERVAL (at once with 0)."""
+    """Only the writing process loses Redis (a partition): its write is recorded in the store
+    (through each driver's store info), and every other process invalidates within
+    MEMORY_CACHE_SYNC_INTERVAL (at once with 0)."""
     strict, periodic = make(sync_interval=0), make(sync_interval=0.5)
     ids = seed(strict)
     assert_served_from_redis(strict, ids)
@@ -300,3 +315,23 @@ def test_random_outages_during_a_workload(make: MakeCached, redis_server: RedisS
         thread.join(30)
     assert not errors, errors[0]
     assert d.counters["errors"] > 0 and d.counters["hits"] > 0
+
+
+@pytest.mark.parametrize("backend", ["automem"], indirect=True)
+def test_a_store_whose_info_clients_cannot_write_is_reported(
+    make: MakeCached, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The automem driver in front of ``memory-drivers serve`` cannot write the served store's
+    info, so a partitioned writer cannot leave the outage stamp: the write still succeeds, the
+    failure is logged as an error naming the bound (MEMORY_CACHE_TTL), and the writer's own
+    process is never stale (docs/redis.md, "When Redis fails")."""
+    reader = make(sync_interval=0)
+    ids = seed(reader)
+    assert_served_from_redis(reader, ids)
+    cut_off = make(url=f"redis://127.0.0.1:{free_port()}/0")
+    cut_off.update(ids["a"], content="green tea, partitioned")
+    assert cut_off.get(ids["a"]).content == "green tea, partitioned"  # type: ignore[union-attr]
+    assert cut_off.counters["failed_invalidations"] == 1
+    assert any(
+        r.levelname == "ERROR" and "MEMORY_CACHE_TTL" in r.getMessage() for r in caplog.records
+    )

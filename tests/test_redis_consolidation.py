@@ -23,13 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_support import REDIS_URL, free_port, namespace, redis_client  # noqa: F401 - fixtures
+from automem_support import live_server  # noqa: F401 - a fixture
+from redis_support import (  # noqa: F401 - fixtures
+    BACKENDS,
+    REDIS_URL,
+    Backend,
+    free_port,
+    namespace,
+    open_backend,
+    redis_client,
+)
 
 from memory_drivers import BackendUnavailableError, ConfigurationError, Settings, get_settings
 from memory_drivers.base import BaseMemoryDriver
 from memory_drivers.cli import main
 from memory_drivers.config import build_settings
-from memory_drivers.drivers.sqlite import SQLiteDriver
+from memory_drivers.embeddings.hashing import HashingEmbedder
 from memory_drivers.manager import MemoryDriverManager
 from memory_drivers.models import Memory
 from memory_drivers.redis import (
@@ -59,13 +68,21 @@ def settings(db_url: str) -> Settings:
     return build_settings(_env_file=None, memory_db_url=db_url, embedding_provider="hashing")
 
 
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The driver the summaries go to: sqlite (the store ``db_url`` names, which the command
+    line tests use too), unless a test asks for every driver (indirect)."""
+    with open_backend(request.param, request, tmp_path) as opened:
+        yield opened
+
+
 @pytest.fixture
-def open_driver(settings: Settings) -> Iterator[Callable[[], BaseMemoryDriver]]:
+def open_driver(backend: Backend, settings: Settings) -> Iterator[Callable[[], BaseMemoryDriver]]:
     """Open the test's store (again), as a new process would."""
     opened: list[BaseMemoryDriver] = []
 
     def open_one() -> BaseMemoryDriver:
-        driver = SQLiteDriver(settings)
+        driver = backend.factory(embedder=HashingEmbedder(256), settings=settings)
         opened.append(driver)
         return driver
 
@@ -184,6 +201,7 @@ class Consolidator:
 
 
 # ---------------------------------------------------------------------------------- windows
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_every_batch_of_events_becomes_one_summary(
     open_driver: Callable[[], BaseMemoryDriver],
     redis_client: Any,  # noqa: F811
@@ -223,6 +241,7 @@ def test_every_batch_of_events_becomes_one_summary(
     c.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_a_restart_resumes_from_the_store(
     open_driver: Callable[[], BaseMemoryDriver],
     redis_client: Any,  # noqa: F811
@@ -244,6 +263,7 @@ def test_a_restart_resumes_from_the_store(
     second.close()
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_windows_ending_in_the_same_millisecond(
     open_driver: Callable[[], BaseMemoryDriver],
     redis_client: Any,  # noqa: F811
@@ -265,6 +285,7 @@ def test_windows_ending_in_the_same_millisecond(
     assert_exactly_once(summaries(open_driver(), stream), events, 5)
 
 
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_two_consolidators_at_once_never_duplicate(
     open_driver: Callable[[], BaseMemoryDriver],
     redis_client: Any,  # noqa: F811

@@ -869,9 +869,9 @@ class CachedMemoryDriver(BaseMemoryDriver):
             self._invalidate(everything=True)
 
     def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None
+        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
     ) -> list[KnowledgeHit]:
-        return self.inner._search_knowledge(vector, top_k, category)
+        return self.inner._search_knowledge(vector, top_k, category, text)
 
     def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
         return self.inner._iter_knowledge(batch_size)
@@ -892,6 +892,12 @@ class CachedMemoryDriver(BaseMemoryDriver):
             self.inner._set_vectors(kind, ids, vectors)
         finally:
             self._invalidate(everything=True)
+
+    def _before_reembed(self) -> None:
+        self.inner._before_reembed()
+
+    def _after_reembed(self) -> None:
+        self.inner._after_reembed()
 
     def _health(self) -> dict[str, Any]:
         return self.inner._health()
