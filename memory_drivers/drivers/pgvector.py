@@ -269,7 +269,7 @@ class PgVectorDriver(SQLDriver):
         stored = memories.c.metadata.op("->")(literal(key))
         return stored == cast(literal(json.dumps(value)), JSONB)  # type: ignore[no-any-return]
 
-    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
+    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
         # Terms are letters and digits only (memory_drivers.text), so '|' joins them safely.
         query = func.to_tsquery(cast(literal("simple"), REGCONFIG), " | ".join(terms))
         return literal_column("memories.search_tsv").op("@@")(query)  # type: ignore[no-any-return]

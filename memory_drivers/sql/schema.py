@@ -115,6 +115,8 @@ memories = Table(
     Column("conversation_id", String(255)),
     Column("content", Text, nullable=False),
     Column("memory_type", String(64), nullable=False),
+    # The tags in order, read with the row; memory_tags holds them again, indexed for filtering.
+    Column("tags", JSONType, nullable=False),
     Column("importance", Float, nullable=False),
     Column("metadata", JSONType, nullable=False),
     Column("source", String(255)),

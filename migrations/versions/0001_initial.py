@@ -28,22 +28,26 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Keyword recall is always within one user's memories, so FTS5 indexes each term prefixed with
+# the user: "<hex of user_id>x<term>". A common word then has one short posting list per user
+# instead of one spanning every memory of every user (100x less to read at 100 users).
+_SCOPED = "replace(' ' || {row}.search_terms, ' ', ' ' || hex({row}.user_id) || 'x')"
+
 SQLITE_OBJECTS = [
-    # Keyword search: an external-content FTS5 table over memories.search_terms.
+    # Keyword search: a contentless FTS5 table over the user-scoped keyword terms.
     """CREATE VIRTUAL TABLE memories_fts USING fts5(
-        search_terms, content='memories', content_rowid='pk',
-        tokenize='unicode61 remove_diacritics 0')""",
-    """CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
-        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, new.search_terms);
+        search_terms, content='', tokenize='unicode61 remove_diacritics 0')""",
+    f"""CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, {_SCOPED.format(row="new")});
     END""",
-    """CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+    f"""CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
         INSERT INTO memories_fts(memories_fts, rowid, search_terms)
-        VALUES ('delete', old.pk, old.search_terms);
+        VALUES ('delete', old.pk, {_SCOPED.format(row="old")});
     END""",
-    """CREATE TRIGGER memories_fts_update AFTER UPDATE OF search_terms ON memories BEGIN
+    f"""CREATE TRIGGER memories_fts_update AFTER UPDATE OF search_terms, user_id ON memories BEGIN
         INSERT INTO memories_fts(memories_fts, rowid, search_terms)
-        VALUES ('delete', old.pk, old.search_terms);
-        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, new.search_terms);
+        VALUES ('delete', old.pk, {_SCOPED.format(row="old")});
+        INSERT INTO memories_fts(rowid, search_terms) VALUES (new.pk, {_SCOPED.format(row="new")});
     END""",
     # The vector log: every change of a vector, in commit order, for the FAISS index to replay.
     """CREATE TABLE vector_log (
@@ -114,6 +118,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.String(255)),
         sa.Column("content", sa.Text, nullable=False),
         sa.Column("memory_type", sa.String(64), nullable=False),
+        sa.Column("tags", JSONType, nullable=False),
         sa.Column("importance", sa.Float, nullable=False),
         sa.Column("metadata", JSONType, nullable=False),
         sa.Column("source", sa.String(255)),

@@ -167,9 +167,13 @@ class SQLiteDriver(SQLDriver):
             condition = (each.c.type == "text") & (each.c.value == value)
         return exists().select_from(each).where(each.c.key == key, condition)
 
-    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
-        # Terms are letters and digits only (see memory_drivers.text), so quoting is safe.
-        match = " OR ".join(f'"{term}"' for term in terms)
+    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
+        # The index holds user-scoped terms (see migration 0001): "<hex of user_id>x<term>".
+        # Terms are letters and digits only (memory_drivers.text), so quoting is safe.
+        if user_id is None:
+            raise ValueError("keyword recall on SQLite is always within one user's memories")
+        scope = user_id.encode("utf-8").hex()
+        match = " OR ".join(f'"{scope}x{term}"' for term in terms)
         rows = select(_fts.c.rowid).where(literal_column("memories_fts").op("MATCH")(match))
         return memories.c.pk.in_(rows)
 
@@ -185,7 +189,7 @@ class SQLiteDriver(SQLDriver):
         index.ensure_current(connection)
         candidates = None
         if where:
-            candidates = list(connection.execute(select(table.c.pk).where(*where)).scalars())
+            candidates = connection.execute(select(table.c.pk).where(*where)).scalars().all()
         return index.search(table.name, vector, top_k + TIE_MARGIN, candidates)
 
     # ------------------------------------------------------------------ the FAISS index
