@@ -29,7 +29,8 @@ whether to use it again. A write whose invalidation cannot reach Redis is record
 process, and in the store itself (a ``cache_outage`` stamp via the driver's store info). Before
 the cache is used again, ``gen:all`` gets a new token if either says so, which invalidates
 everything cached before the outage; other processes check the store's stamp when they notice
-the outage themselves, and at least every ``MEMORY_CACHE_SYNC_INTERVAL`` seconds.
+the outage themselves, whenever they open a new connection to Redis, and at least every
+``MEMORY_CACHE_SYNC_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
