@@ -268,7 +268,8 @@ class PgVectorDriver(SQLDriver):
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
         # jsonb ?| (any) and ?& (all) over the tags array, served by its GIN index.
         wanted = cast(array(list(tags)), ARRAY(Text))
-        return memories.c.tags.op("?|" if mode == "any" else "?&")(wanted)  # type: ignore[no-any-return]
+        operator = "?|" if mode == "any" else "?&"
+        return memories.c.tags.op(operator, is_comparison=True)(wanted)  # type: ignore[no-any-return]
 
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         # jsonb equality: 1 = 1.0, but 1, true and "1" differ; a missing key gives NULL.
@@ -278,7 +279,8 @@ class PgVectorDriver(SQLDriver):
     def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
         # Terms are letters and digits only (memory_drivers.text), so '|' joins them safely.
         query = func.to_tsquery(cast(literal("simple"), REGCONFIG), " | ".join(terms))
-        return literal_column("memories.search_tsv").op("@@")(query)  # type: ignore[no-any-return]
+        tsv: ColumnElement[Any] = literal_column("memories.search_tsv")
+        return tsv.op("@@", is_comparison=True)(query)  # type: ignore[no-any-return]
 
     def _rank_by_vector(
         self,
