@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     faiss_persist_every: int = Field(1000, ge=1)
     memory_auto_migrate: bool | None = None
 
+    # --- chroma driver ----------------------------------------------------------------
+    chroma_path: Path = Path("storage/chromadb")
+    chroma_url: str | None = None
+    chroma_collection: str = "memories"
+    chroma_knowledge_collection: str = "global_knowledge"
+    chroma_timeout: float = Field(30.0, gt=0)
+    chroma_retries: int = Field(3, ge=0)
+    chroma_exact_search_limit: int = Field(20_000, ge=0)
+
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (
         "sentence-transformers"

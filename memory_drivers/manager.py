@@ -36,6 +36,7 @@ ENTRY_POINT_GROUP = "memory_drivers.drivers"
 BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
     {
         "sqlite": "memory_drivers.drivers.sqlite:SQLiteDriver",
+        "chroma": "memory_drivers.drivers.chroma:ChromaDriver",
     }
 )
 
@@ -43,6 +44,7 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
 DRIVER_EXTRAS: Mapping[str, str] = MappingProxyType(
     {
         "sqlite": "sqlite",
+        "chroma": "chroma",
     }
 )
 
