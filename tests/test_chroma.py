@@ -664,6 +664,17 @@ def test_a_link_to_a_vanished_memory_is_skipped(embedded: Callable[..., ChromaDr
 # ============================================================================ connection
 
 
+@pytest.mark.parametrize("mode", ["embedded", "remote"])
+def test_a_deleted_collection_is_a_typed_error(request: pytest.FixtureRequest, mode: str):
+    driver: ChromaDriver = request.getfixturevalue(mode)()
+    driver.store("u1", "x")
+    driver._client.delete_collection(driver.collection_name)  # as an administrator might
+    with pytest.raises(BackendUnavailableError, match="collection of this store is gone") as e:
+        driver.recall("u1")
+    assert driver.location in str(e.value)
+    assert request.getfixturevalue(mode)().count() == 0, "opening again recreates it"
+
+
 def test_unreachable_server_is_a_typed_error_naming_the_url(base: Settings):
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()

@@ -475,6 +475,7 @@ class ChromaDriver(BaseMemoryDriver):
                 raise
             except Exception as exc:
                 if not _transient(exc):
+                    self._raise_unusable(exc)
                     raise
                 if attempt == attempts:
                     raise BackendUnavailableError(
@@ -493,6 +494,22 @@ class ChromaDriver(BaseMemoryDriver):
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_unusable(self, exc: Exception) -> None:
+        """Chroma errors that mean the store cannot be used become BackendUnavailableError;
+        others (a bug, most likely) are left as they are."""
+        if isinstance(exc, chromadb.errors.NotFoundError):
+            reason = (
+                "a collection of this store is gone: it was deleted, or the server now serves "
+                "another data directory. Opening the driver again creates it, empty"
+            )
+        elif isinstance(exc, chromadb.errors.ChromaAuthError | chromadb.errors.AuthorizationError):
+            reason = "the server refused the request; this driver does not authenticate"
+        elif isinstance(exc, chromadb.errors.InternalError):
+            reason = "Chroma failed internally (see its log)"
+        else:
+            return
+        raise BackendUnavailableError(f"Chroma {self.location}: {reason} ({exc})") from exc
 
     def _open_collection(self, name: str, *, vector_space: bool = False) -> Any:
         collection = self._call(
