@@ -102,7 +102,8 @@ class MemorySearch:
     """A validated recall, as drivers receive it.
 
     ``mode`` is ``"vector"`` (``vector`` is set), ``"keyword"`` (``terms`` is set) or
-    ``"recent"``. ``top_k=None`` means every match (cleanup uses it).
+    ``"recent"``. ``text`` is the query as given (for backends that embed or parse it
+    themselves). ``top_k=None`` means every match (cleanup uses it).
     """
 
     filter: MemoryFilter
@@ -110,6 +111,7 @@ class MemorySearch:
     mode: Literal["vector", "keyword", "recent"]
     vector: np.ndarray | None = None
     terms: tuple[str, ...] | None = None
+    text: str | None = None
 
 
 def hit_order(hit: RecallHit) -> tuple[float, float, str]:
@@ -468,11 +470,13 @@ class BaseMemoryDriver(ABC):
             )
         if use_vector:
             vector = self._embed_query(query)
-            return self._search_memories(MemorySearch(memory_filter, k, "vector", vector=vector))
+            search = MemorySearch(memory_filter, k, "vector", vector=vector, text=query)
+            return self._search_memories(search)
         terms = query_terms(query)
         if not terms:
             return []
-        return self._search_memories(MemorySearch(memory_filter, k, "keyword", terms=terms))
+        search = MemorySearch(memory_filter, k, "keyword", terms=terms, text=query)
+        return self._search_memories(search)
 
     def count(self, user_id: str | None = None) -> int:
         """How many memories ``user_id`` has (every user's when None). Knowledge is separate."""
@@ -632,7 +636,7 @@ class BaseMemoryDriver(ABC):
             raise ValidationError("query must be a non-empty string")
         k = check.top_k(top_k)
         cat = check.identifier(category, "category", optional=True)
-        hits = self._search_knowledge(self._embed_query(query), k, cat)
+        hits = self._search_knowledge(self._embed_query(query), k, cat, query)
         return sorted(hits, key=lambda h: (-h.score, h.chunk.doc_id, h.chunk.chunk_index))[:k]
 
     def get_global_knowledge(self, doc_id: str) -> KnowledgeDocument | None:
@@ -691,6 +695,7 @@ class BaseMemoryDriver(ABC):
         self._check_open()
         target = self.embedder.name
         self._write_store_info({"reembed_target": target})
+        self._before_reembed()
         done = {"memories": 0, "knowledge_chunks": 0}
         sources: tuple[tuple[Literal["memories", "knowledge_chunks"], Iterator[Any]], ...] = (
             ("memories", self._iter_memories(None, batch_size)),
@@ -782,9 +787,10 @@ class BaseMemoryDriver(ABC):
 
     @abstractmethod
     def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None
+        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
     ) -> list[KnowledgeHit]:
-        """The ``top_k`` chunks most similar to ``vector`` (in ``category`` when given)."""
+        """The ``top_k`` chunks most similar to ``vector`` (in ``category`` when given).
+        ``text`` is the query it embeds, when known."""
 
     @abstractmethod
     def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
@@ -803,6 +809,9 @@ class BaseMemoryDriver(ABC):
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
     ) -> None:
         """Replace the vectors of these memories or knowledge chunks (re-embedding)."""
+
+    def _before_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Hook for drivers to prepare for vectors of another dimension."""
 
     def _after_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for drivers with derived indexes to rebuild after re-embedding."""

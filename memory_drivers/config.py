@@ -59,6 +59,27 @@ class Settings(BaseSettings):
     faiss_persist_every: int = Field(1000, ge=1)
     memory_auto_migrate: bool | None = None
 
+    # --- pgvector driver --------------------------------------------------------------
+    database_url: str | None = None
+    pgvector_pool_size: int = Field(5, ge=1)
+    pgvector_connect_timeout: float = Field(5.0, gt=0)
+    pgvector_retry_seconds: float = Field(10.0, ge=0)
+    pgvector_exact_scan_limit: int = Field(20_000, ge=0)
+    pgvector_ef_search: int = Field(100, ge=1)
+
+    # --- automem driver (an AutoMem service, or `memory-drivers serve`) ------------------
+    automem_url: str = "http://127.0.0.1:8001"
+    automem_api_token: SecretStr | None = None
+    automem_timeout: float = Field(30.0, gt=0)
+    automem_max_retries: int = Field(3, ge=0)
+    automem_retry_backoff: float = Field(0.5, ge=0)
+
+    # --- memory-drivers serve (AutoMem's REST API on top of any driver) -------------------
+    memory_server_host: str = "127.0.0.1"
+    memory_server_port: int = Field(8001, ge=0, le=65535)
+    memory_server_api_token: SecretStr | None = None
+    memory_server_default_user: str = "automem"
+
     # --- chroma driver ----------------------------------------------------------------
     chroma_path: Path = Path("storage/chromadb")
     chroma_url: str | None = None
@@ -73,6 +94,8 @@ class Settings(BaseSettings):
         "sentence-transformers"
     )
     embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
+    embedding_cache_dir: Path | None = None
     embedding_api_url: str = "https://api.openai.com/v1"
     embedding_api_key: SecretStr | None = None
     embedding_dimension: int | None = Field(None, ge=1)

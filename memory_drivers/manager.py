@@ -35,7 +35,10 @@ ENTRY_POINT_GROUP = "memory_drivers.drivers"
 #: Built-in drivers: name -> "module:Class". Aliases share an entry.
 BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
     {
+        "pgvector": "memory_drivers.drivers.pgvector:PgVectorDriver",
+        "postgres": "memory_drivers.drivers.pgvector:PgVectorDriver",
         "sqlite": "memory_drivers.drivers.sqlite:SQLiteDriver",
+        "automem": "memory_drivers.drivers.automem:AutoMemDriver",
         "chroma": "memory_drivers.drivers.chroma:ChromaDriver",
     }
 )
@@ -43,7 +46,10 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
 #: The pip extra that installs each built-in driver's packages.
 DRIVER_EXTRAS: Mapping[str, str] = MappingProxyType(
     {
+        "pgvector": "pgvector",
+        "postgres": "pgvector",
         "sqlite": "sqlite",
+        "automem": "automem",
         "chroma": "chroma",
     }
 )

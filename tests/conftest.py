@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,26 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
         yield tmp_path
     finally:
         get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """A real PostgreSQL with pgvector for this session (see tests/postgres.py): the one at
+    PGVECTOR_TEST_URL, else a throwaway embedded server. Skips (laptop) or fails (CI) when
+    neither can be had."""
+    from postgres import start_postgres
+
+    try:
+        return start_postgres()
+    except Exception as exc:  # no server: a skip on a laptop, a failure in CI
+        require_server(f"no PostgreSQL with pgvector: {exc}")
+
+
+@pytest.fixture
+def pg_database(postgres: Any) -> Iterator[str]:
+    """The URL of a new, empty database on the session's PostgreSQL, dropped afterwards."""
+    name, url = postgres.create_database()
+    try:
+        yield url
+    finally:
+        postgres.drop_database(name)

@@ -961,7 +961,7 @@ class ChromaDriver(BaseMemoryDriver):
             return bool(ids)
 
     def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None
+        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None = None
     ) -> list[KnowledgeHit]:
         where = {K_CATEGORY: {"$eq": category}} if category is not None else None
 

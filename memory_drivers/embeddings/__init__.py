@@ -16,6 +16,7 @@ Any object with ``name``, ``dimension``, ``embed_documents`` and ``embed_query``
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -106,6 +107,8 @@ def get_embedder(settings: Settings) -> Embedder:
     key = (
         settings.embedding_provider,
         settings.embedding_model,
+        settings.embedding_backend,
+        settings.embedding_cache_dir,
         settings.embedding_api_url,
         api_key.get_secret_value() if api_key else None,
         settings.embedding_dimension,
@@ -123,8 +126,21 @@ def get_embedder(settings: Settings) -> Embedder:
 def _build(settings: Settings) -> Embedder:
     provider = settings.embedding_provider
     if provider == "sentence-transformers":
-        from .sentence_transformers import SentenceTransformerEmbedder
+        from .sentence_transformers import SentenceTransformerEmbedder, local_model_path
 
+        backend = settings.embedding_backend
+        if backend == "auto":
+            runtime = importlib.util.find_spec("onnxruntime") is not None
+            local = local_model_path(settings.embedding_model) is not None
+            backend = "onnx" if runtime and local and not settings.use_gpu else "torch"
+        if backend == "onnx":
+            from .onnx import OnnxEmbedder
+
+            return OnnxEmbedder(
+                settings.embedding_model,
+                batch_size=settings.embedding_batch_size,
+                cache_dir=settings.embedding_cache_dir,
+            )
         return SentenceTransformerEmbedder(
             settings.embedding_model,
             device="cuda" if settings.use_gpu else "cpu",

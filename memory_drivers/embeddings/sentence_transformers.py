@@ -68,12 +68,17 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def local_model_path(model: str) -> Path | None:
+    """The model's directory on disk: the bundled default, or ``model`` when it is a path."""
+    return bundled_model_path(model) or (Path(model) if Path(model).exists() else None)
+
+
 class SentenceTransformerEmbedder:
     """Embeds with a sentence-transformers model; vectors are unit length."""
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "cpu", batch_size: int = 32):
         self._model_name = canonical_model_name(model)
-        self._path = bundled_model_path(model) or (Path(model) if Path(model).exists() else None)
+        self._path = local_model_path(model)
         self._device = device
         self._batch_size = batch_size
         self._model: Any = None

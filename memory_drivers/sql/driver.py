@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import operator
+import time
 from abc import abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -34,13 +36,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch, hit_order
 from ..config import Settings
 from ..embeddings import Embedder
-from ..errors import ConflictError, NotFoundError
+from ..errors import BackendUnavailableError, ConflictError, NotFoundError
 from ..models import (
     Association,
     KnowledgeChunk,
@@ -54,7 +56,10 @@ from ..models import (
 from . import migrations
 from .schema import associations, knowledge_chunks, memories, memory_tags, store_info
 
-__all__ = ["SQLDriver"]
+__all__ = ["SQLDriver", "retried"]
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 #: Upper bound for ids in one ``IN (...)`` list (SQLite allows 32766 parameters).
 IN_BATCH = 500
@@ -89,6 +94,39 @@ CHUNK_COLUMNS = (
     K.metadata,
     K.created_at,
 )
+
+
+def retried(method: Callable[..., Result]) -> Callable[..., Result]:
+    """Run a primitive again when the backend reports a transient failure.
+
+    What is transient is the backend's call (:meth:`SQLDriver._is_transient`; never on SQLite).
+    A primitive is one or more whole transactions, so running it again is safe as long as a
+    failed transaction did not commit; a failure during COMMIT is not retried (see
+    ``PgVectorDriver._write``).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: SQLDriver, *args: Any, **kwargs: Any) -> Result:
+        deadline = None
+        attempt = 0
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except DBAPIError as exc:
+                kind = self._classify(exc)
+                if kind == "unavailable":
+                    raise self._unavailable(exc) from exc
+                if kind != "transient":
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self._retry_seconds
+                if now >= deadline:
+                    raise self._unavailable(exc) from exc
+                attempt += 1
+                log.info("%s: transient failure (%s); retrying", self.name, exc.orig)
+                time.sleep(min(0.05 * 2**attempt, 1.0, max(0.0, deadline - now)))
+
+    return wrapper
 
 
 def _batches(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any]]:
@@ -150,6 +188,24 @@ class SQLDriver(BaseMemoryDriver):
         """A connection in a read transaction (one snapshot)."""
         with self.engine.begin() as connection:
             yield connection
+
+    #: How long transient failures are retried before BackendUnavailableError (seconds).
+    _retry_seconds: float = 0.0
+
+    def _classify(self, exc: DBAPIError) -> Literal["transient", "unavailable"] | None:
+        """``"transient"``: worth running the primitive again (a dropped connection, a server
+        restarting); ``"unavailable"``: the backend cannot be used as configured (a wrong
+        password, an unknown database); None: not a connection problem."""
+        return None
+
+    def _unavailable(self, exc: DBAPIError) -> BackendUnavailableError:
+        """The error for a backend that stayed unreachable; it names the host or path."""
+        return BackendUnavailableError(f"{self.name} backend unavailable: {exc.orig}")
+
+    @property
+    def _id_order(self) -> Any:
+        """The id column as ordered and compared by the shared order (bytewise, as Python)."""
+        return M.id
 
     @abstractmethod
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
@@ -253,11 +309,13 @@ class SQLDriver(BaseMemoryDriver):
         return found
 
     # ------------------------------------------------------------------ store info
+    @retried
     def _read_store_info(self) -> dict[str, str]:
         with self._read() as connection:
             rows = connection.execute(select(store_info.c.key, store_info.c.value))
             return {key: value for key, value in rows}
 
+    @retried
     def _write_store_info(self, values: Mapping[str, str]) -> None:
         with self._write() as connection:
             for key, value in values.items():
@@ -266,6 +324,7 @@ class SQLDriver(BaseMemoryDriver):
                     connection.execute(insert(store_info).values(key=key, value=value))
 
     # ------------------------------------------------------------------ memories
+    @retried
     def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
         rows = []
         for record in records:
@@ -309,12 +368,14 @@ class SQLDriver(BaseMemoryDriver):
                 "are taken); nothing was stored. Leave id out to get a new one."
             ) from None
 
+    @retried
     def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
         with self._read() as connection:
             found = self._pks(connection, ids, user_id)
             memories_ = self._memories_by_pk(connection, list(found.values()))
             return {m.id: m for m in memories_.values()}
 
+    @retried
     def _update_memory(
         self,
         memory_id: str,
@@ -342,6 +403,7 @@ class SQLDriver(BaseMemoryDriver):
                     connection.execute(insert(memory_tags), tag_rows)
             return self._memories_by_pk(connection, [pk])[pk]
 
+    @retried
     def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
         with self._write() as connection:
             found = self._pks(connection, ids, user_id)
@@ -349,9 +411,10 @@ class SQLDriver(BaseMemoryDriver):
                 connection.execute(delete(memories).where(M.pk.in_(batch)))
             return list(found)
 
+    @retried
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
         where = self._where(search.filter)
-        newest_first = (M.created_at.desc(), M.id.asc())
+        newest_first = (M.created_at.desc(), self._id_order.asc())
         with self._read() as connection:
             if search.mode == "vector":
                 assert search.vector is not None and search.top_k is not None
@@ -389,6 +452,7 @@ class SQLDriver(BaseMemoryDriver):
                 for row in rows
             ]
 
+    @retried
     def _count_memories(self, user_id: str | None) -> int:
         query = select(func.count()).select_from(memories)
         if user_id is not None:
@@ -397,24 +461,37 @@ class SQLDriver(BaseMemoryDriver):
             return int(connection.execute(query).scalar_one())
 
     def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
-        last: tuple[Any, str] | None = None
+        after: tuple[Any, str] | None = None
         while True:
-            query = select(*MEMORY_COLUMNS).order_by(M.created_at, M.id).limit(batch_size)
-            if user_id is not None:
-                query = query.where(M.user_id == user_id)
-            if last is not None:
-                query = query.where(
-                    or_(M.created_at > last[0], and_(M.created_at == last[0], M.id > last[1]))
-                )
-            with self._read() as connection:
-                rows = connection.execute(query).all()
-                found = self._hydrate(connection, rows)
-            yield from (found[row.pk] for row in rows)
-            if len(rows) < batch_size:
+            page = self._memory_page(user_id, batch_size, after)
+            yield from page
+            if len(page) < batch_size:
                 return
-            last = (rows[-1].created_at, rows[-1].id)
+            after = (page[-1].created_at, page[-1].id)
+
+    @retried
+    def _memory_page(
+        self, user_id: str | None, size: int, after: tuple[Any, str] | None
+    ) -> list[Memory]:
+        """The next ``size`` memories, oldest first, after the (created_at, id) given."""
+        query = select(*MEMORY_COLUMNS).order_by(M.created_at, self._id_order).limit(size)
+        if user_id is not None:
+            query = query.where(M.user_id == user_id)
+        if after is not None:
+            created, last_id = after
+            query = query.where(
+                or_(
+                    M.created_at > created,
+                    and_(M.created_at == created, self._id_order > last_id),
+                )
+            )
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+            found = self._hydrate(connection, rows)
+        return [found[row.pk] for row in rows]
 
     # ------------------------------------------------------------------ knowledge
+    @retried
     def _replace_knowledge(self, doc_id: str, records: Sequence[KnowledgeRecord]) -> None:
         rows = [
             {
@@ -434,18 +511,21 @@ class SQLDriver(BaseMemoryDriver):
             connection.execute(delete(knowledge_chunks).where(K.doc_id == doc_id))
             connection.execute(insert(knowledge_chunks), rows)
 
+    @retried
     def _get_knowledge(self, doc_id: str) -> list[KnowledgeChunk]:
         with self._read() as connection:
             rows = connection.execute(select(*CHUNK_COLUMNS).where(K.doc_id == doc_id)).all()
         return [_chunk(row) for row in rows]
 
+    @retried
     def _delete_knowledge(self, doc_id: str) -> bool:
         with self._write() as connection:
             result = connection.execute(delete(knowledge_chunks).where(K.doc_id == doc_id))
             return bool(result.rowcount)
 
+    @retried
     def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None
+        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
     ) -> list[KnowledgeHit]:
         where = [K.category == category] if category is not None else []
         with self._read() as connection:
@@ -458,15 +538,19 @@ class SQLDriver(BaseMemoryDriver):
         return [KnowledgeHit(chunk=_chunk(rows[pk]), score=s) for pk, s in ranked if pk in rows]
 
     def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
-        last = 0
+        after = 0
         while True:
-            query = select(*CHUNK_COLUMNS).where(K.pk > last).order_by(K.pk).limit(batch_size)
-            with self._read() as connection:
-                rows = connection.execute(query).all()
+            rows = self._knowledge_page(batch_size, after)
             yield from (_chunk(row) for row in rows)
             if len(rows) < batch_size:
                 return
-            last = rows[-1].pk
+            after = rows[-1].pk
+
+    @retried
+    def _knowledge_page(self, size: int, after: int) -> list[Any]:
+        query = select(*CHUNK_COLUMNS).where(K.pk > after).order_by(K.pk).limit(size)
+        with self._read() as connection:
+            return list(connection.execute(query).all())
 
     # ------------------------------------------------------------------ associations
     def _upsert(
@@ -485,6 +569,7 @@ class SQLDriver(BaseMemoryDriver):
         )
         connection.execute(statement)
 
+    @retried
     def _upsert_association(self, association: Association) -> Association:
         with self._write() as connection:
             pks = self._pks(connection, [association.source_id, association.target_id], None)
@@ -514,6 +599,7 @@ class SQLDriver(BaseMemoryDriver):
             ).scalar_one()
         return association.model_copy(update={"created_at": created})
 
+    @retried
     def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
         with self._read() as connection:
             pk = self._pks(connection, [memory_id], None).get(memory_id)
@@ -538,6 +624,7 @@ class SQLDriver(BaseMemoryDriver):
         ]
 
     # ------------------------------------------------------------------ vectors
+    @retried
     def _set_vectors(
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
     ) -> None:
@@ -554,6 +641,7 @@ class SQLDriver(BaseMemoryDriver):
             )
 
     # ------------------------------------------------------------------ operations
+    @retried
     def _counts(self) -> dict[str, Any]:
         with self._read() as connection:
 

@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,8 @@ class MigrationTarget:
     label: str
     derived_files: tuple[Path, ...] = ()
     attributes: dict[str, Any] | None = None
+    #: Runs first in the migration's transaction (PostgreSQL: lock, enable pgvector).
+    prepare: Callable[[Connection, str], None] | None = None
 
     def run(self, action: str, *, steps: int = 1, confirmed: bool = False) -> int:
         try:
@@ -138,6 +140,8 @@ class MigrationTarget:
     def _run(self, action: str, *, steps: int, confirmed: bool) -> int:
         attributes = self.attributes or {}
         with write_connection(self.engine) as connection:
+            if self.prepare is not None and action != "status":
+                self.prepare(connection, self.label)
             current = migrations.current_revision(connection)
             if current is not None and current not in migrations.known_revisions():
                 raise SchemaError(
@@ -197,9 +201,30 @@ def _confirm(label: str) -> bool:
 
 
 def migration_target(settings: Settings, url: str | None = None) -> MigrationTarget:
-    """The database of the configured SQL driver (or of ``url``)."""
-    url = url or settings.memory_db_url
-    backend = make_url(url).get_backend_name()
+    """The database of the configured SQL driver (or of ``url``): DATABASE_URL for pgvector,
+    MEMORY_DB_URL otherwise."""
+    if url is None:
+        wants_postgres = settings.memory_driver.strip().lower() in {"pgvector", "postgres"}
+        url = settings.database_url if wants_postgres else settings.memory_db_url
+        if not url:
+            raise ConfigurationError(
+                "MEMORY_DRIVER is pgvector but DATABASE_URL is not set; set it or pass --url"
+            )
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError as exc:
+        raise ConfigurationError(f"{url!r} is not a database URL: {exc}") from None
+    if backend in {"postgresql", "postgres"}:
+        from ..drivers.pgvector import describe, engine_for, prepare_database
+        from ..embeddings import get_embedder
+
+        engine = engine_for(settings, url)
+        return MigrationTarget(
+            engine,
+            label=describe(engine.url),
+            attributes={"embedding_dimension": get_embedder(settings).dimension},
+            prepare=prepare_database,
+        )
     if backend == "sqlite":
         settings = settings.replace(memory_db_url=url)
         index = faiss_index_path(settings)
@@ -214,4 +239,6 @@ def migration_target(settings: Settings, url: str | None = None) -> MigrationTar
             label=url,
             derived_files=(index,) if index is not None else (),
         )
-    raise ConfigurationError(f"migrate.py handles sqlite:/// URLs; {url!r} uses {backend!r}")
+    raise ConfigurationError(
+        f"migrate.py handles sqlite:/// and postgresql:// URLs; {url!r} uses {backend!r}"
+    )

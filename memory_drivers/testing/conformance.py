@@ -339,12 +339,15 @@ class MemoryDriverConformance:
             [{"user_id": "u1", "content": "same words", "created_at": at(1)} for _ in range(3)]
         )
         newer = self.put(driver, "same words", created_at=at(2))
-        expected = [newer.id, *sorted(m.id for m in same_time)]
-        assert [h.memory.id for h in driver.recall("u1")] == expected
-        assert [h.memory.id for h in driver.recall("u1", query="same words")] == expected
-        assert [
-            h.memory.id for h in driver.recall("u1", query="words", use_vector=False)
-        ] == expected
+        # Older twins stored after the newer ones, so insertion order is not the answer.
+        older = driver.store_many(
+            [{"user_id": "u1", "content": "same words", "created_at": at(0)} for _ in range(8)]
+        )
+        expected = [newer.id, *sorted(m.id for m in same_time), *sorted(m.id for m in older)]
+        for kwargs in ({}, {"query": "same words"}, {"query": "words", "use_vector": False}):
+            for top_k in (2, 4, 6, 20):
+                got = [h.memory.id for h in driver.recall("u1", top_k=top_k, **kwargs)]
+                assert got == expected[:top_k], f"{kwargs} top_k={top_k}"
 
     def test_keyword_recall_matches_terms(self, driver: BaseMemoryDriver) -> None:
         """``use_vector=False`` matches shared terms (case, accents and word endings aside) and

@@ -16,10 +16,12 @@ __all__ = ["FaultyEmbedder", "RecordingEmbedder", "default_embedder", "fast_embe
 
 @functools.cache
 def default_embedder() -> Embedder:
-    """The real default model (all-MiniLM-L6-v2), shared by every test in the process."""
-    from ..embeddings.sentence_transformers import SentenceTransformerEmbedder
+    """The real default model (all-MiniLM-L6-v2, on the default backend), shared by every test
+    in the process."""
+    from ..config import build_settings
+    from ..embeddings import get_embedder
 
-    return SentenceTransformerEmbedder()
+    return get_embedder(build_settings(_env_file=None))
 
 
 def fast_embedder() -> Embedder:

@@ -4,6 +4,10 @@ On SQLite also: FTS5 over the memories' keyword terms, and the vector log that t
 follows. Triggers write both in the same transaction as the row they mirror, so neither can
 drift from the table whatever code path (or crash) a write goes through.
 
+On PostgreSQL also: the pgvector extension, ``vector(dimension)`` columns with HNSW indexes
+(cosine), and a generated ``tsvector`` over the keyword terms with a GIN index. The dimension
+comes from the configured embedder (``embedding_dimension`` in the Alembic attributes).
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
@@ -12,9 +16,10 @@ Create Date: 2026-11-21
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 from memory_drivers.sql.schema import EmbeddingType, JSONType, Key, UTCDateTime
 
@@ -62,7 +67,37 @@ for _table in ("memories", "knowledge_chunks"):
     ]
 
 
+POSTGRES_OBJECTS = [
+    # Keyword search over the same terms as SQLite's FTS5 ('simple': no further stemming).
+    """ALTER TABLE memories ADD COLUMN search_tsv tsvector
+        GENERATED ALWAYS AS (to_tsvector('simple', search_terms)) STORED""",
+    "CREATE INDEX ix_memories_search_tsv ON memories USING gin (search_tsv)",
+    # Approximate nearest neighbours for large unfiltered searches (the driver scans exactly
+    # when the filtered candidate set is small).
+    "CREATE INDEX ix_memories_embedding_hnsw ON memories USING hnsw (embedding vector_cosine_ops)",
+    """CREATE INDEX ix_knowledge_chunks_embedding_hnsw ON knowledge_chunks
+        USING hnsw (embedding vector_cosine_ops)""",
+    "CREATE INDEX ix_memories_metadata ON memories USING gin (metadata jsonb_path_ops)",
+]
+
+
+def _embedding_type() -> Any:
+    if op.get_bind().dialect.name != "postgresql":
+        return EmbeddingType
+    dimension = context.config.attributes.get("embedding_dimension")
+    if not dimension:
+        raise RuntimeError(
+            "creating the PostgreSQL schema needs the embedding dimension; run it through "
+            "python migrate.py (which reads it from the configured embedder)"
+        )
+    from pgvector.sqlalchemy import VECTOR
+
+    op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return VECTOR(int(dimension))
+
+
 def upgrade() -> None:
+    embedding = _embedding_type()
     store_info = op.create_table(
         "memory_store_info",
         sa.Column("key", sa.String(64), primary_key=True),
@@ -85,7 +120,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("search_terms", sa.Text, nullable=False),
-        sa.Column("embedding", EmbeddingType, nullable=False),
+        sa.Column("embedding", embedding, nullable=False),
     )
     op.create_index("ix_memories_user_created", "memories", ["user_id", "created_at"])
     op.create_index("ix_memories_user_conversation", "memories", ["user_id", "conversation_id"])
@@ -122,13 +157,13 @@ def upgrade() -> None:
         sa.Column("content", sa.Text, nullable=False),
         sa.Column("metadata", JSONType, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("embedding", EmbeddingType, nullable=False),
+        sa.Column("embedding", embedding, nullable=False),
         sa.UniqueConstraint("doc_id", "chunk_index", name="uq_knowledge_chunks_doc_chunk"),
     )
     op.create_index("ix_knowledge_chunks_category", "knowledge_chunks", ["category"])
-    if op.get_bind().dialect.name == "sqlite":
-        for statement in SQLITE_OBJECTS:
-            op.execute(statement)
+    dialect = op.get_bind().dialect.name
+    for statement in {"sqlite": SQLITE_OBJECTS, "postgresql": POSTGRES_OBJECTS}.get(dialect, []):
+        op.execute(statement)
 
 
 def downgrade() -> None:

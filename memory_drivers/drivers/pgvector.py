@@ -1,0 +1,372 @@
+"""The ``pgvector`` driver: PostgreSQL + pgvector, for deployments that outgrow one machine.
+
+Environment::
+
+    MEMORY_DRIVER=pgvector
+    DATABASE_URL=postgresql://user:password@host:5432/dbname
+    MEMORY_AUTO_MIGRATE=false            # default: require `python migrate.py` first
+    PGVECTOR_EXACT_SCAN_LIMIT=20000      # candidate sets up to this size: exact scan
+
+Python::
+
+    from memory_drivers.drivers.pgvector import PgVectorDriver
+    with PgVectorDriver() as driver:     # or get_memory_driver("pgvector")
+        driver.store(user_id="u1", content="Prefers the aisle seat")
+
+Memories, knowledge chunks, links and embeddings live in one database, so every write is one
+transaction. Create the schema with ``python migrate.py`` (it also runs
+``CREATE EXTENSION IF NOT EXISTS vector`` and creates the HNSW and GIN indexes).
+
+Vector recall ranks by pgvector's cosine distance (score = 1 - distance). When the filtered
+candidate set has at most ``PGVECTOR_EXACT_SCAN_LIMIT`` rows (one user's memories, typically)
+it is scanned exactly; larger sets use the HNSW index with pgvector's iterative index scan, so a
+filtered recall still returns ``top_k`` results when that many match. Keyword recall uses a
+generated ``tsvector`` over the shared keyword terms, with a GIN index.
+
+Dropped connections and server restarts are retried for ``PGVECTOR_RETRY_SECONDS``; a server
+that stays down gives ``BackendUnavailableError`` naming the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import (
+    Float,
+    Table,
+    cast,
+    create_engine,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, REGCONFIG
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..config import Settings
+from ..embeddings import Embedder
+from ..errors import BackendUnavailableError, ConfigurationError, SchemaError
+from ..models import Scalar
+from ..sql import migrations
+from ..sql.driver import SQLDriver, retried
+from ..sql.schema import memories
+
+__all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
+
+#: Key of the advisory lock that serializes migrations between processes.
+MIGRATION_LOCK = 0x6D656D6F7279  # "memory"
+
+#: pgvector is asked for this many more hits than wanted, so ties at the cut follow the shared
+#: order (newest first, then id) rather than the scan's.
+TIE_MARGIN = 16
+
+#: SQLSTATEs that retrying cannot fix: a bad password, an unknown role or database.
+PERMANENT = {"28P01", "28000", "3D000"}
+#: The same failures while connecting, where libpq reports no SQLSTATE, only the message.
+PERMANENT_MESSAGE = re.compile(
+    r"FATAL:\s+(database .* does not exist|role .* does not exist|password authentication "
+    r"failed|no pg_hba\.conf entry)|no password supplied"
+)
+
+INDEXES = (
+    "ix_memories_embedding_hnsw",
+    "ix_knowledge_chunks_embedding_hnsw",
+    "ix_memories_search_tsv",
+    "ix_memories_metadata",
+)
+
+
+def postgres_url(url: str) -> URL:
+    """``DATABASE_URL`` as a SQLAlchemy URL that uses psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"DATABASE_URL {url!r} is not a database URL: {exc}") from None
+    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
+        raise ConfigurationError(
+            f"the pgvector driver needs a postgresql:// URL in DATABASE_URL, got "
+            f"{parsed.get_backend_name()!r}"
+        )
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def describe(url: URL) -> str:
+    """Host, port and database of ``url`` for messages (never the password)."""
+    host = url.host or url.query.get("host") or "localhost"
+    port = f":{url.port}" if url.port else ""
+    return f"PostgreSQL at {host}{port}/{url.database}"
+
+
+def engine_for(settings: Settings, url: str | None = None) -> Engine:
+    """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
+    url = url or settings.database_url
+    if not url:
+        raise ConfigurationError(
+            "the pgvector driver needs DATABASE_URL, e.g. "
+            "postgresql://user:password@localhost:5432/dbname"
+        )
+    return create_engine(
+        postgres_url(url),
+        pool_size=settings.pgvector_pool_size,
+        max_overflow=settings.pgvector_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
+        connect_args={
+            "connect_timeout": max(1, round(settings.pgvector_connect_timeout)),
+            "application_name": "memory-drivers",
+        },
+    )
+
+
+def prepare_database(connection: Connection, where: str) -> None:
+    """Serialize migrations between processes, and make sure pgvector is enabled.
+
+    Raises ``SchemaError`` saying exactly what to run when the extension is not installed on
+    the server, or when the user may not enable it.
+    """
+    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    installed = connection.execute(
+        text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    ).scalar()
+    if installed:
+        return
+    available = connection.execute(
+        text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+    ).scalar()
+    if not available:
+        raise SchemaError(
+            f"{where} has no pgvector extension installed on the server. Install pgvector "
+            "(https://github.com/pgvector/pgvector#installation; e.g. the postgresql-NN-pgvector "
+            "package), then run in that database: CREATE EXTENSION vector;"
+        )
+    try:
+        with connection.begin_nested():
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        user = connection.execute(text("SELECT current_user")).scalar()
+        raise SchemaError(
+            f"pgvector is installed on the server but not enabled in {where}, and user "
+            f"{user!r} may not enable it. Ask a superuser to run in that database: "
+            "CREATE EXTENSION vector;  then run python migrate.py again"
+        ) from None
+
+
+def _permanent(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) in PERMANENT or bool(PERMANENT_MESSAGE.search(str(orig)))
+
+
+class PgVectorDriver(SQLDriver):
+    """PostgreSQL with pgvector: memories, knowledge, links and vectors in one database."""
+
+    name = "pgvector"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        allow_embedder_mismatch: bool = False,
+    ) -> None:
+        super().__init__(
+            settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
+        )
+
+    # ------------------------------------------------------------------ engine, transactions
+    def _create_engine(self) -> Engine:
+        engine = engine_for(self.settings)
+        self._url = engine.url
+        self._label = describe(engine.url)
+        self._retry_seconds = self.settings.pgvector_retry_seconds
+        return engine
+
+    def _classify(self, exc: DBAPIError) -> Literal["transient", "unavailable"] | None:
+        if _permanent(exc):
+            return "unavailable"
+        if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
+            return "transient"
+        return None
+
+    def _unavailable(self, exc: DBAPIError) -> BackendUnavailableError:
+        reason = " ".join(str(exc.orig or exc).split())
+        if _permanent(exc):
+            return BackendUnavailableError(
+                f"{self._label} refused the connection: {reason}. Check DATABASE_URL."
+            )
+        return BackendUnavailableError(
+            f"{self._label} is unavailable ({reason}); retried for "
+            f"{self._retry_seconds:g} s (PGVECTOR_RETRY_SECONDS). Check DATABASE_URL and that "
+            "the server is running."
+        )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                with contextlib.suppress(DBAPIError):
+                    transaction.rollback()
+                raise
+            try:
+                transaction.commit()
+            except DBAPIError as exc:
+                # The server may or may not have applied it: running it again could apply it
+                # twice, so this is reported, not retried.
+                raise BackendUnavailableError(
+                    f"lost the connection to {self._label} while committing; the write may or "
+                    f"may not have been applied ({exc.orig})"
+                ) from exc
+
+    @property
+    def _id_order(self) -> Any:
+        # Bytewise, as SQLite and Python compare; a locale collation could order ids otherwise.
+        return memories.c.id.collate("C")
+
+    @retried
+    def _prepare_schema(self) -> None:
+        with self._write() as connection:
+            current = migrations.current_revision(connection)
+            head = migrations.head_revision()
+            if current == head:
+                return
+            if current is not None and current not in migrations.known_revisions():
+                raise SchemaError(
+                    f"{self._label} is at schema revision {current}, which this version of "
+                    "memory-drivers does not know; it was made by a newer version. "
+                    "Upgrade memory-drivers."
+                )
+            if not self.settings.memory_auto_migrate:
+                state = (
+                    "has no memory-drivers schema"
+                    if current is None
+                    else (f"is at schema revision {current}, behind {head}")
+                )
+                raise SchemaError(
+                    f"{self._label} {state}. Run: DATABASE_URL=... python migrate.py "
+                    "(or set MEMORY_AUTO_MIGRATE=true to migrate on open)"
+                )
+            prepare_database(connection, self._label)
+            migrations.upgrade(connection, embedding_dimension=self.embedder.dimension)
+
+    # ------------------------------------------------------------------ SQL hooks
+    def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
+        # jsonb equality: 1 = 1.0, but 1, true and "1" differ; a missing key gives NULL.
+        stored = memories.c.metadata.op("->")(literal(key))
+        return stored == cast(literal(json.dumps(value)), JSONB)  # type: ignore[no-any-return]
+
+    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
+        # Terms are letters and digits only (memory_drivers.text), so '|' joins them safely.
+        query = func.to_tsquery(cast(literal("simple"), REGCONFIG), " | ".join(terms))
+        return literal_column("memories.search_tsv").op("@@")(query)  # type: ignore[no-any-return]
+
+    def _rank_by_vector(
+        self,
+        connection: Connection,
+        table: Table,
+        where: Sequence[ColumnElement[bool]],
+        vector: np.ndarray,
+        top_k: int,
+    ) -> list[tuple[int, float]]:
+        limit = top_k + TIE_MARGIN
+        query_vector = literal(np.asarray(vector, dtype=np.float32), VECTOR())
+        distance = table.c.embedding.op("<=>", return_type=Float())(query_vector)
+        limit_exact = self.settings.pgvector_exact_scan_limit
+        bounded = select(table.c.pk).where(*where).limit(limit_exact + 1).subquery()
+        candidates = connection.execute(select(func.count()).select_from(bounded)).scalar_one()
+        if candidates <= limit_exact:
+            # Selective filter: score every candidate exactly. The materialized CTE keeps the
+            # planner from answering through the (approximate) HNSW index.
+            scored = (
+                select(table.c.pk, distance.label("distance"))
+                .where(*where)
+                .cte("candidates")
+                .prefix_with("MATERIALIZED")
+            )
+            query = select(scored.c.pk, scored.c.distance).order_by(scored.c.distance)
+        else:
+            ef_search = max(self.settings.pgvector_ef_search, limit)
+            connection.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
+            connection.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+            query = select(table.c.pk, distance.label("distance")).where(*where).order_by(distance)
+        rows = connection.execute(query.limit(limit)).all()
+        return [(row.pk, 1.0 - float(row.distance)) for row in rows]
+
+    # ------------------------------------------------------------------ re-embedding
+    def _before_reembed(self) -> None:
+        # The new vectors may have another dimension: untype the column while they are written.
+        with self._write() as connection:
+            for table in ("memories", "knowledge_chunks"):
+                connection.execute(text(f"DROP INDEX IF EXISTS ix_{table}_embedding_hnsw"))
+                connection.execute(text(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector"))
+
+    def _after_reembed(self) -> None:
+        dimension = int(self.embedder.dimension)
+        with self._write() as connection:
+            for table in ("memories", "knowledge_chunks"):
+                connection.execute(
+                    text(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dimension})")
+                )
+                connection.execute(
+                    text(
+                        f"CREATE INDEX ix_{table}_embedding_hnsw ON {table} "
+                        "USING hnsw (embedding vector_cosine_ops)"
+                    )
+                )
+
+    def rebuild_index(self, progress: Any = None) -> dict[str, Any]:
+        """REINDEX the HNSW and full-text indexes (they are maintained on every write; this is
+        for after bulk loads or corruption)."""
+        self._check_open()
+        with self._write() as connection:
+            for index in INDEXES:
+                connection.execute(text(f"REINDEX INDEX {index}"))
+        return {"rebuilt": True, "indexes": list(INDEXES)}
+
+    # ------------------------------------------------------------------ operations
+    @retried
+    def _server(self) -> dict[str, Any]:
+        with self._read() as connection:
+            indexes = set(
+                connection.execute(
+                    text(
+                        "SELECT indexname FROM pg_indexes WHERE tablename IN "
+                        "('memories', 'knowledge_chunks')"
+                    )
+                ).scalars()
+            )
+            return {
+                "server_version": connection.execute(text("SHOW server_version")).scalar(),
+                "pgvector_version": connection.execute(
+                    text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).scalar(),
+                "indexes": {name: name in indexes for name in INDEXES},
+            }
+
+    def _health(self) -> dict[str, Any]:
+        server = self._server()
+        counts = self._counts()
+        return {
+            "status": "ok" if all(server["indexes"].values()) else "degraded",
+            "database": self._label,
+            **server,
+            **counts,
+            "pool": self.engine.pool.status(),
+        }
+
+    def _stats(self) -> dict[str, Any]:
+        return {"database": self._label, **self._counts()}

@@ -1,0 +1,246 @@
+"""The ASGI application (Starlette): AutoMem's routes, token check and error bodies.
+
+Every answer is JSON. Errors have AutoMem's shape, ``{"status": "error", "code": 400,
+"message": "..."}``; an unexpected failure is logged here with its traceback and answered with
+``{"status": "error", "code": 500, "message": "Internal server error"}``, never the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..base import BaseMemoryDriver
+from ..errors import EmbeddingError, MemoryDriverError
+from .service import DRIVER_ERRORS, ApiError, MemoryService
+
+__all__ = ["UNSUPPORTED_ROUTES", "create_app"]
+
+log = logging.getLogger("memory_drivers.server")
+
+#: AutoMem routes this server does not provide: they need AutoMem's graph, enrichment,
+#: consolidation or admin machinery. Each answers 501 with a message saying so.
+UNSUPPORTED_ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/startup-recall"),
+    ("GET", "/analyze"),
+    ("POST", "/admin/reembed"),
+    ("POST", "/admin/sync"),
+    ("GET", "/backup"),
+    ("POST", "/consolidate"),
+    ("GET", "/consolidate/status"),
+    ("GET", "/enrichment/status"),
+    ("POST", "/enrichment/reprocess"),
+    ("GET", "/graph/snapshot"),
+    ("GET", "/graph/neighbors/{memory_id}"),
+    ("GET", "/graph/stats"),
+    ("GET", "/graph/types"),
+    ("GET", "/graph/relations"),
+    ("GET", "/stream"),
+    ("GET", "/stream/status"),
+    ("GET", "/entities"),
+    ("GET", "/entities/audit"),
+    ("GET", "/entities/merge-candidates"),
+    ("GET", "/entity/{slug}"),
+    ("POST", "/entity/{slug}/merge"),
+)
+
+# Werkzeug's texts, which AutoMem answers with for unknown paths and methods.
+_HTTP_MESSAGES = {
+    404: "The requested URL was not found on the server. If you entered the URL manually "
+    "please check your spelling and try again.",
+    405: "The method is not allowed for the requested URL.",
+}
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "code": status, "message": message}, status)
+
+
+def _as_response(exc: Exception) -> JSONResponse:
+    """The answer for an exception raised while handling a request."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message)
+    if isinstance(exc, EmbeddingError):
+        log.error("the server's embedder failed: %s", exc)
+        return error_response(503, "The server's embedder failed; see the server log")
+    for kind, status in DRIVER_ERRORS:
+        if isinstance(exc, kind):
+            if status >= 500:
+                log.error("the store behind the server is unavailable: %s", exc)
+            return error_response(status, str(exc))
+    if isinstance(exc, MemoryDriverError):
+        log.error("request failed: %s: %s", type(exc).__name__, exc)
+    else:
+        log.error("unhandled error", exc_info=exc)
+    return error_response(500, "Internal server error")
+
+
+Handler = Callable[[Request], Awaitable[JSONResponse]]
+
+
+def _endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
+    """Turn a handler's result (a body, or a body and a status) or exception into JSON."""
+
+    @functools.wraps(func)
+    async def wrapper(request: Request) -> JSONResponse:
+        try:
+            result = await func(request)
+        except Exception as exc:
+            return _as_response(exc)
+        body, status = result if isinstance(result, tuple) else (result, 200)
+        return JSONResponse(body, status)
+
+    return wrapper
+
+
+async def _json(request: Request) -> Any:
+    """The request's JSON body, or None when there is none or it is not JSON."""
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+class TokenCheck:
+    """AutoMem's token check: ``Authorization: Bearer <token>``, ``X-API-Key: <token>`` or
+    ``?api_key=<token>``. ``/health`` and CORS pre-flight requests need none."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if request.method == "OPTIONS" or request.url.path == "/health":
+            await self.app(scope, receive, send)
+            return
+        given = _token(request)
+        if given is None or not hmac.compare_digest(given.encode(), self.token):
+            await error_response(401, "Unauthorized")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    param = request.query_params.get("api_key")
+    return param.strip() if param else None
+
+
+def create_app(
+    driver: BaseMemoryDriver,
+    *,
+    api_token: str | None = None,
+    default_user: str = "automem",
+) -> Starlette:
+    """AutoMem's REST API over ``driver``.
+
+    ``api_token``: the token clients must send (None: no check). ``default_user``: the user of
+    memories stored by AutoMem clients that do not use the memory-drivers convention. The
+    driver stays open; the caller closes it. ``app.state.service`` is the
+    :class:`~memory_drivers.server.service.MemoryService` (its ``driver`` may be replaced).
+    """
+    service = MemoryService(driver, default_user=default_user)
+
+    def checked(method: Callable[..., Any], *args: Any) -> Any:
+        service.driver._check_open()  # the primitives below do not check it themselves
+        return method(*args)
+
+    def call(method: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return run_in_threadpool(checked, method, *args)
+
+    @_endpoint
+    async def health(request: Request) -> Any:
+        return await run_in_threadpool(service.health)
+
+    @_endpoint
+    async def store(request: Request) -> Any:
+        return await call(service.store, await _json(request))
+
+    @_endpoint
+    async def store_batch(request: Request) -> Any:
+        return await call(service.store_batch, await _json(request))
+
+    @_endpoint
+    async def by_tag(request: Request) -> Any:
+        method = service.delete_by_tag if request.method == "DELETE" else service.by_tag
+        return await call(method, request.query_params)
+
+    @_endpoint
+    async def one(request: Request) -> Any:
+        memory_id = request.path_params["memory_id"]
+        if request.method == "PATCH":
+            return await call(service.update, memory_id, await _json(request))
+        if request.method == "DELETE":
+            return await call(service.delete, memory_id)
+        return await call(service.get, memory_id)
+
+    @_endpoint
+    async def associate(request: Request) -> Any:
+        return await call(service.associate, await _json(request))
+
+    @_endpoint
+    async def recall(request: Request) -> Any:
+        return await call(service.recall, request.query_params)
+
+    @_endpoint
+    async def related(request: Request) -> Any:
+        return await call(service.related, request.path_params["memory_id"], request.query_params)
+
+    async def unsupported(request: Request) -> JSONResponse:
+        return error_response(
+            501,
+            f"{request.method} {request.url.path} is an AutoMem feature that needs AutoMem "
+            "itself (its graph, enrichment or consolidation); memory-drivers serve does not "
+            "provide it",
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, message)
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        return _as_response(exc)
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/memory", store, methods=["POST"]),
+        Route("/memory/batch", store_batch, methods=["POST"]),
+        Route("/memory/by-tag", by_tag, methods=["GET", "DELETE"]),
+        Route("/memory/{memory_id}", one, methods=["GET", "PATCH", "DELETE"]),
+        Route("/associate", associate, methods=["POST"]),
+        Route("/recall", recall, methods=["GET"]),
+        Route("/memories/{memory_id}/related", related, methods=["GET"]),
+        *(Route(path, unsupported, methods=[method]) for method, path in UNSUPPORTED_ROUTES),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    app.state.service = service
+    app.add_middleware(TokenCheck, token=api_token)
+    return app

@@ -1,0 +1,375 @@
+"""pgvector-specific behaviour against a real PostgreSQL: index use, batching, restarts and
+dropped connections, migrations, missing extension, health, re-embedding."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import require_server
+from sqlalchemy import event, text
+
+from memory_drivers.config import Settings, build_settings
+from memory_drivers.drivers.pgvector import PgVectorDriver
+from memory_drivers.embeddings.hashing import HashingEmbedder
+from memory_drivers.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    EmbedderMismatchError,
+    SchemaError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber bronze "
+    "cobalt denim ember fern granite hazel indigo jade khaki lilac maroon navy olive pearl"
+).split()
+
+
+def settings_for(url: str, **values: Any) -> Settings:
+    values.setdefault("memory_auto_migrate", True)
+    return build_settings(_env_file=None, database_url=url, **values)
+
+
+@pytest.fixture
+def driver(pg_database: str) -> Iterator[PgVectorDriver]:
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as opened:
+        yield opened
+
+
+def statements(driver: PgVectorDriver) -> list[tuple[str, Any]]:
+    """Record every statement the driver's engine sends from now on."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any):
+        seen.append((statement, params))
+
+    event.listen(driver.engine, "before_cursor_execute", record)
+    return seen
+
+
+def plan(driver: PgVectorDriver, statement: str, params: Any) -> str:
+    with driver.engine.connect() as connection:
+        rows = connection.exec_driver_sql("EXPLAIN " + statement, params).all()
+    return "\n".join(row[0] for row in rows)
+
+
+def random_texts(count: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(WORDS, 5)) for _ in range(count)]
+
+
+# ---------------------------------------------------------------------- vector search
+def test_large_unfiltered_search_uses_the_hnsw_index(pg_database: str) -> None:
+    """Above PGVECTOR_EXACT_SCAN_LIMIT candidates, vector recall goes through the HNSW index
+    (cosine), and its answers agree with an exact scan (recall@10 >= 0.9)."""
+    embedder = HashingEmbedder(64)
+    approximate = PgVectorDriver(
+        settings_for(pg_database, pgvector_exact_scan_limit=100), embedder=embedder
+    )
+    exact = PgVectorDriver(settings_for(pg_database), embedder=embedder)
+    try:
+        approximate.store_many([{"user_id": "u1", "content": t} for t in random_texts(1500)])
+        with approximate.engine.begin() as connection:
+            connection.execute(text("ANALYZE memories"))
+        seen = statements(approximate)
+        found = 0
+        queries = random_texts(20, seed=2)
+        for query in queries:
+            got = {h.memory.id for h in approximate.recall("u1", query=query, top_k=10)}
+            want = {h.memory.id for h in exact.recall("u1", query=query, top_k=10)}
+            assert len(got) == 10
+            found += len(got & want)
+        assert found / (10 * len(queries)) >= 0.9
+        search = [s for s in seen if "<=>" in s[0]][-1]
+        assert "ix_memories_embedding_hnsw" in plan(approximate, *search)
+    finally:
+        approximate.close()
+        exact.close()
+
+
+def test_selective_filter_scans_exactly(driver: PgVectorDriver) -> None:
+    """A filter matching few rows is answered by an exact scan of them, not the HNSW index."""
+    driver.store_many(
+        [{"user_id": f"u{i % 50}", "content": t} for i, t in enumerate(random_texts(500))]
+    )
+    seen = statements(driver)
+    hits = driver.recall("u3", query="alpha bravo", top_k=5)
+    assert len(hits) == 5 and all(h.memory.user_id == "u3" for h in hits)
+    search = [s for s in seen if "<=>" in s[0]][-1]
+    assert "MATERIALIZED" in search[0]
+    assert "hnsw" not in plan(driver, *search)
+
+
+def test_filtered_recall_through_the_index_still_returns_top_k(pg_database: str) -> None:
+    """With the HNSW index and a filter that only a few percent of rows pass, pgvector's
+    iterative index scan keeps going until top_k matches are found."""
+    with PgVectorDriver(
+        settings_for(pg_database, pgvector_exact_scan_limit=10), embedder=HashingEmbedder(64)
+    ) as driver:
+        texts = random_texts(1200, seed=3)
+        driver.store_many(
+            [
+                {"user_id": "u1", "content": t, "tags": ["rare"] if i % 40 == 0 else ["common"]}
+                for i, t in enumerate(texts)
+            ]
+        )
+        hits = driver.recall("u1", query="alpha bravo charlie", top_k=20, tags=["rare"])
+        assert len(hits) == 20 and all(h.memory.tags == ["rare"] for h in hits)
+
+
+# ---------------------------------------------------------------------- batching
+def test_store_many_is_one_round_trip_per_batch(driver: PgVectorDriver) -> None:
+    """store_many sends multi-row INSERTs (one statement for up to 1000 memories), not one
+    per memory."""
+    seen = statements(driver)
+    driver.store_many(
+        [{"user_id": "u1", "content": f"memory {i}", "tags": ["a", "b"]} for i in range(800)]
+    )
+    inserts = [s for s, _ in seen if s.lstrip().upper().startswith("INSERT INTO MEMORIES")]
+    tag_inserts = [s for s, _ in seen if s.lstrip().upper().startswith("INSERT INTO MEMORY_TAGS")]
+    assert len(inserts) == 1 and len(tag_inserts) <= 2
+    assert len(seen) <= 6, [s[:60] for s, _ in seen]
+    assert driver.count() == 800
+
+
+# ---------------------------------------------------------------------- connections
+def test_dropped_connections_are_retried(driver: PgVectorDriver, postgres: Any) -> None:
+    """Every pooled connection killed by the server: the next calls succeed."""
+    memory = driver.store("u1", "survives a dropped connection")
+    database = driver.engine.url.database
+    postgres.admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    assert driver.get(memory.id) == memory
+    assert driver.recall("u1", query="dropped connection")[0].memory.id == memory.id
+    assert driver.store("u1", "written after the drop").content == "written after the drop"
+
+
+def test_server_restart_is_retried_and_a_dead_server_is_a_typed_error(
+    pg_database: str, postgres: Any
+) -> None:
+    """A server that restarts while a call retries: the call succeeds. A server that stays
+    down: BackendUnavailableError naming the host, after PGVECTOR_RETRY_SECONDS."""
+    if postgres.server is None:
+        require_server("restarting needs the embedded server (PGVECTOR_TEST_URL is set)")
+    with PgVectorDriver(
+        settings_for(pg_database, pgvector_retry_seconds=1.5), embedder=HashingEmbedder(64)
+    ) as driver:
+        memory = driver.store("u1", "before the restart")
+        postgres.stop()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError) as caught:
+                driver.get(memory.id)
+            assert 1.0 <= time.monotonic() - started < 15
+            assert "PostgreSQL at " in str(caught.value)
+            host = driver.engine.url.host or driver.engine.url.query.get("host")
+            assert str(host) in str(caught.value)
+        finally:
+            postgres.start()
+        assert driver.get(memory.id) == memory, "the next call succeeds once it is back"
+
+    with PgVectorDriver(
+        settings_for(pg_database, pgvector_retry_seconds=30), embedder=HashingEmbedder(64)
+    ) as driver:
+        driver.get(memory.id)
+        postgres.stop()
+        restarter = threading.Timer(1.0, postgres.start)
+        restarter.start()
+        try:
+            assert driver.recall("u1", query="before the restart")[0].memory.id == memory.id
+            assert driver.store("u1", "after the restart").content == "after the restart"
+        finally:
+            restarter.join()
+
+
+def test_unknown_database_is_a_typed_error_at_once(postgres: Any) -> None:
+    url = postgres.url(f"missing_{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match="does not exist"):
+        PgVectorDriver(settings_for(url), embedder=HashingEmbedder(64))
+    assert time.monotonic() - started < 5, "a permanent error is not retried"
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        PgVectorDriver(build_settings(_env_file=None), embedder=HashingEmbedder(64))
+    with pytest.raises(ConfigurationError, match="postgresql://"):
+        PgVectorDriver(
+            build_settings(_env_file=None, database_url="mysql://u@h/db"),
+            embedder=HashingEmbedder(64),
+        )
+
+
+# ---------------------------------------------------------------------- schema
+def run_migrate(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "MEMORY_DRIVER": "pgvector",
+        "DATABASE_URL": url,
+        "EMBEDDING_PROVIDER": "hashing",
+        "EMBEDDING_DIMENSION": "64",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "migrate.py", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
+    """migrate.py drives PostgreSQL like SQLite: status, upgrade (extension, tables, HNSW and
+    GIN indexes), rollback of the last step, fresh."""
+    status = run_migrate(pg_database, "status")
+    assert status.returncode == 0, status.stderr
+    assert "pending:  0001" in status.stdout
+    with pytest.raises(SchemaError, match=r"python migrate\.py"):
+        PgVectorDriver(
+            settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
+        )
+
+    upgrade = run_migrate(pg_database, "upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    name = pg_database.rsplit("/", 1)[-1].split("?")[0]
+    indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
+    assert {
+        "ix_memories_embedding_hnsw",
+        "ix_knowledge_chunks_embedding_hnsw",
+        "ix_memories_search_tsv",
+    } <= indexes
+    assert postgres.admin("SELECT extversion FROM pg_extension WHERE extname='vector'", name)
+    assert "up to date" in run_migrate(pg_database, "status").stdout
+
+    with PgVectorDriver(
+        settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
+    ) as driver:
+        driver.store("u1", "kept until fresh")
+        assert driver.count() == 1
+
+    rollback = run_migrate(pg_database, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    tables = {
+        row[0]
+        for row in postgres.admin("SELECT tablename FROM pg_tables WHERE schemaname='public'", name)
+    }
+    assert "memories" not in tables
+    assert run_migrate(pg_database).returncode == 0
+
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
+        driver.store("u1", "gone after fresh")
+    refused = run_migrate(pg_database, "fresh")
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    fresh = run_migrate(pg_database, "fresh", "--yes")
+    assert fresh.returncode == 0, fresh.stderr
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
+        assert driver.count() == 0
+
+
+def test_two_processes_migrating_at_once(pg_database: str) -> None:
+    """An advisory lock serializes migrations: both succeed, the schema is made once."""
+    results = []
+
+    def migrate() -> None:
+        results.append(run_migrate(pg_database))
+
+    threads = [threading.Thread(target=migrate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+
+
+def test_a_user_who_may_not_create_the_extension_is_told_what_to_run(postgres: Any) -> None:
+    """A database where pgvector is not enabled and the user is no superuser: the error says to
+    ask a superuser to run CREATE EXTENSION vector."""
+    role = f"md_user_{uuid.uuid4().hex[:8]}"
+    name = f"md_owned_{uuid.uuid4().hex[:8]}"
+    postgres.admin(f"CREATE ROLE {role} LOGIN")
+    postgres.admin(f'CREATE DATABASE "{name}" OWNER {role}')
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(postgres.url(name)).set(username=role).render_as_string(False)
+        result = run_migrate(url)
+        assert result.returncode != 0
+        assert "CREATE EXTENSION vector" in result.stderr and "superuser" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        postgres.drop_database(name)
+        postgres.admin(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_server_without_pgvector_is_told_to_install_it() -> None:
+    """The machine's own PostgreSQL has no pgvector package: the error says to install it."""
+    admin = os.environ.get("PLAIN_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as connection:
+            if connection.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone():
+                pytest.skip("this server has pgvector; the case cannot be shown here")
+            name = f"md_plain_{uuid.uuid4().hex[:8]}"
+            connection.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        require_server(f"no plain PostgreSQL at {admin}: {exc}")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin).set(database=name).render_as_string(False)
+    try:
+        result = run_migrate(url)
+        assert result.returncode != 0
+        assert "Install pgvector" in result.stderr and "CREATE EXTENSION vector" in result.stderr
+        with pytest.raises(SchemaError, match="Install pgvector"):
+            PgVectorDriver(settings_for(url), embedder=HashingEmbedder(64))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------------- operations
+def test_health_check_reports_the_server(driver: PgVectorDriver) -> None:
+    driver.store("u1", "one")
+    driver.store_global_knowledge("doc", category="c")
+    report = driver.health_check()
+    assert report["status"] == "ok"
+    assert str(report["server_version"]).split(".")[0].isdigit()
+    assert report["pgvector_version"].count(".") == 2
+    assert report["memories"] == 1 and report["knowledge_chunks"] == 1
+    assert all(report["indexes"].values())
+    assert driver.rebuild_index()["rebuilt"] is True
+
+
+def test_reembed_with_another_dimension(pg_database: str) -> None:
+    """Re-embedding with an embedder of another dimension retypes the vector columns and
+    recreates the HNSW indexes; recall then scores with the new embedder."""
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
+        memory = driver.store("u1", "switch the model")
+        driver.store_global_knowledge("a document", category="c")
+    with pytest.raises(EmbedderMismatchError):
+        PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(32))
+    with PgVectorDriver(
+        settings_for(pg_database), embedder=HashingEmbedder(32), allow_embedder_mismatch=True
+    ) as driver:
+        assert driver.reembed() == {"memories": 1, "knowledge_chunks": 1}
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(32)) as driver:
+        hit = driver.recall("u1", query="switch the model", top_k=1)[0]
+        assert hit.memory.id == memory.id and hit.score == pytest.approx(1.0, abs=1e-5)
+        assert driver.health_check()["indexes"]["ix_memories_embedding_hnsw"] is True
