@@ -47,10 +47,12 @@ from memory_drivers.drivers.chroma import (
     memory_where,
     micros,
 )
+from memory_drivers.embeddings.hashing import HashingEmbedder
 from memory_drivers.errors import (
     BackendUnavailableError,
     ConfigurationError,
     ConflictError,
+    EmbedderMismatchError,
 )
 from memory_drivers.manager import DRIVER_EXTRAS, MemoryDriverManager
 from memory_drivers.models import Memory, MemoryFilter
@@ -80,9 +82,11 @@ def opened() -> Iterator[list[ChromaDriver]]:
 def embedded(base: Settings, tmp_path: Path, opened: list[ChromaDriver]) -> Callable[..., Any]:
     """Open (again) this test's embedded store: ``embedded(**settings)``."""
 
-    def make(**settings: Any) -> ChromaDriver:
+    def make(embedder: Any = None, allow_embedder_mismatch: bool = False, **settings: Any):
         driver = ChromaDriver(
-            base.replace(chroma_path=tmp_path / "chroma", **settings), embedder=fast_embedder()
+            base.replace(chroma_path=tmp_path / "chroma", **settings),
+            embedder=embedder or fast_embedder(),
+            allow_embedder_mismatch=allow_embedder_mismatch,
         )
         opened.append(driver)
         return driver
@@ -125,14 +129,18 @@ def remote(base: Settings, shared_server: ChromaServer, opened: list[ChromaDrive
     """Open this test's collections on the shared server: ``remote(**settings)``."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
 
-    def make(**settings: Any) -> ChromaDriver:
+    def make(embedder: Any = None, allow_embedder_mismatch: bool = False, **settings: Any):
         values = {
             "chroma_url": shared_server.url,
             "chroma_collection": f"{prefix}_memories",
             "chroma_knowledge_collection": f"{prefix}_knowledge",
             **settings,
         }
-        driver = ChromaDriver(base.replace(**values), embedder=fast_embedder())
+        driver = ChromaDriver(
+            base.replace(**values),
+            embedder=embedder or fast_embedder(),
+            allow_embedder_mismatch=allow_embedder_mismatch,
+        )
         opened.append(driver)
         return driver
 
@@ -325,7 +333,7 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
         "relationship_type": "LEADS_TO",
         "strength": 0.4,
     }
-    info = driver._client.get_collection("memories").metadata
+    info = driver._client.get_collection("memories_associations").metadata
     assert info["memory_drivers.embedder"] == driver.embedder.name
     assert info["memory_drivers.dimension"] == "256"
     driver.store_global_knowledge("Refunds", category="policy", title="T", doc_id="R")
@@ -571,6 +579,79 @@ def test_chroma_never_embeds_and_telemetry_is_off(
     driver.store_global_knowledge("a knowledge document", category="c", doc_id="D")
     assert driver.recall_global_knowledge("knowledge")[0].chunk.doc_id == "D"
     assert driver.reembed() == {"memories": 4, "knowledge_chunks": 1}
+
+
+# ============================================================================ re-embedding
+
+
+def stored_everything(driver: ChromaDriver) -> tuple[Memory, Memory, Any]:
+    a = driver.store("u1", "switch the model", tags=["t"], metadata={"k": 1})
+    b = driver.store("u1", "another memory")
+    driver.associate(a.id, b.id, "LEADS_TO", 0.7)
+    doc = driver.store_global_knowledge("a knowledge document", category="c", doc_id="D")
+    return a, b, doc
+
+
+def assert_reembedded(driver: ChromaDriver, a: Memory, b: Memory, doc: Any) -> None:
+    assert driver.get(a.id) == a and driver.get(b.id) == b
+    hit = driver.recall("u1", query="switch the model", top_k=1)[0]
+    assert hit.memory.id == a.id and hit.score == pytest.approx(1.0, abs=1e-5)
+    assert [h.memory.id for h in driver.recall("u1", metadata={"k": 1})] == [a.id]
+    assert [(r.memory.id, r.strength) for r in driver.related(a.id)] == [(b.id, 0.7)]
+    assert driver.get_global_knowledge("D") == doc
+    knowledge = driver.recall_global_knowledge("a knowledge document")[0]
+    assert knowledge.score == pytest.approx(1.0, abs=1e-5)
+    names = {c.name for c in driver._client.list_collections()}
+    assert not any(name.endswith(".reembed") for name in names)
+    assert driver.health_check()["embedder"]["dimension"] == str(driver.embedder.dimension)
+
+
+@pytest.mark.parametrize("mode", ["embedded", "remote"])
+def test_reembed_with_another_dimension(request: pytest.FixtureRequest, mode: str):
+    """Chroma fixes a collection's dimension; re-embedding with another one writes new
+    collections and puts them in place. Everything else stays as it was."""
+    make = request.getfixturevalue(mode)
+    a, b, doc = stored_everything(make())
+    with pytest.raises(EmbedderMismatchError):
+        make(embedder=HashingEmbedder(32))
+    migrating = make(embedder=HashingEmbedder(32), allow_embedder_mismatch=True)
+    assert migrating.reembed(batch_size=1) == {"memories": 2, "knowledge_chunks": 1}
+    assert_reembedded(migrating, a, b, doc)
+    assert_reembedded(make(embedder=HashingEmbedder(32)), a, b, doc)
+
+
+def test_an_interrupted_reembed_copy_is_started_again(failing: FailingDriver, base: Settings):
+    a, b, doc = stored_everything(failing)
+    failing.close()
+    settings = failing.settings
+    again = FailingDriver(settings, embedder=HashingEmbedder(32), allow_embedder_mismatch=True)
+    again.fail = {"add": 2}  # the copy dies half way
+    with pytest.raises(BackendUnavailableError, match="injected"):
+        again.reembed(batch_size=1)
+    again.close()
+    with pytest.raises(EmbedderMismatchError, match="interrupted"):
+        ChromaDriver(settings, embedder=HashingEmbedder(32))
+    with ChromaDriver(
+        settings, embedder=HashingEmbedder(32), allow_embedder_mismatch=True
+    ) as rerun:
+        assert rerun.reembed() == {"memories": 2, "knowledge_chunks": 1}
+    with ChromaDriver(settings, embedder=HashingEmbedder(32)) as done:
+        assert_reembedded(done, a, b, doc)
+
+
+def test_an_interrupted_reembed_swap_is_finished_on_open(failing: FailingDriver):
+    a, b, doc = stored_everything(failing)
+    failing.close()
+    settings = failing.settings
+    again = FailingDriver(settings, embedder=HashingEmbedder(32), allow_embedder_mismatch=True)
+    # modify: 1 marks the store, 2 writes the new stamp, 3 renames the new memories collection
+    # (the old one is already deleted): the process dies right there.
+    again.fail = {"modify": 3}
+    with pytest.raises(BackendUnavailableError, match="injected"):
+        again.reembed()
+    again.close()
+    with ChromaDriver(settings, embedder=HashingEmbedder(32)) as reopened:
+        assert_reembedded(reopened, a, b, doc)
 
 
 # ============================================================================ batches, undo

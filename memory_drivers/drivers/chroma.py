@@ -81,16 +81,20 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Where = dict[str, Any]
+Kind = Literal["memories", "knowledge_chunks"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 
-#: Version of the record layout below, kept in the memories collection's metadata.
+#: Version of the record layout below, kept in every collection's metadata.
 FORMAT = "1"
-#: Prefix of the store-info keys in the memories collection's metadata.
+#: Prefix of the store-info keys in the associations collection's metadata (the one collection
+#: re-embedding never replaces).
 INFO_PREFIX = "memory_drivers."
 #: Suffix of the associations collection's name (after CHROMA_COLLECTION).
 ASSOCIATIONS_SUFFIX = "_associations"
+#: Suffix of the collections a re-embedding writes to before they replace the live ones.
+REEMBED_SUFFIX = ".reembed"
 #: Associations carry no vector; Chroma wants one per record, so each gets this constant.
 LINK_VECTOR = [1.0]
 #: Ids per ``get(ids=...)`` / ``$in`` list.
@@ -366,16 +370,28 @@ class ChromaDriver(BaseMemoryDriver):
         self.associations_collection_name = check_collection_name(
             s.chroma_collection + ASSOCIATIONS_SUFFIX, "CHROMA_COLLECTION (+ '_associations')"
         )
+        #: Where re-embedding writes the new vectors, then renamed over the live collections.
+        self.reembed_collection_names: dict[Kind, str] = {
+            "memories": check_collection_name(
+                s.chroma_collection + REEMBED_SUFFIX, "CHROMA_COLLECTION (+ '.reembed')"
+            ),
+            "knowledge_chunks": check_collection_name(
+                s.chroma_knowledge_collection + REEMBED_SUFFIX,
+                "CHROMA_KNOWLEDGE_COLLECTION (+ '.reembed')",
+            ),
+        }
         names = {
             self.collection_name,
             self.knowledge_collection_name,
             self.associations_collection_name,
+            *self.reembed_collection_names.values(),
         }
-        if len(names) < 3:
+        if len(names) < 5:
             raise ConfigurationError(
                 "CHROMA_COLLECTION and CHROMA_KNOWLEDGE_COLLECTION must name different "
                 f"collections (got {s.chroma_collection!r} and {s.chroma_knowledge_collection!r}; "
-                f"{self.associations_collection_name!r} is also used)"
+                f"the driver also uses {self.associations_collection_name!r} and the names "
+                "with '.reembed' appended)"
             )
         self.mode: Literal["embedded", "server"] = "server" if s.chroma_url else "embedded"
         self.path: Path | None = None
@@ -392,12 +408,15 @@ class ChromaDriver(BaseMemoryDriver):
         self._write_lock = threading.RLock()
         self._client: Any = None
         self._client = self._connect()
+        #: The collections a re-embedding in progress writes to (see _before_reembed).
+        self._reembedding: dict[Kind, Any] = {}
         try:
+            self._links = self._open_collection(self.associations_collection_name)
+            self._finish_interrupted_reembed()
             self._memories = self._open_collection(self.collection_name, vector_space=True)
             self._knowledge = self._open_collection(
                 self.knowledge_collection_name, vector_space=True
             )
-            self._links = self._open_collection(self.associations_collection_name)
             self._max_batch = int(self._call(self._client.get_max_batch_size))
             self._attach_embedder()
         except BaseException:
@@ -611,7 +630,9 @@ class ChromaDriver(BaseMemoryDriver):
     # ------------------------------------------------------------------ store info
     def _read_store_info(self) -> dict[str, str]:
         collection = self._call(
-            self._client.get_collection, name=self.collection_name, embedding_function=None
+            self._client.get_collection,
+            name=self.associations_collection_name,
+            embedding_function=None,
         )
         metadata = collection.metadata or {}
         return {
@@ -623,7 +644,9 @@ class ChromaDriver(BaseMemoryDriver):
     def _write_store_info(self, values: Mapping[str, str]) -> None:
         with self._write_lock:
             collection = self._call(
-                self._client.get_collection, name=self.collection_name, embedding_function=None
+                self._client.get_collection,
+                name=self.associations_collection_name,
+                embedding_function=None,
             )
             metadata = dict(collection.metadata or {})
             metadata[f"{INFO_PREFIX}format"] = FORMAT
@@ -632,7 +655,87 @@ class ChromaDriver(BaseMemoryDriver):
                     metadata[INFO_PREFIX + key] = value
                 else:
                     metadata.pop(INFO_PREFIX + key, None)
-            self._call(self._memories.modify, metadata=metadata)
+            self._call(self._links.modify, metadata=metadata)
+
+    # ------------------------------------------------------------------ re-embedding
+    # Chroma fixes a collection's dimension at its first vector, so new vectors (of any
+    # dimension) go to fresh collections "<name>.reembed", with copies of the records; once
+    # the base class has written the new stamp, they replace the live ones (delete, rename).
+    # The stamp lives in the associations collection, which is never replaced. An interrupted
+    # run leaves either the stamp's reembed mark (copy unfinished: the store is refused until
+    # reembed() runs again, which starts the copy over) or, without the mark, complete copies
+    # not yet renamed: the next open renames them (_finish_interrupted_reembed).
+    def _find_collection(self, name: str) -> Any | None:
+        def lookup() -> Any | None:
+            try:
+                return self._client.get_collection(name=name, embedding_function=None)
+            except chromadb.errors.NotFoundError:
+                return None
+
+        return self._call(lookup)
+
+    def _live_name(self, kind: Kind) -> str:
+        return self.collection_name if kind == "memories" else self.knowledge_collection_name
+
+    def _replace_live(self, kind: Kind, new: Any) -> None:
+        """Put ``new`` (a complete re-embedded copy) in place of the live collection."""
+        live = self._live_name(kind)
+        if self._find_collection(live) is not None:
+            self._call(self._client.delete_collection, name=live)
+        self._call(new.modify, name=live)
+
+    def _finish_interrupted_reembed(self) -> None:
+        if self._read_store_info().get("reembed_target"):
+            return  # the copy was not finished; reembed() starts it again
+        for kind, name in self.reembed_collection_names.items():
+            copy = self._find_collection(name)
+            if copy is not None:
+                log.warning(
+                    "Chroma %s: finishing an interrupted re-embedding of %s", self.location, kind
+                )
+                self._replace_live(kind, copy)
+
+    def _before_reembed(self) -> None:
+        with self._write_lock:
+            self._reembedding = {}
+            for kind, name in self.reembed_collection_names.items():
+                if self._find_collection(name) is not None:  # left by an interrupted run
+                    self._call(self._client.delete_collection, name=name)
+                self._reembedding[kind] = self._open_collection(name, vector_space=True)
+
+    def _set_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        live = self._memories if kind == "memories" else self._knowledge
+        target = self._reembedding.get(kind)
+        if target is None:  # not through reembed(): same dimension, in place
+            for start in range(0, len(ids), self._max_batch):
+                end = start + self._max_batch
+                self._call(
+                    live.update, ids=list(ids[start:end]), embeddings=list(vectors[start:end])
+                )
+            return
+        vector_of = dict(zip(ids, vectors, strict=True))
+        for batch in _batches(list(ids), min(self._max_batch, ID_BATCH)):
+            records = self._get(live, ids=list(batch), include=["metadatas", "documents"])
+            if records["ids"]:
+                self._call(
+                    target.add,
+                    ids=records["ids"],
+                    embeddings=[vector_of[rid] for rid in records["ids"]],
+                    metadatas=records["metadatas"],
+                    documents=records["documents"],
+                )
+
+    def _after_reembed(self) -> None:
+        with self._write_lock:
+            for kind, copy in self._reembedding.items():
+                self._replace_live(kind, copy)
+            self._reembedding = {}
+            self._memories = self._open_collection(self.collection_name, vector_space=True)
+            self._knowledge = self._open_collection(
+                self.knowledge_collection_name, vector_space=True
+            )
 
     # ------------------------------------------------------------------ memories
     def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
@@ -1045,17 +1148,6 @@ class ChromaDriver(BaseMemoryDriver):
                 )
             )
         return related
-
-    # ------------------------------------------------------------------ vectors
-    def _set_vectors(
-        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
-    ) -> None:
-        collection = self._memories if kind == "memories" else self._knowledge
-        for start in range(0, len(ids), self._max_batch):
-            end = start + self._max_batch
-            self._call(
-                collection.update, ids=list(ids[start:end]), embeddings=list(vectors[start:end])
-            )
 
     # ------------------------------------------------------------------ operations
     def _counts(self) -> dict[str, Any]:
