@@ -111,10 +111,45 @@ class Settings(BaseSettings):
     knowledge_chunk_tokens: int = Field(512, ge=8)
     knowledge_chunk_overlap: int = Field(50, ge=0)
 
+    # --- Redis: working memory, cache, stream consolidation ---------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field("memory-drivers", min_length=1)
+    redis_timeout: float = Field(5.0, gt=0)
+    memory_cache: Literal["none", "redis"] = "none"
+    memory_cache_ttl: int = Field(3600, ge=1)
+    memory_cache_timeout: float = Field(0.25, gt=0)
+    memory_cache_retry_interval: float = Field(2.0, ge=0)
+    memory_cache_sync_interval: float = Field(5.0, ge=0)
+    session_ttl: float = Field(86400.0, gt=0)
+    session_history_limit: int = Field(100, ge=1)
+    consolidation_batch_size: int = Field(20, ge=1)
+    consolidation_group: str = Field("memory-drivers", min_length=1)
+    consolidation_consumer: str = Field("consolidator", min_length=1)
+    consolidation_user_id: str | None = None
+    summarizer: Literal["extractive", "openai"] = "extractive"
+    summarizer_max_sentences: int = Field(5, ge=1)
+    summarizer_api_url: str = "https://api.openai.com/v1"
+    summarizer_api_key: SecretStr | None = None
+    summarizer_model: str = "gpt-4o-mini"
+    summarizer_timeout: float = Field(60.0, gt=0)
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("memory_cache", mode="before")
+    @classmethod
+    def _cache_choice(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return "none" if value in ("", "off", "false", "0") else value
+        return "none" if value is None else value
+
+    @field_validator("summarizer", mode="before")
+    @classmethod
+    def _summarizer_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("memory_extra_types", mode="before")
     @classmethod

@@ -90,6 +90,21 @@ def _import_target(name: str, target: str) -> Any:
         ) from None
 
 
+def _with_cache(driver: BaseMemoryDriver, settings: Settings) -> BaseMemoryDriver:
+    """``driver`` behind the cache that ``MEMORY_CACHE`` names (``redis``), or as it is."""
+    if settings.memory_cache != "redis":
+        return driver
+    from .redis.cache import CachedMemoryDriver
+
+    if isinstance(driver, CachedMemoryDriver):
+        return driver
+    try:
+        return CachedMemoryDriver.from_settings(driver, settings)
+    except BaseException:
+        driver.close()
+        raise
+
+
 class MemoryDriverManager:
     """Registry and instance cache. Class-level, so every import shares one."""
 
@@ -160,13 +175,13 @@ class MemoryDriverManager:
                     f"memory driver {key!r} resolves to {target!r}, "
                     "which is not a BaseMemoryDriver subclass"
                 )
-            return target(settings, **options)
+            return _with_cache(target(settings, **options), settings)
         driver = target(settings, **options)
         if not isinstance(driver, BaseMemoryDriver):
             raise ConfigurationError(
                 f"the factory of memory driver {key!r} returned {driver!r}, not a BaseMemoryDriver"
             )
-        return driver
+        return _with_cache(driver, settings)
 
     @classmethod
     def driver(cls, name: str | None = None) -> BaseMemoryDriver:

@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_TABLES = {
     "memory_store_info",
     "memories",
-    "memory_tags",
     "memory_associations",
     "knowledge_chunks",
 }

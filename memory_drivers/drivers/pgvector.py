@@ -41,6 +41,7 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     Float,
     Table,
+    Text,
     cast,
     create_engine,
     func,
@@ -49,7 +50,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, REGCONFIG
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, array
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -264,12 +265,17 @@ class PgVectorDriver(SQLDriver):
             migrations.upgrade(connection, embedding_dimension=self.embedder.dimension)
 
     # ------------------------------------------------------------------ SQL hooks
+    def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
+        # jsonb ?| (any) and ?& (all) over the tags array, served by its GIN index.
+        wanted = cast(array(list(tags)), ARRAY(Text))
+        return memories.c.tags.op("?|" if mode == "any" else "?&")(wanted)  # type: ignore[no-any-return]
+
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         # jsonb equality: 1 = 1.0, but 1, true and "1" differ; a missing key gives NULL.
         stored = memories.c.metadata.op("->")(literal(key))
         return stored == cast(literal(json.dumps(value)), JSONB)  # type: ignore[no-any-return]
 
-    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
+    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
         # Terms are letters and digits only (memory_drivers.text), so '|' joins them safely.
         query = func.to_tsquery(cast(literal("simple"), REGCONFIG), " | ".join(terms))
         return literal_column("memories.search_tsv").op("@@")(query)  # type: ignore[no-any-return]

@@ -14,7 +14,6 @@ import logging
 import operator
 import time
 from abc import abstractmethod
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -27,7 +26,6 @@ from sqlalchemy import (
     case,
     cast,
     delete,
-    exists,
     func,
     insert,
     or_,
@@ -54,7 +52,7 @@ from ..models import (
     Scalar,
 )
 from . import migrations
-from .schema import associations, knowledge_chunks, memories, memory_tags, store_info
+from .schema import associations, knowledge_chunks, memories, store_info
 
 __all__ = ["SQLDriver", "retried"]
 
@@ -66,7 +64,6 @@ IN_BATCH = 500
 
 M = memories.c
 K = knowledge_chunks.c
-T = memory_tags.c
 A = associations.c
 
 MEMORY_COLUMNS = (
@@ -76,12 +73,19 @@ MEMORY_COLUMNS = (
     M.conversation_id,
     M.content,
     M.memory_type,
+    M.tags,
     M.importance,
     M.metadata,
     M.source,
     M.created_at,
     M.updated_at,
 )
+
+# Statements built once (SQLAlchemy caches their compiled form); lists go in expanding binds.
+BY_PKS = select(*MEMORY_COLUMNS).where(M.pk.in_(bindparam("pks", expanding=True)))
+
+#: Scores this close to the k-th best are ties, broken by the shared order (newest, then id).
+TIE = 1e-6
 
 CHUNK_COLUMNS = (
     K.pk,
@@ -208,12 +212,18 @@ class SQLDriver(BaseMemoryDriver):
         return M.id
 
     @abstractmethod
+    def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
+        """True when the memory's ``tags`` (a JSON array of distinct strings) holds any, or
+        all, of ``tags``."""
+
+    @abstractmethod
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         """True when the memory's metadata has ``key`` with a JSON-equal ``value``."""
 
     @abstractmethod
-    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
-        """True when the memory's keyword terms include at least one of ``terms``."""
+    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
+        """True when the memory's keyword terms include at least one of ``terms`` (the memories
+        searched are ``user_id``'s, when given)."""
 
     @abstractmethod
     def _rank_by_vector(
@@ -238,18 +248,9 @@ class SQLDriver(BaseMemoryDriver):
         if f.memory_types is not None:
             where.append(M.memory_type.in_(f.memory_types))
         if f.tags is not None:
-            if f.tag_mode == "all":
-                # Tags are unique per memory, so counting the wanted ones finds "has all".
-                matched = (
-                    select(func.count())
-                    .where(T.memory_pk == M.pk, T.tag.in_(f.tags))
-                    .scalar_subquery()
-                )
-                where.append(matched == len(f.tags))
-            else:
-                where.append(exists().where(T.memory_pk == M.pk, T.tag.in_(f.tags)))
+            where.append(self._has_tags(f.tags, f.tag_mode))
         if f.exclude_tags is not None:
-            where.append(~exists().where(T.memory_pk == M.pk, T.tag.in_(f.exclude_tags)))
+            where.append(~self._has_tags(f.exclude_tags, "any"))
         if f.since is not None:
             where.append(M.created_at >= f.since)
         if f.until is not None:
@@ -263,17 +264,7 @@ class SQLDriver(BaseMemoryDriver):
         return where
 
     def _hydrate(self, connection: Connection, rows: Sequence[Any]) -> dict[int, Memory]:
-        """Memories (with their tags) for rows selected with ``MEMORY_COLUMNS``, by pk."""
-        tags: dict[int, list[str]] = defaultdict(list)
-        pks = [row.pk for row in rows]
-        for batch in _batches(pks):
-            query = (
-                select(T.memory_pk, T.tag)
-                .where(T.memory_pk.in_(batch))
-                .order_by(T.memory_pk, T.position)
-            )
-            for pk, tag in connection.execute(query):
-                tags[pk].append(tag)
+        """Memories for rows selected with ``MEMORY_COLUMNS``, by pk."""
         return {
             row.pk: Memory(
                 id=row.id,
@@ -281,7 +272,7 @@ class SQLDriver(BaseMemoryDriver):
                 conversation_id=row.conversation_id,
                 content=row.content,
                 memory_type=row.memory_type,
-                tags=tags[row.pk],
+                tags=row.tags,
                 importance=row.importance,
                 metadata=row.metadata,
                 source=row.source,
@@ -294,7 +285,7 @@ class SQLDriver(BaseMemoryDriver):
     def _memories_by_pk(self, connection: Connection, pks: Sequence[int]) -> dict[int, Memory]:
         rows: list[Any] = []
         for batch in _batches(list(pks)):
-            rows += connection.execute(select(*MEMORY_COLUMNS).where(M.pk.in_(batch))).all()
+            rows += connection.execute(BY_PKS, {"pks": batch}).all()
         return self._hydrate(connection, rows)
 
     def _pks(
@@ -336,6 +327,7 @@ class SQLDriver(BaseMemoryDriver):
                     "conversation_id": memory.conversation_id,
                     "content": memory.content,
                     "memory_type": memory.memory_type,
+                    "tags": memory.tags,
                     "importance": memory.importance,
                     "metadata": memory.metadata,
                     "source": memory.source,
@@ -347,17 +339,10 @@ class SQLDriver(BaseMemoryDriver):
             )
         try:
             with self._write() as connection:
-                result = connection.execute(
-                    insert(memories).returning(M.pk, M.id, sort_by_parameter_order=True), rows
-                )
-                pk_by_id = {row.id: row.pk for row in result}
-                tag_rows = [
-                    {"memory_pk": pk_by_id[r.memory.id], "tag": tag, "position": position}
-                    for r in records
-                    for position, tag in enumerate(r.memory.tags)
-                ]
-                if tag_rows:
-                    connection.execute(insert(memory_tags), tag_rows)
+                # RETURNING makes SQLAlchemy send multi-row INSERT ... VALUES statements (its
+                # "insertmanyvalues"): one round trip per 1000 rows, and on SQLite about 1.7x
+                # the rate of a row-by-row executemany.
+                connection.execute(insert(memories).returning(M.pk), rows).all()
         except IntegrityError:
             with self._read() as connection:
                 taken = sorted(self._pks(connection, [r.memory.id for r in records], None))
@@ -388,19 +373,11 @@ class SQLDriver(BaseMemoryDriver):
             pk = self._pks(connection, [memory_id], user_id).get(memory_id)
             if pk is None:
                 return None
-            values = {key: value for key, value in changes.items() if key != "tags"}
+            values = dict(changes)
             if vector is not None:
                 values["embedding"] = vector
                 values["search_terms"] = terms
             connection.execute(update(memories).where(M.pk == pk).values(**values))
-            if "tags" in changes:
-                connection.execute(delete(memory_tags).where(T.memory_pk == pk))
-                tag_rows = [
-                    {"memory_pk": pk, "tag": tag, "position": i}
-                    for i, tag in enumerate(changes["tags"])
-                ]
-                if tag_rows:
-                    connection.execute(insert(memory_tags), tag_rows)
             return self._memories_by_pk(connection, [pk])[pk]
 
     @retried
@@ -421,6 +398,10 @@ class SQLDriver(BaseMemoryDriver):
                 ranked = self._rank_by_vector(
                     connection, memories, where, search.vector, search.top_k
                 )
+                if len(ranked) > search.top_k:
+                    # Hydrate only what can make the cut: the top k and whatever ties the k-th.
+                    kth = sorted((s for _, s in ranked), reverse=True)[search.top_k - 1]
+                    ranked = [(pk, s) for pk, s in ranked if s >= kth - TIE]
                 found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
                 hits = [
                     RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found
@@ -430,12 +411,15 @@ class SQLDriver(BaseMemoryDriver):
                 assert search.terms
                 matched = functools.reduce(
                     operator.add,
-                    [case((self._has_term([term]), 1), else_=0) for term in search.terms],
+                    [
+                        case((self._has_term([term], search.filter.user_id), 1), else_=0)
+                        for term in search.terms
+                    ],
                 )
                 score = (cast(matched, Float) / len(search.terms)).label("score")
                 query = (
                     select(*MEMORY_COLUMNS, score)
-                    .where(*where, self._has_term(search.terms))
+                    .where(*where, self._has_term(search.terms, search.filter.user_id))
                     .order_by(score.desc(), *newest_first)
                 )
             else:

@@ -37,7 +37,6 @@ __all__ = [
     "associations",
     "knowledge_chunks",
     "memories",
-    "memory_tags",
     "metadata",
     "store_info",
 ]
@@ -115,6 +114,8 @@ memories = Table(
     Column("conversation_id", String(255)),
     Column("content", Text, nullable=False),
     Column("memory_type", String(64), nullable=False),
+    # A JSON array, in the order given; tag filters are translated per backend.
+    Column("tags", JSONType, nullable=False),
     Column("importance", Float, nullable=False),
     Column("metadata", JSONType, nullable=False),
     Column("source", String(255)),
@@ -124,15 +125,6 @@ memories = Table(
     Column("embedding", EmbeddingType, nullable=False),
     Index("ix_memories_user_created", "user_id", "created_at"),
     Index("ix_memories_user_conversation", "user_id", "conversation_id"),
-)
-
-memory_tags = Table(
-    "memory_tags",
-    metadata,
-    Column("memory_pk", Key, ForeignKey("memories.pk", ondelete="CASCADE"), primary_key=True),
-    Column("tag", String(255), primary_key=True),
-    Column("position", Integer, nullable=False),
-    Index("ix_memory_tags_tag", "tag", "memory_pk"),
 )
 
 associations = Table(

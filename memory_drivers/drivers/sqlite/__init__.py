@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Table, column, delete, exists, func, insert, literal_column, select, table
@@ -153,6 +153,15 @@ class SQLiteDriver(SQLDriver):
                 migrations.upgrade(connection)
 
     # ------------------------------------------------------------------ SQL hooks
+    def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
+        # Evaluated on the rows other conditions leave (one user's, in a recall).
+        each = func.json_each(memories.c.tags).table_valued("value")
+        if mode == "any":
+            return exists().select_from(each).where(each.c.value.in_(tags))
+        # Tags are distinct within a memory, so counting the wanted ones finds "has all".
+        found = select(func.count()).select_from(each).where(each.c.value.in_(tags))
+        return found.scalar_subquery() == len(tags)
+
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         each = func.json_each(memories.c.metadata).table_valued("key", "type", "value")
         if value is None:
@@ -167,9 +176,13 @@ class SQLiteDriver(SQLDriver):
             condition = (each.c.type == "text") & (each.c.value == value)
         return exists().select_from(each).where(each.c.key == key, condition)
 
-    def _has_term(self, terms: Sequence[str]) -> ColumnElement[bool]:
-        # Terms are letters and digits only (see memory_drivers.text), so quoting is safe.
-        match = " OR ".join(f'"{term}"' for term in terms)
+    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
+        # The index holds user-scoped terms (see migration 0001): "<hex of user_id>x<term>".
+        # Terms are letters and digits only (memory_drivers.text), so quoting is safe.
+        if user_id is None:
+            raise ValueError("keyword recall on SQLite is always within one user's memories")
+        scope = user_id.encode("utf-8").hex()
+        match = " OR ".join(f'"{scope}x{term}"' for term in terms)
         rows = select(_fts.c.rowid).where(literal_column("memories_fts").op("MATCH")(match))
         return memories.c.pk.in_(rows)
 
@@ -185,7 +198,7 @@ class SQLiteDriver(SQLDriver):
         index.ensure_current(connection)
         candidates = None
         if where:
-            candidates = list(connection.execute(select(table.c.pk).where(*where)).scalars())
+            candidates = connection.execute(select(table.c.pk).where(*where)).scalars().all()
         return index.search(table.name, vector, top_k + TIE_MARGIN, candidates)
 
     # ------------------------------------------------------------------ the FAISS index

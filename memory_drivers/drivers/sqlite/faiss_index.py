@@ -38,6 +38,8 @@ KINDS = ("memories", "knowledge_chunks")
 TABLES = {"memories": memories, "knowledge_chunks": knowledge_chunks}
 COMPACTED_KEY = "vector_log_compacted"
 READ_BATCH = 5000
+#: Candidate sets up to this size are scored from the index's storage, not by a full scan.
+GATHER_LIMIT = 50_000
 
 vector_log = Table(
     "vector_log",
@@ -62,13 +64,14 @@ def _new_index(dimension: int) -> Any:
 def log_position(connection: Connection) -> tuple[int, int]:
     """(last log seq ever written, log position of the last saved index file) in this
     snapshot. The log is compacted up to the second: entries the file covers are deleted."""
-    last = connection.execute(
-        select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log")
-    ).scalar()
-    saved = connection.execute(
-        select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY)
-    ).scalar()
-    return int(last or 0), int(saved or 0)
+    last = (
+        select(sqlite_sequence.c.seq)
+        .where(sqlite_sequence.c.name == "vector_log")
+        .scalar_subquery()
+    )
+    saved = select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY).scalar_subquery()
+    row = connection.execute(select(last, saved)).one()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 class VectorIndexes:
@@ -80,6 +83,8 @@ class VectorIndexes:
         self.embedder = embedder
         self.dimension = dimension
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
+        #: per kind, row of each pk in the index's storage (-1: none); None when stale
+        self._rows: dict[str, np.ndarray | None] = {kind: None for kind in KINDS}
         self.seq = 0
         #: vector changes applied since the file was last written
         self.unsaved = 0
@@ -121,6 +126,7 @@ class VectorIndexes:
             self.rebuild(connection)
         else:
             self.indexes, self.seq, self.unsaved = indexes, seq, 0
+            self._rows = {kind: None for kind in KINDS}
             self._replay(connection)
             drift = self._drift(connection)
             if drift:
@@ -152,6 +158,7 @@ class VectorIndexes:
             if not ops:
                 continue
             index = self.indexes[kind]
+            self._rows[kind] = None
             index.remove_ids(np.fromiter(ops, dtype=np.int64, count=len(ops)))
             added = [pk for pk, op in ops.items() if op == "add"]
             self._add_rows(connection, kind, TABLES[kind].c.pk.in_, added)
@@ -183,6 +190,7 @@ class VectorIndexes:
                 f"stored vectors have {vectors.shape[1]} dimensions, the index {self.dimension}"
             )
         self.indexes[kind].add_with_ids(vectors, ids)
+        self._rows[kind] = None
 
     def rebuild(
         self, connection: Connection, progress: Callable[[int], None] | None = None
@@ -191,6 +199,7 @@ class VectorIndexes:
         with self.lock:
             last, _ = log_position(connection)
             self.indexes = {kind: _new_index(self.dimension) for kind in KINDS}
+            self._rows = {kind: None for kind in KINDS}
             for kind, table in TABLES.items():
                 after = 0
                 while True:
@@ -214,13 +223,17 @@ class VectorIndexes:
     def search(
         self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int] | None
     ) -> list[tuple[int, float]]:
-        """(pk, score) of the ``k`` best vectors, restricted to ``candidates`` when given."""
+        """(pk, score) of the ``k`` best vectors, restricted to ``candidates`` when given.
+
+        Exact either way. A small candidate set (one user's memories) is scored by reading its
+        rows straight from the flat index's storage; a large one, or none, by FAISS's search
+        (which scans every vector, checking an id selector)."""
         with self.lock:
             index = self.indexes[kind]
+            if candidates is not None and len(candidates) <= GATHER_LIMIT:
+                return self._score_rows(kind, vector, k, candidates)
             params = None
             if candidates is not None:
-                if not candidates:
-                    return []
                 params = faiss.SearchParameters()
                 params.sel = faiss.IDSelectorBatch(np.asarray(candidates, dtype=np.int64))
                 k = min(k, len(candidates))
@@ -229,6 +242,37 @@ class VectorIndexes:
                 return []
             scores, ids = index.search(vector.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1]
+
+    def _score_rows(
+        self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
+    ) -> list[tuple[int, float]]:
+        pks = np.asarray(candidates, dtype=np.int64)
+        rows_of = self._row_map(kind)
+        pks = pks[pks < len(rows_of)]
+        rows = rows_of[pks]
+        present = rows >= 0
+        pks, rows = pks[present], rows[present]
+        if not len(rows):
+            return []
+        index = self.indexes[kind]
+        flat: Any = faiss.downcast_index(index.index)
+        stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
+        scores = stored.reshape(index.ntotal, self.dimension)[rows] @ vector
+        if len(scores) > k:
+            best = np.argpartition(-scores, k - 1)[:k]
+            pks, scores = pks[best], scores[best]
+        order = np.argsort(-scores, kind="stable")
+        return [(int(pks[i]), float(scores[i])) for i in order]
+
+    def _row_map(self, kind: str) -> np.ndarray:
+        """pk -> row in the flat storage (-1 when absent), rebuilt after the index changes."""
+        rows = self._rows[kind]
+        if rows is None:
+            ids = faiss.vector_to_array(self.indexes[kind].id_map)
+            rows = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
+            rows[ids] = np.arange(len(ids), dtype=np.int64)
+            self._rows[kind] = rows
+        return rows
 
     # ------------------------------------------------------------------ the file
     def save(self) -> bool:

@@ -1,0 +1,101 @@
+"""Connecting to Redis: the lazy import of redis-py, clients with explicit timeouts, errors.
+
+redis-py is an optional dependency (``pip install "memory-drivers[redis]"``); nothing here
+imports it before a client is asked for, so ``import memory_drivers.redis`` always works.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
+
+__all__ = ["connect", "import_redis", "redacted", "redis_errors", "unavailable"]
+
+INSTALL = 'pip install "memory-drivers[redis]"'
+
+
+def import_redis() -> ModuleType:
+    """The ``redis`` package (redis-py), or a :class:`MissingDependencyError` saying how to
+    install it."""
+    try:
+        return importlib.import_module("redis")
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the Redis features (working memory, MEMORY_CACHE=redis, stream consolidation) "
+            f"need the redis package, which is not installed ({exc}). Install with: {INSTALL}"
+        ) from exc
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "Redis did not do it": every redis-py error and socket errors."""
+    redis = import_redis()
+    return (redis.RedisError, OSError)
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and health reports."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid Redis URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+def connect(
+    url: str,
+    *,
+    timeout: float,
+    connect_timeout: float | None = None,
+    on_connect: Callable[[], None] | None = None,
+) -> Any:
+    """A ``redis.Redis`` client for ``url`` that answers strings (UTF-8), never retries on its
+    own and gives up after ``timeout`` seconds per command (``connect_timeout`` to connect,
+    default the same). ``on_connect`` is called each time it opens a connection (at first use,
+    and again after a connection was lost). Creating it does not connect."""
+    redis = import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict[str, Any] = {}
+    if on_connect is not None:
+
+        def connected(connection: Any) -> None:
+            connection.on_connect()
+            on_connect()
+
+        options["redis_connect_func"] = connected
+    try:
+        return redis.Redis.from_url(
+            url,
+            **options,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout if connect_timeout is not None else timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"REDIS_URL {redacted(url)!r} is not a Redis URL ({exc}); "
+            "expected e.g. redis://127.0.0.1:6379/0"
+        ) from None
+
+
+def unavailable(url: str, exc: BaseException, doing: str) -> BackendUnavailableError:
+    """The error to raise when Redis at ``url`` failed while ``doing`` something."""
+    return BackendUnavailableError(
+        f"Redis at {redacted(url)} failed while {doing}: {type(exc).__name__}: {exc}. "
+        "Check REDIS_URL and that the server is running."
+    )
