@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     memory_server_api_token: SecretStr | None = None
     memory_server_default_user: str = "automem"
 
+    # --- chroma driver ----------------------------------------------------------------
+    chroma_path: Path = Path("storage/chromadb")
+    chroma_url: str | None = None
+    chroma_collection: str = "memories"
+    chroma_knowledge_collection: str = "global_knowledge"
+    chroma_timeout: float = Field(30.0, gt=0)
+    chroma_retries: int = Field(3, ge=0)
+    chroma_exact_search_limit: int = Field(20_000, ge=0)
+
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (
         "sentence-transformers"

@@ -39,6 +39,7 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
         "postgres": "memory_drivers.drivers.pgvector:PgVectorDriver",
         "sqlite": "memory_drivers.drivers.sqlite:SQLiteDriver",
         "automem": "memory_drivers.drivers.automem:AutoMemDriver",
+        "chroma": "memory_drivers.drivers.chroma:ChromaDriver",
     }
 )
 
@@ -49,6 +50,7 @@ DRIVER_EXTRAS: Mapping[str, str] = MappingProxyType(
         "postgres": "pgvector",
         "sqlite": "sqlite",
         "automem": "automem",
+        "chroma": "chroma",
     }
 )
 
