@@ -105,6 +105,49 @@ def sqlite_factory(directory: Path) -> DriverFactory:
     return factory
 
 
+def chroma_factory(directory: Path, url: str | None = None, prefix: str = "") -> DriverFactory:
+    """The chroma conformance factory: embedded under ``directory``, or on the server at
+    ``url`` with collections named after ``prefix``; the same store at every call."""
+    from memory_drivers.drivers.chroma import ChromaDriver
+
+    names = (
+        {
+            "chroma_collection": f"{prefix}_memories",
+            "chroma_knowledge_collection": f"{prefix}_knowledge",
+        }
+        if prefix
+        else {}
+    )
+
+    def factory(*, embedder: Any, settings: Any) -> BaseMemoryDriver:
+        where = (
+            {"chroma_url": url}
+            if url
+            else {"chroma_path": directory / "chroma", "chroma_url": None}
+        )
+        return ChromaDriver(settings.replace(**where, **names), embedder=embedder)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def chroma_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One ``chroma run`` for the cache tests (several processes share a store through it)."""
+    from chroma_server import ChromaServer, chroma_command
+
+    if chroma_command() is None:
+        require_server("the chroma command (pip install chromadb) is not installed")
+    server = ChromaServer(tmp_path_factory.mktemp("cache-chroma") / "data")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        require_server(f"cannot start a Chroma server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def pgvector_factory(database_url: str) -> DriverFactory:
     """The pgvector conformance factory: the database ``database_url`` at every call."""
     from memory_drivers.drivers.pgvector import PgVectorDriver
@@ -172,7 +215,7 @@ def count_calls(driver: BaseMemoryDriver, names: list[str]) -> Counter[str]:
 
 #: Every driver that exists; the targeted cache tests run against each. Add new ones here and
 #: in :func:`open_backend`.
-BACKENDS = ["sqlite", "pgvector", "automem"]
+BACKENDS = ["sqlite", "pgvector", "automem", "chroma"]
 
 
 @dataclass
@@ -201,6 +244,15 @@ def open_backend(name: str, request: pytest.FixtureRequest, directory: Path) -> 
             yield Backend("automem", store.factory, store.worker_settings())
         finally:
             store.close()
+    elif name == "chroma":
+        server = request.getfixturevalue("chroma_service")
+        prefix = f"c{uuid.uuid4().hex[:12]}"
+        names = {
+            "chroma_url": server.url,
+            "chroma_collection": f"{prefix}_memories",
+            "chroma_knowledge_collection": f"{prefix}_knowledge",
+        }
+        yield Backend("chroma", chroma_factory(directory, server.url, prefix), names)
     else:
         raise ValueError(f"no backend {name!r}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -307,6 +308,7 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     record = driver._memories.get(ids=[m.id], include=["metadatas", "documents", "embeddings"])
     assert record["documents"] == ["Hiking boots in the closet"]
     meta = record["metadatas"][0]
+    assert re.fullmatch(r"[0-9a-f]{32}", meta.pop("write")), "the write token of store_many"
     assert {k: v for k, v in meta.items() if k != "memory"} == {
         "user_id": "u1",
         "conversation_id": "c1",

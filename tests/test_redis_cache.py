@@ -26,6 +26,7 @@ from redis_support import (  # noqa: F401 - fixtures
     BACKENDS,
     REDIS_URL,
     Backend,
+    chroma_service,
     count_calls,
     namespace,
     open_backend,

@@ -19,6 +19,7 @@ import pytest
 from automem_support import live_server  # noqa: F401 - a fixture
 from redis_support import (  # noqa: F401 - fixtures
     AutoMemStore,
+    chroma_factory,
     namespace,
     pgvector_factory,
     redis_client,
@@ -33,6 +34,12 @@ class TestCachedSQLiteConformance(MemoryDriverConformance):
     @pytest.fixture
     def driver_factory(self, tmp_path, namespace):  # noqa: F811 - the fixture
         yield with_cache(sqlite_factory(tmp_path), namespace)
+
+
+class TestCachedChromaConformance(MemoryDriverConformance):
+    @pytest.fixture
+    def driver_factory(self, tmp_path, namespace):  # noqa: F811 - the fixture
+        yield with_cache(chroma_factory(tmp_path), namespace)
 
 
 class TestCachedPgVectorConformance(MemoryDriverConformance):

@@ -28,6 +28,7 @@ from redis_support import (  # noqa: F401 - fixtures
     BACKENDS,
     REDIS_URL,
     Backend,
+    chroma_service,
     free_port,
     namespace,
     open_backend,

@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -122,6 +123,9 @@ K_CREATED = "created_us"
 K_TAGS = "tags"
 K_TERMS = "terms"
 K_MEMORY = "memory"
+#: A token per store_many call: Chroma keeps the first add of an id and silently ignores later
+#: ones, so the token read back says whose record an id holds (see _insert_memories).
+K_WRITE = "write"
 META_PREFIX = "meta:"
 
 # Keys of a knowledge chunk record's metadata.
@@ -740,21 +744,35 @@ class ChromaDriver(BaseMemoryDriver):
     # ------------------------------------------------------------------ memories
     def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
         ids = [r.memory.id for r in records]
-        metadatas = [memory_metadata(r.memory, r.terms) for r in records]
+        token = uuid.uuid4().hex
+        metadatas = [{**memory_metadata(r.memory, r.terms), K_WRITE: token} for r in records]
         with self._write_lock:
             taken = self._existing_ids(self._memories, ids)
+            if not taken:
+                self._add(
+                    self._memories,
+                    ids,
+                    embeddings=[r.vector for r in records],
+                    metadatas=metadatas,
+                    documents=[r.memory.content for r in records],
+                )
+                # Another process may have added some of these ids since the check above:
+                # Chroma then kept its record and ignored ours. The ids holding our token are
+                # ours; any other was taken, and what we added is removed again.
+                mine: set[str] = set()
+                for batch in _batches(ids, ID_BATCH):
+                    where = {K_WRITE: {"$eq": token}}
+                    mine.update(
+                        self._get(self._memories, ids=list(batch), where=where, include=[])["ids"]
+                    )
+                taken = sorted(set(ids) - mine)
+                if taken:
+                    self._undo(self._memories, sorted(mine), ConflictError("taken meanwhile"))
             if taken:
                 raise ConflictError(
                     f"a memory with id {sorted(taken)[0]} already exists ({len(taken)} of the "
                     "ids given are taken); nothing was stored. Leave id out to get a new one."
                 )
-            self._add(
-                self._memories,
-                ids,
-                embeddings=[r.vector for r in records],
-                metadatas=metadatas,
-                documents=[r.memory.content for r in records],
-            )
 
     def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
         where = {K_USER: {"$eq": user_id}} if user_id is not None else None

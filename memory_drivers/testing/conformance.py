@@ -685,6 +685,51 @@ class MemoryDriverConformance:
         exported = list(driver.iter_memories())
         assert exported == [m]
 
+    def test_concurrent_imports_of_one_id_have_one_winner(self, make_driver: MakeDriver) -> None:
+        """Two openers of the same store import batches with the same ids at the same moment:
+        for each batch exactly one is told it worked, the other gets ConflictError, and the
+        store holds the winner's batch whole. Failing means the id check and the write are not
+        atomic across connections or processes (a check-then-add race)."""
+        from ..errors import ConflictError
+
+        first, second = make_driver(), make_driver()
+
+        def write(
+            name: str,
+            driver: BaseMemoryDriver,
+            ids: list[str],
+            barrier: threading.Barrier,
+            outcomes: dict[str, str],
+        ) -> None:
+            items = [
+                {"user_id": "u1", "content": f"{name} {i}", "id": mid} for i, mid in enumerate(ids)
+            ]
+            barrier.wait()
+            try:
+                driver.store_many(items)
+                outcomes[name] = "stored"
+            except ConflictError:
+                outcomes[name] = "conflict"
+
+        for round_number in range(6):
+            ids = [str(uuid.uuid4()) for _ in range(10)]
+            outcomes: dict[str, str] = {}
+            barrier = threading.Barrier(2)
+            threads = [
+                threading.Thread(target=write, args=(name, driver, ids, barrier, outcomes))
+                for name, driver in (("first", first), ("second", second))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(outcomes.values()) == ["conflict", "stored"], (round_number, outcomes)
+            winner = next(name for name, outcome in outcomes.items() if outcome == "stored")
+            stored = [first.get(mid) for mid in ids]
+            assert all(m is not None and m.content.startswith(winner) for m in stored), (
+                f"round {round_number}: the store does not hold {winner}'s batch whole"
+            )
+
     # ================================================================== knowledge
     def test_knowledge_store_and_recall(self, driver: BaseMemoryDriver) -> None:
         doc = driver.store_global_knowledge(
