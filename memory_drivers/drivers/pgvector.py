@@ -58,7 +58,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, ConfigurationError, SchemaError
-from ..models import Scalar
+from ..models import MemoryFilter, Scalar
 from ..sql import migrations
 from ..sql.driver import SQLDriver, retried
 from ..sql.schema import memories
@@ -289,6 +289,7 @@ class PgVectorDriver(SQLDriver):
         where: Sequence[ColumnElement[bool]],
         vector: np.ndarray,
         top_k: int,
+        memory_filter: MemoryFilter | None = None,
     ) -> list[tuple[int, float]]:
         limit = top_k + TIE_MARGIN
         query_vector = literal(np.asarray(vector, dtype=np.float32), VECTOR())

@@ -233,9 +233,11 @@ class SQLDriver(BaseMemoryDriver):
         where: Sequence[ColumnElement[bool]],
         vector: np.ndarray,
         top_k: int,
+        memory_filter: MemoryFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """(pk, cosine similarity) of the ``top_k`` rows of ``table`` passing ``where`` that are
-        most similar to the unit ``vector``, best first."""
+        """(pk, cosine similarity) of the ``top_k`` rows of ``table`` passing ``where`` (the
+        SQL of ``memory_filter``, for memories) most similar to the unit ``vector``, best
+        first."""
 
     # ------------------------------------------------------------------ translation
     def _where(self, f: MemoryFilter) -> list[ColumnElement[bool]]:
@@ -396,7 +398,7 @@ class SQLDriver(BaseMemoryDriver):
             if search.mode == "vector":
                 assert search.vector is not None and search.top_k is not None
                 ranked = self._rank_by_vector(
-                    connection, memories, where, search.vector, search.top_k
+                    connection, memories, where, search.vector, search.top_k, search.filter
                 )
                 if len(ranked) > search.top_k:
                     # Hydrate only what can make the cut: the top k and whatever ties the k-th.

@@ -9,6 +9,8 @@ read lock cannot be upgraded.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import sqlite3
 import sys
 import time
@@ -58,11 +60,23 @@ def faiss_index_path(settings: Settings) -> Path | None:
 def create_sqlite_engine(settings: Settings) -> Engine:
     url = settings.memory_db_url
     path = sqlite_path(url)
+    # JSON columns are written by json.dumps with its default separators; the sqlite driver's
+    # tag filter relies on that exact text (see SQLiteDriver._has_tags).
+    serializer = functools.partial(json.dumps, ensure_ascii=True, separators=(", ", ": "))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": settings.sqlite_busy_timeout})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": settings.sqlite_busy_timeout},
+            json_serializer=serializer,
+        )
     else:
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            poolclass=StaticPool,
+            json_serializer=serializer,
+        )
     busy_ms = int(settings.sqlite_busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")

@@ -412,6 +412,32 @@ class MemoryDriverConformance:
         positional = driver.recall("u1", None, None, 10, True, ["blue", "red"])
         assert sorted(contents(positional)) == ["prefix", "untagged"]
 
+    def test_tags_with_json_and_query_syntax_match_exactly(self, driver: BaseMemoryDriver) -> None:
+        """Tags holding quotes, commas, brackets, backslashes, wildcards or non-ASCII letters
+        match only themselves. Failing means a backend matches tags by substring or pattern
+        (a tag filter that also finds other tags)."""
+        tricky = [
+            'x", "red',
+            "red]",
+            "[red",
+            '"red"',
+            "re\\d",
+            "red%",
+            "re_d",
+            "rëd",
+            "RED",
+            "r ed",
+        ]
+        stored = {t: driver.store("u1", f"tagged {i}", tags=[t]) for i, t in enumerate(tricky)}
+        plain = driver.store("u1", "plain red", tags=["red"])
+        assert [h.memory.id for h in driver.recall("u1", tags=["red"])] == [plain.id]
+        for tag, memory in stored.items():
+            assert [h.memory.id for h in driver.recall("u1", tags=[tag])] == [memory.id], tag
+        excluded = {h.memory.id for h in driver.recall("u1", exclude_tags=["red"], top_k=50)}
+        assert excluded == {m.id for m in stored.values()}
+        both = driver.recall("u1", tags=["red", 'x", "red'], tag_mode="all")
+        assert both == []
+
     def test_time_filters(self, driver: BaseMemoryDriver) -> None:
         """``since`` is inclusive, ``until`` exclusive, on ``created_at``; naive datetimes are
         UTC and ISO strings work."""
@@ -684,6 +710,43 @@ class MemoryDriverConformance:
         self.assert_unchanged(driver, 1)
         exported = list(driver.iter_memories())
         assert exported == [m]
+
+    def test_recall_stays_exact_through_deletes_and_updates(self, driver: BaseMemoryDriver) -> None:
+        """Stores, deletes and content updates of three users, interleaved with recalls: after
+        every step each user's recall equals the reference answer over what the store holds.
+        Failing means an index kept beside the store lost track of which vector is whose (a
+        tenant leak) or of a change."""
+        rng = random.Random(7)
+        words = "amber birch cedar dune ember fjord grove heath inlet juniper".split()
+        users = ["u1", "u2", "u3"]
+        for step in range(30):
+            action = rng.choice(["store", "store", "delete", "update"])
+            existing = list(driver.iter_memories())
+            if action == "store" or not existing:
+                driver.store_many(
+                    [
+                        {"user_id": rng.choice(users), "content": " ".join(rng.sample(words, 3))}
+                        for _ in range(rng.randint(1, 6))
+                    ]
+                )
+            elif action == "delete":
+                for memory in rng.sample(existing, min(len(existing), rng.randint(1, 4))):
+                    driver.delete(memory.id)
+            else:
+                memory = rng.choice(existing)
+                driver.update(memory.id, content=" ".join(rng.sample(words, 4)))
+            everything = list(driver.iter_memories())
+            query = " ".join(rng.sample(words, 2))
+            for user in users:
+                expected = expected_hits(
+                    everything,
+                    MemoryFilter(user_id=user),
+                    top_k=5,
+                    query=query,
+                    embedder=driver.embedder,
+                )
+                got = driver.recall(user, query=query, top_k=5)
+                assert_same_hits(got, expected, 5, context=f"step {step} ({action}), {user}")
 
     def test_concurrent_imports_of_one_id_have_one_winner(self, make_driver: MakeDriver) -> None:
         """Two openers of the same store import batches with the same ids at the same moment:

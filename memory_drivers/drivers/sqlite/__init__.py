@@ -22,6 +22,7 @@ migrations are applied on open (set ``MEMORY_AUTO_MIGRATE=false`` to require
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +30,19 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Table, column, delete, exists, func, insert, literal_column, select, table
+from sqlalchemy import (
+    Table,
+    and_,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -37,7 +50,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from ...config import Settings
 from ...embeddings import Embedder
 from ...errors import BackendUnavailableError, SchemaError
-from ...models import Scalar
+from ...models import MemoryFilter, Scalar
 from ...sql import migrations
 from ...sql.driver import SQLDriver
 from ...sql.engines import (
@@ -154,13 +167,22 @@ class SQLiteDriver(SQLDriver):
 
     # ------------------------------------------------------------------ SQL hooks
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
-        # Evaluated on the rows other conditions leave (one user's, in a recall).
-        each = func.json_each(memories.c.tags).table_valued("value")
-        if mode == "any":
-            return exists().select_from(each).where(each.c.value.in_(tags))
-        # Tags are distinct within a memory, so counting the wanted ones finds "has all".
-        found = select(func.count()).select_from(each).where(each.c.value.in_(tags))
-        return found.scalar_subquery() == len(tags)
+        # The column holds json.dumps(list) (the engine's serializer, see engines.py): elements
+        # separated by ", ", every quote inside a string escaped. So a tag is an element exactly
+        # when its JSON text appears after "[" or ", " and before "," or "]": a plain substring
+        # test, without parsing the JSON of every row.
+        def has(tag: str) -> ColumnElement[bool]:
+            text = json.dumps(tag)
+            return or_(
+                *(
+                    func.instr(memories.c.tags, f"{before}{text}{after}") > 0
+                    for before in ("[", ", ")
+                    for after in (",", "]")
+                )
+            )
+
+        tests = [has(tag) for tag in tags]
+        return or_(*tests) if mode == "any" else and_(*tests)
 
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         each = func.json_each(memories.c.metadata).table_valued("key", "type", "value")
@@ -193,9 +215,19 @@ class SQLiteDriver(SQLDriver):
         where: Sequence[ColumnElement[bool]],
         vector: np.ndarray,
         top_k: int,
+        memory_filter: MemoryFilter | None = None,
     ) -> list[tuple[int, float]]:
         index = self._vector_index(connection)
         index.ensure_current(connection)
+        if (
+            memory_filter is not None
+            and memory_filter.user_id is not None
+            and (memory_filter == MemoryFilter(user_id=memory_filter.user_id))
+        ):
+            # Scoped to one user and nothing else: the index knows each vector's owner.
+            found = index.search_owner(vector, top_k + TIE_MARGIN, memory_filter.user_id)
+            if found is not None:
+                return found
         candidates = None
         if where:
             candidates = connection.execute(select(table.c.pk).where(*where)).scalars().all()

@@ -61,17 +61,25 @@ def _new_index(dimension: int) -> Any:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
 
+_LOG_POSITION = select(
+    select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log").scalar_subquery(),
+    select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY).scalar_subquery(),
+)
+
+
 def log_position(connection: Connection) -> tuple[int, int]:
     """(last log seq ever written, log position of the last saved index file) in this
     snapshot. The log is compacted up to the second: entries the file covers are deleted."""
-    last = (
-        select(sqlite_sequence.c.seq)
-        .where(sqlite_sequence.c.name == "vector_log")
-        .scalar_subquery()
-    )
-    saved = select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY).scalar_subquery()
-    row = connection.execute(select(last, saved)).one()
+    row = connection.execute(_LOG_POSITION).one()
     return int(row[0] or 0), int(row[1] or 0)
+
+
+def _columns(kind: str) -> tuple[Any, ...]:
+    """What is read per vector: memories also bring their owner (it never changes)."""
+    table = TABLES[kind]
+    if kind == "memories":
+        return table.c.pk, table.c.embedding, table.c.user_id
+    return table.c.pk, table.c.embedding
 
 
 class VectorIndexes:
@@ -85,6 +93,10 @@ class VectorIndexes:
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
         #: per kind, row of each pk in the index's storage (-1: none); None when stale
         self._rows: dict[str, np.ndarray | None] = {kind: None for kind in KINDS}
+        #: the owner (a code of ``_codes``) of each memories row, aligned with the storage;
+        #: None when not known (it is loaded when the index is opened)
+        self._owners: np.ndarray | None = np.zeros(0, dtype=np.int32)
+        self._codes: dict[str, int] = {}
         self.seq = 0
         #: vector changes applied since the file was last written
         self.unsaved = 0
@@ -127,12 +139,28 @@ class VectorIndexes:
         else:
             self.indexes, self.seq, self.unsaved = indexes, seq, 0
             self._rows = {kind: None for kind in KINDS}
+            self._owners = None
             self._replay(connection)
             drift = self._drift(connection)
             if drift:
                 log.warning("rebuilding the FAISS index %s from SQLite: %s", self.path, drift)
                 self.rebuild(connection)
+            else:
+                self._load_owners(connection)
         self.loaded = True
+
+    def _load_owners(self, connection: Connection) -> None:
+        """The owner of every memories row (the file does not hold them)."""
+        rows = connection.execute(select(memories.c.pk, memories.c.user_id)).all()
+        row_of = self._row_map("memories")
+        owners = np.full(self.indexes["memories"].ntotal, -1, dtype=np.int32)
+        for pk, user in rows:
+            if pk < len(row_of) and row_of[pk] >= 0:
+                owners[row_of[pk]] = self._code(user)
+        self._owners = owners
+
+    def _code(self, user: str) -> int:
+        return self._codes.setdefault(user, len(self._codes))
 
     def _drift(self, connection: Connection) -> str | None:
         from sqlalchemy import func
@@ -158,8 +186,13 @@ class VectorIndexes:
             if not ops:
                 continue
             index = self.indexes[kind]
+            removed = np.fromiter(ops, dtype=np.int64, count=len(ops))
+            if kind == "memories" and self._owners is not None:
+                # FAISS compacts its storage in order: drop the same rows from the owners.
+                stored = faiss.vector_to_array(index.id_map)
+                self._owners = self._owners[~np.isin(stored, removed)]
             self._rows[kind] = None
-            index.remove_ids(np.fromiter(ops, dtype=np.int64, count=len(ops)))
+            index.remove_ids(removed)
             added = [pk for pk, op in ops.items() if op == "add"]
             self._add_rows(connection, kind, TABLES[kind].c.pk.in_, added)
         self.seq = entries[-1].seq
@@ -172,12 +205,9 @@ class VectorIndexes:
         where: Callable[[Sequence[int]], ColumnElement[bool]],
         pks: Sequence[int],
     ) -> None:
-        table = TABLES[kind]
         for start in range(0, len(pks), READ_BATCH):
             batch = pks[start : start + READ_BATCH]
-            rows = connection.execute(
-                select(table.c.pk, table.c.embedding).where(where(batch))
-            ).all()
+            rows = connection.execute(select(*_columns(kind)).where(where(batch))).all()
             self._add(kind, rows)
 
     def _add(self, kind: str, rows: Sequence[Any]) -> None:
@@ -191,6 +221,9 @@ class VectorIndexes:
             )
         self.indexes[kind].add_with_ids(vectors, ids)
         self._rows[kind] = None
+        if kind == "memories" and self._owners is not None:
+            codes = np.fromiter((self._code(row[2]) for row in rows), np.int32, len(rows))
+            self._owners = np.concatenate([self._owners, codes])
 
     def rebuild(
         self, connection: Connection, progress: Callable[[int], None] | None = None
@@ -200,11 +233,12 @@ class VectorIndexes:
             last, _ = log_position(connection)
             self.indexes = {kind: _new_index(self.dimension) for kind in KINDS}
             self._rows = {kind: None for kind in KINDS}
+            self._owners = np.zeros(0, dtype=np.int32)
             for kind, table in TABLES.items():
                 after = 0
                 while True:
                     rows = connection.execute(
-                        select(table.c.pk, table.c.embedding)
+                        select(*_columns(kind))
                         .where(table.c.pk > after)
                         .order_by(table.c.pk)
                         .limit(READ_BATCH)
@@ -243,15 +277,33 @@ class VectorIndexes:
             scores, ids = index.search(vector.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1]
 
+    def search_owner(
+        self, vector: np.ndarray, k: int, user_id: str
+    ) -> list[tuple[int, float]] | None:
+        """(pk, score) of the ``k`` best memories of ``user_id``, exactly; None when the owners
+        are not known (then ask with the user's candidates)."""
+        with self.lock:
+            owners = self._owners
+            if owners is None or len(owners) != self.indexes["memories"].ntotal:
+                return None
+            code = self._codes.get(user_id)
+            if code is None:
+                return []
+            return self._score_at("memories", np.flatnonzero(owners == code), vector, k)
+
     def _score_rows(
         self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
     ) -> list[tuple[int, float]]:
         pks = np.asarray(candidates, dtype=np.int64)
         rows_of = self._row_map(kind)
-        pks = pks[pks < len(rows_of)]
-        rows = rows_of[pks]
-        present = rows >= 0
-        pks, rows = pks[present], rows[present]
+        rows = rows_of[pks[pks < len(rows_of)]]
+        return self._score_at(kind, rows[rows >= 0], vector, k)
+
+    def _score_at(
+        self, kind: str, rows: np.ndarray, vector: np.ndarray, k: int
+    ) -> list[tuple[int, float]]:
+        """(pk, score) of the ``k`` best of these storage rows, read straight from the flat
+        index (no scan of the others)."""
         if not len(rows):
             return []
         index = self.indexes[kind]
@@ -260,9 +312,10 @@ class VectorIndexes:
         scores = stored.reshape(index.ntotal, self.dimension)[rows] @ vector
         if len(scores) > k:
             best = np.argpartition(-scores, k - 1)[:k]
-            pks, scores = pks[best], scores[best]
+            rows, scores = rows[best], scores[best]
         order = np.argsort(-scores, kind="stable")
-        return [(int(pks[i]), float(scores[i])) for i in order]
+        pks = faiss.vector_to_array(index.id_map)
+        return [(int(pks[rows[i]]), float(scores[i])) for i in order]
 
     def _row_map(self, kind: str) -> np.ndarray:
         """pk -> row in the flat storage (-1 when absent), rebuilt after the index changes."""
