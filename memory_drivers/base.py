@@ -78,6 +78,7 @@ RECALL_FILTERS = (
 )
 
 _INPUT_FIELDS = tuple(MemoryInput.model_fields)
+_INPUT_FIELD_SET = frozenset(_INPUT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ class BaseMemoryDriver(ABC):
         self._embedder = embedder
         self._allow_embedder_mismatch = allow_embedder_mismatch
         self._closed = False
+        #: the accepted memory types (the settings compute them on every access)
+        self._memory_types = frozenset(self.settings.memory_types)
 
     # ------------------------------------------------------------------ embedder
     @property
@@ -226,7 +229,7 @@ class BaseMemoryDriver(ABC):
             raise ValidationError(
                 f"each item must be a dict, a MemoryInput or a Memory, got {type(item).__name__}"
             )
-        unknown = sorted(set(item) - set(_INPUT_FIELDS))
+        unknown = sorted(item.keys() - _INPUT_FIELD_SET)
         if unknown:
             raise ValidationError(
                 f"unknown field {unknown[0]!r}.{did_you_mean(str(unknown[0]), _INPUT_FIELDS)} "
@@ -248,7 +251,7 @@ class BaseMemoryDriver(ABC):
             ),
             content=check.content(item.get("content"), s.memory_max_content_length),
             memory_type=check.memory_type(
-                s.memory_default_type if mtype is None else mtype, s.memory_types
+                s.memory_default_type if mtype is None else mtype, self._memory_types
             ),
             tags=check.tags(item.get("tags")),
             importance=0.5 if importance is None else check.importance(importance),

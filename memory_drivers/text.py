@@ -11,6 +11,7 @@ are made here, once, and backends only index and match them:
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -39,6 +40,7 @@ STOPWORDS = frozenset(
 _local = threading.local()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
     stemmer = getattr(_local, "stemmer", None)
     if stemmer is None:

@@ -106,14 +106,14 @@ def importance(value: Any, name: str = "importance") -> float:
 
 def memory_type(value: Any, allowed: Iterable[str], name: str = "memory_type") -> str:
     """One of the configured memory types."""
-    allowed = tuple(allowed)
-    if not isinstance(value, str) or value not in allowed:
-        hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
-        raise ValidationError(
-            f"{name} {_show(value)} is not a known memory type.{hint} Known: "
-            f"{', '.join(allowed)}. Applications add types with MEMORY_EXTRA_TYPES."
-        )
-    return value
+    if isinstance(value, str) and value in allowed:
+        return value
+    known = sorted(allowed)
+    hint = did_you_mean(value, known) if isinstance(value, str) else ""
+    raise ValidationError(
+        f"{name} {_show(value)} is not a known memory type.{hint} Known: "
+        f"{', '.join(known)}. Applications add types with MEMORY_EXTRA_TYPES."
+    )
 
 
 def json_value(value: Any, path: str) -> Any:
