@@ -37,13 +37,14 @@ from typing import Any, Literal
 
 import numpy as np
 import psycopg
-from pgvector.sqlalchemy import VECTOR
+from pgvector.psycopg import register_vector
 from sqlalchemy import (
     Float,
     Table,
     Text,
     cast,
     create_engine,
+    event,
     func,
     literal,
     literal_column,
@@ -61,7 +62,7 @@ from ..errors import BackendUnavailableError, ConfigurationError, SchemaError
 from ..models import MemoryFilter, Scalar
 from ..sql import migrations
 from ..sql.driver import SQLDriver, retried
-from ..sql.schema import memories
+from ..sql.schema import EmbeddingType, memories
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
@@ -165,6 +166,18 @@ def prepare_database(connection: Connection, where: str) -> None:
         ) from None
 
 
+def _register_vector(dbapi_connection: Any, _record: Any) -> None:
+    """Send and read vectors in binary on this connection (pgvector's psycopg adapter)."""
+    try:
+        register_vector(dbapi_connection)
+    except psycopg.ProgrammingError:
+        pass  # no extension yet (a new database): the connections are renewed after migrating
+    finally:
+        # register_vector queried the catalog: end that implicit transaction (the pool resets
+        # connections too, but a connection handed out now must start clean)
+        dbapi_connection.rollback()
+
+
 def _permanent(exc: DBAPIError) -> bool:
     orig = exc.orig
     return getattr(orig, "sqlstate", None) in PERMANENT or bool(PERMANENT_MESSAGE.search(str(orig)))
@@ -189,6 +202,7 @@ class PgVectorDriver(SQLDriver):
     # ------------------------------------------------------------------ engine, transactions
     def _create_engine(self) -> Engine:
         engine = engine_for(self.settings)
+        event.listen(engine, "connect", _register_vector)
         self._url = engine.url
         self._label = describe(engine.url)
         self._retry_seconds = self.settings.pgvector_retry_seconds
@@ -263,6 +277,8 @@ class PgVectorDriver(SQLDriver):
                 )
             prepare_database(connection, self._label)
             migrations.upgrade(connection, embedding_dimension=self.embedder.dimension)
+        # Connections opened before the extension existed could not register its adapter.
+        self.engine.dispose()
 
     # ------------------------------------------------------------------ SQL hooks
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
@@ -292,7 +308,7 @@ class PgVectorDriver(SQLDriver):
         memory_filter: MemoryFilter | None = None,
     ) -> list[tuple[int, float]]:
         limit = top_k + TIE_MARGIN
-        query_vector = literal(np.asarray(vector, dtype=np.float32), VECTOR())
+        query_vector = literal(vector, EmbeddingType())
         distance = table.c.embedding.op("<=>", return_type=Float())(query_vector)
         limit_exact = self.settings.pgvector_exact_scan_limit
         bounded = select(table.c.pk).where(*where).limit(limit_exact + 1).subquery()
