@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     pgvector_pool_size: int = Field(5, ge=1)
     pgvector_connect_timeout: float = Field(5.0, gt=0)
     pgvector_retry_seconds: float = Field(10.0, ge=0)
+    pgvector_memory_hnsw: bool = False
     pgvector_exact_scan_limit: int = Field(20_000, ge=0)
     pgvector_ef_search: int = Field(100, ge=1)
 

@@ -86,13 +86,13 @@ def test_status_upgrade_status(db: Path) -> None:
     cannot find the scripts, or the initial migration is incomplete."""
     status = migrate(db, "status")
     assert status.returncode == 0, status.stderr
-    assert "pending:  0001" in status.stdout
+    assert "pending:  0001" in status.stdout and "pending:  0002" in status.stdout
     assert "up to date" not in status.stdout
     assert objects(db) == set(), "status must not create the schema"
 
     upgrade = migrate(db)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert "applied 0001" in upgrade.stdout
+    assert "applied 0001" in upgrade.stdout and "applied 0002" in upgrade.stdout
     assert objects(db) >= SCHEMA_TABLES | SQLITE_ONLY_TABLES
     assert {"memories_fts_insert", "memories_log_insert", "knowledge_chunks_log_delete"} <= objects(
         db, "trigger"
@@ -101,7 +101,8 @@ def test_status_upgrade_status(db: Path) -> None:
 
     status = migrate(db, "status")
     assert status.returncode == 0, status.stderr
-    assert "current:  0001" in status.stdout and "up to date" in status.stdout
+    head = migrations.head_revision()
+    assert f"current:  {head}" in status.stdout and "up to date" in status.stdout
     assert "pending" not in status.stdout
 
     again = migrate(db)  # nothing pending: harmless
@@ -140,9 +141,9 @@ def test_rollback_then_upgrade(db: Path) -> None:
     """rollback removes the schema (tables, FTS5, vector log, triggers); migrate.py restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
-    rollback = migrate(db, "rollback")
+    rollback = migrate(db, "rollback", "--steps", "2")
     assert rollback.returncode == 0, rollback.stderr
-    assert "rolled back 0001" in rollback.stdout
+    assert "rolled back 0002 -> (empty)" in rollback.stdout
     left = objects(db) - {migrations.VERSION_TABLE}
     assert left == set(), f"rollback left {left}"
     assert objects(db, "trigger") == set()

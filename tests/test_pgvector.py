@@ -72,13 +72,17 @@ def random_texts(count: int, seed: int = 1) -> list[str]:
 
 # ---------------------------------------------------------------------- vector search
 def test_large_unfiltered_search_uses_the_hnsw_index(pg_database: str) -> None:
-    """Above PGVECTOR_EXACT_SCAN_LIMIT candidates, vector recall goes through the HNSW index
-    (cosine), and its answers agree with an exact scan (recall@10 >= 0.9)."""
+    """With PGVECTOR_MEMORY_HNSW=true the driver creates the HNSW index over memories; above
+    PGVECTOR_EXACT_SCAN_LIMIT candidates vector recall goes through it (cosine), and its answers
+    agree with an exact scan (recall@10 >= 0.9)."""
     embedder = HashingEmbedder(64)
-    approximate = PgVectorDriver(
-        settings_for(pg_database, pgvector_exact_scan_limit=100), embedder=embedder
-    )
     exact = PgVectorDriver(settings_for(pg_database), embedder=embedder)
+    assert exact.health_check()["memory_hnsw"] is False
+    approximate = PgVectorDriver(
+        settings_for(pg_database, pgvector_exact_scan_limit=100, pgvector_memory_hnsw=True),
+        embedder=embedder,
+    )
+    assert approximate.health_check()["memory_hnsw"] is True
     try:
         approximate.store_many([{"user_id": "u1", "content": t} for t in random_texts(1500)])
         with approximate.engine.begin() as connection:
@@ -99,24 +103,32 @@ def test_large_unfiltered_search_uses_the_hnsw_index(pg_database: str) -> None:
         exact.close()
 
 
-def test_selective_filter_scans_exactly(driver: PgVectorDriver) -> None:
-    """A filter matching few rows is answered by an exact scan of them, not the HNSW index."""
-    driver.store_many(
-        [{"user_id": f"u{i % 50}", "content": t} for i, t in enumerate(random_texts(500))]
-    )
-    seen = statements(driver)
-    hits = driver.recall("u3", query="alpha bravo", top_k=5)
-    assert len(hits) == 5 and all(h.memory.user_id == "u3" for h in hits)
-    search = [s for s in seen if "<=>" in s[0]][-1]
-    assert "MATERIALIZED" in search[0]
-    assert "hnsw" not in plan(driver, *search)
+@pytest.mark.parametrize("memory_hnsw", [False, True])
+def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> None:
+    """A filter matching few rows is answered by an exact scan of them, not the HNSW index;
+    without that index nothing is counted first."""
+    with PgVectorDriver(
+        settings_for(pg_database, pgvector_memory_hnsw=memory_hnsw), embedder=HashingEmbedder(64)
+    ) as driver:
+        driver.store_many(
+            [{"user_id": f"u{i % 50}", "content": t} for i, t in enumerate(random_texts(500))]
+        )
+        seen = statements(driver)
+        hits = driver.recall("u3", query="alpha bravo", top_k=5)
+        assert len(hits) == 5 and all(h.memory.user_id == "u3" for h in hits)
+        search = [s for s in seen if "<=>" in s[0]][-1]
+        assert "MATERIALIZED" in search[0]
+        assert "hnsw" not in plan(driver, *search)
+        counted = any("count(" in s.lower() for s, _ in seen)
+        assert counted is memory_hnsw
 
 
 def test_filtered_recall_through_the_index_still_returns_top_k(pg_database: str) -> None:
     """With the HNSW index and a filter that only a few percent of rows pass, pgvector's
     iterative index scan keeps going until top_k matches are found."""
     with PgVectorDriver(
-        settings_for(pg_database, pgvector_exact_scan_limit=10), embedder=HashingEmbedder(64)
+        settings_for(pg_database, pgvector_exact_scan_limit=10, pgvector_memory_hnsw=True),
+        embedder=HashingEmbedder(64),
     ) as driver:
         texts = random_texts(1200, seed=3)
         driver.store_many(
@@ -239,7 +251,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     GIN indexes), rollback of the last step, fresh."""
     status = run_migrate(pg_database, "status")
     assert status.returncode == 0, status.stderr
-    assert "pending:  0001" in status.stdout
+    assert "pending:  0001" in status.stdout and "pending:  0002" in status.stdout
     with pytest.raises(SchemaError, match=r"python migrate\.py"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
@@ -250,10 +262,12 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     name = pg_database.rsplit("/", 1)[-1].split("?")[0]
     indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
     assert {
-        "ix_memories_embedding_hnsw",
         "ix_knowledge_chunks_embedding_hnsw",
         "ix_memories_search_tsv",
+        "ix_memories_metadata",
+        "ix_memories_tags",
     } <= indexes
+    assert "ix_memories_embedding_hnsw" not in indexes  # dropped by 0002
     assert postgres.admin("SELECT extversion FROM pg_extension WHERE extname='vector'", name)
     assert "up to date" in run_migrate(pg_database, "status").stdout
 
@@ -264,6 +278,20 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         assert driver.count() == 1
 
     rollback = run_migrate(pg_database, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0002 -> 0001" in rollback.stdout
+    indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
+    assert "ix_memories_embedding_hnsw" in indexes
+    # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0002.*python migrate\.py"):
+        PgVectorDriver(
+            settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
+        )
+    with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
+        assert driver.count() == 1 and driver.health_check()["memory_hnsw"] is False
+    assert "up to date" in run_migrate(pg_database, "status").stdout
+
+    rollback = run_migrate(pg_database, "rollback", "--steps", "2")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]
@@ -372,4 +400,9 @@ def test_reembed_with_another_dimension(pg_database: str) -> None:
     with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(32)) as driver:
         hit = driver.recall("u1", query="switch the model", top_k=1)[0]
         assert hit.memory.id == memory.id and hit.score == pytest.approx(1.0, abs=1e-5)
-        assert driver.health_check()["indexes"]["ix_memories_embedding_hnsw"] is True
+        report = driver.health_check()
+        assert report["indexes"]["ix_knowledge_chunks_embedding_hnsw"] is True
+        assert report["memory_hnsw"] is False
+        assert driver.recall_global_knowledge("a document", top_k=1)[0].score == pytest.approx(
+            1.0, abs=1e-5
+        )

@@ -5,7 +5,8 @@ Environment::
     MEMORY_DRIVER=pgvector
     DATABASE_URL=postgresql://user:password@host:5432/dbname
     MEMORY_AUTO_MIGRATE=false            # default: require `python migrate.py` first
-    PGVECTOR_EXACT_SCAN_LIMIT=20000      # candidate sets up to this size: exact scan
+    PGVECTOR_MEMORY_HNSW=false           # true: an HNSW index over memories too (see below)
+    PGVECTOR_EXACT_SCAN_LIMIT=20000      # with that index: candidate sets up to this size scan
 
 Python::
 
@@ -17,10 +18,14 @@ Memories, knowledge chunks, links and embeddings live in one database, so every 
 transaction. Create the schema with ``python migrate.py`` (it also runs
 ``CREATE EXTENSION IF NOT EXISTS vector`` and creates the HNSW and GIN indexes).
 
-Vector recall ranks by pgvector's cosine distance (score = 1 - distance). When the filtered
-candidate set has at most ``PGVECTOR_EXACT_SCAN_LIMIT`` rows (one user's memories, typically)
-it is scanned exactly; larger sets use the HNSW index with pgvector's iterative index scan, so a
-filtered recall still returns ``top_k`` results when that many match. Keyword recall uses a
+Vector recall ranks by pgvector's cosine distance (score = 1 - distance). A memory recall is
+always within one user's memories, which are scored exactly: no index over every user's vectors
+by default, as maintaining one cost ten times the rest of an insert. With
+``PGVECTOR_MEMORY_HNSW=true`` (for users with tens of thousands of memories each) the driver
+creates an HNSW index over memories; knowledge chunks always have one. With an index, a
+filtered candidate set of at most ``PGVECTOR_EXACT_SCAN_LIMIT`` rows is still scanned exactly;
+larger sets use the index with pgvector's iterative index scan, so a filtered recall still
+returns ``top_k`` results when that many match. Keyword recall uses a
 generated ``tsvector`` over the shared keyword terms, with a GIN index.
 
 Dropped connections and server restarts are retried for ``PGVECTOR_RETRY_SECONDS``; a server
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -66,6 +72,8 @@ from ..sql.schema import EmbeddingType, memories
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
+logger = logging.getLogger(__name__)
+
 #: Key of the advisory lock that serializes migrations between processes.
 MIGRATION_LOCK = 0x6D656D6F7279  # "memory"
 
@@ -81,12 +89,16 @@ PERMANENT_MESSAGE = re.compile(
     r"failed|no pg_hba\.conf entry)|no password supplied"
 )
 
+#: Indexes the schema always has.
 INDEXES = (
-    "ix_memories_embedding_hnsw",
     "ix_knowledge_chunks_embedding_hnsw",
     "ix_memories_search_tsv",
     "ix_memories_metadata",
+    "ix_memories_tags",
 )
+#: The optional HNSW index over memories (PGVECTOR_MEMORY_HNSW).
+MEMORY_HNSW = "ix_memories_embedding_hnsw"
+HNSW_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding vector_cosine_ops)"
 
 
 def postgres_url(url: str) -> URL:
@@ -252,8 +264,31 @@ class PgVectorDriver(SQLDriver):
         # Bytewise, as SQLite and Python compare; a locale collation could order ids otherwise.
         return memories.c.id.collate("C")
 
-    @retried
     def _prepare_schema(self) -> None:
+        self._migrate()
+        if self.settings.pgvector_memory_hnsw:
+            self._create_memory_index()
+        self._memory_hnsw = self._index_exists(MEMORY_HNSW)
+
+    @retried
+    def _index_exists(self, name: str) -> bool:
+        with self._read() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_indexes WHERE indexname = :name"), {"name": name}
+            ).first()
+            return found is not None
+
+    @retried
+    def _create_memory_index(self) -> None:
+        if self._index_exists(MEMORY_HNSW):
+            return
+        logger.info("creating %s on %s (PGVECTOR_MEMORY_HNSW=true)", MEMORY_HNSW, self._label)
+        with self._write() as connection:
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            connection.execute(text(HNSW_DDL.format(name=MEMORY_HNSW, table="memories")))
+
+    @retried
+    def _migrate(self) -> None:
         with self._write() as connection:
             current = migrations.current_revision(connection)
             head = migrations.head_revision()
@@ -311,8 +346,12 @@ class PgVectorDriver(SQLDriver):
         query_vector = literal(vector, EmbeddingType())
         distance = table.c.embedding.op("<=>", return_type=Float())(query_vector)
         limit_exact = self.settings.pgvector_exact_scan_limit
-        bounded = select(table.c.pk).where(*where).limit(limit_exact + 1).subquery()
-        candidates = connection.execute(select(func.count()).select_from(bounded)).scalar_one()
+        if table is memories and not self._memory_hnsw:
+            candidates = 0  # no index to choose: always exact
+        else:
+            bounded = select(table.c.pk).where(*where).limit(limit_exact + 1).subquery()
+            count = select(func.count()).select_from(bounded)
+            candidates = connection.execute(count).scalar_one()
         if candidates <= limit_exact:
             # Selective filter: score every candidate exactly. The materialized CTE keeps the
             # planner from answering through the (approximate) HNSW index.
@@ -341,26 +380,26 @@ class PgVectorDriver(SQLDriver):
 
     def _after_reembed(self) -> None:
         dimension = int(self.embedder.dimension)
+        hnsw = ["knowledge_chunks"] + (["memories"] if self._memory_hnsw else [])
         with self._write() as connection:
             for table in ("memories", "knowledge_chunks"):
                 connection.execute(
                     text(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dimension})")
                 )
+            for table in hnsw:
                 connection.execute(
-                    text(
-                        f"CREATE INDEX ix_{table}_embedding_hnsw ON {table} "
-                        "USING hnsw (embedding vector_cosine_ops)"
-                    )
+                    text(HNSW_DDL.format(name=f"ix_{table}_embedding_hnsw", table=table))
                 )
 
     def rebuild_index(self, progress: Any = None) -> dict[str, Any]:
         """REINDEX the HNSW and full-text indexes (they are maintained on every write; this is
         for after bulk loads or corruption)."""
         self._check_open()
+        indexes = [*INDEXES, MEMORY_HNSW] if self._index_exists(MEMORY_HNSW) else list(INDEXES)
         with self._write() as connection:
-            for index in INDEXES:
+            for index in indexes:
                 connection.execute(text(f"REINDEX INDEX {index}"))
-        return {"rebuilt": True, "indexes": list(INDEXES)}
+        return {"rebuilt": True, "indexes": indexes}
 
     # ------------------------------------------------------------------ operations
     @retried
@@ -380,6 +419,8 @@ class PgVectorDriver(SQLDriver):
                     text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
                 ).scalar(),
                 "indexes": {name: name in indexes for name in INDEXES},
+                # optional (PGVECTOR_MEMORY_HNSW): its absence is not a fault
+                "memory_hnsw": MEMORY_HNSW in indexes,
             }
 
     def _health(self) -> dict[str, Any]:

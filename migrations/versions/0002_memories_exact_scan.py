@@ -1,0 +1,37 @@
+"""memories: no HNSW index by default (recall scans the user's memories exactly)
+
+Every memory recall is scoped to one user, whose memories an exact scan scores in about a
+millisecond per thousand; keeping an HNSW graph over every user's vectors cost about ten
+times the rest of an insert (memories/s at 100k: ~500 with it, ~6,000 without). Deployments
+where one user holds tens of thousands of memories turn it back on with
+PGVECTOR_MEMORY_HNSW=true (the driver creates it). Knowledge chunks, searched across every
+user, keep theirs. Nothing on SQLite.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-21
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+MEMORY_HNSW = "ix_memories_embedding_hnsw"
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP INDEX IF EXISTS {MEMORY_HNSW}")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"CREATE INDEX IF NOT EXISTS {MEMORY_HNSW} ON memories "
+            "USING hnsw (embedding vector_cosine_ops)"
+        )
