@@ -66,7 +66,8 @@ def _optional_path(value: str | None) -> Path | None:
 
 
 def run(args: argparse.Namespace, *, json_output: bool = False, progress: bool = False) -> int:
-    """Run what ``args`` ask; the exit code (1 when a job failed, the report is written anyway)."""
+    """Run what ``args`` ask; the exit code (1 when a job of the run failed: the report is
+    written anyway)."""
     out, plot = _optional_path(args.out), _optional_path(args.plot)
     if args.report_only:
         results = load_results(Path(args.report_only))
@@ -98,4 +99,4 @@ def run(args: argparse.Namespace, *, json_output: bool = False, progress: bool =
             print(f"wrote {results_path}")
         if failed:
             print(f"{len(failed)} job(s) failed; see the report", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed and not args.report_only else 0

@@ -85,10 +85,21 @@ def _mib(value: float | None) -> str:
     return "n/a" if value is None else _num(value / (1024 * 1024))
 
 
+def _missing(run: Result | None) -> str:
+    """The cell of a run that failed, or was not run."""
+    return "failed" if run else "—"
+
+
+def _recall(run: Result | None, workload: str) -> str:
+    if not _ok(run):
+        return _missing(run)
+    return _num(_get(run, "workloads", workload, "recall_at_k"), 3)
+
+
 def _pair(run: Result | None, workload: str) -> str:
     w = _get(run, "workloads", workload)
     if not _ok(run):
-        return "failed" if run else "—"
+        return _missing(run)
     if w is None:
         return "n/a"
     return f"{_num(w['p50_ms'])} / {_num(w['p95_ms'])}"
@@ -111,7 +122,7 @@ Row = tuple[str, Show, Value | None, bool]
 ROWS: list[Row] = [
     (
         "ingest, memories/s (`store_many` / `add_texts`, replayed vectors)",
-        lambda r: _int(_get(r, "ingest", "per_s")) if _ok(r) else ("failed" if r else "—"),
+        lambda r: _int(_get(r, "ingest", "per_s")) if _ok(r) else _missing(r),
         lambda r: _get(r, "ingest", "per_s"),
         True,
     ),
@@ -123,7 +134,7 @@ ROWS: list[Row] = [
     ),
     (
         "recall@10, vector",
-        lambda r: _num(_get(r, "workloads", "vector", "recall_at_k"), 3) if _ok(r) else "—",
+        lambda r: _recall(r, "vector"),
         None,
         True,
     ),
@@ -135,7 +146,7 @@ ROWS: list[Row] = [
     ),
     (
         "recall@10, vector + tag + since",
-        lambda r: _num(_get(r, "workloads", "filtered", "recall_at_k"), 3) if _ok(r) else "—",
+        lambda r: _recall(r, "filtered"),
         None,
         True,
     ),
@@ -153,7 +164,7 @@ ROWS: list[Row] = [
     ),
     (
         "first recall after the load, ms",
-        lambda r: _num(_get(r, "first_recall_ms")) if _ok(r) else "—",
+        lambda r: _num(_get(r, "first_recall_ms")) if _ok(r) else _missing(r),
         lambda r: _get(r, "first_recall_ms"),
         False,
     ),
@@ -162,36 +173,45 @@ ROWS: list[Row] = [
         lambda r: (
             f"{_int(_get(r, 'peak_rss_mb'))} ({_int(_get(r, 'rss_baseline_mb'))})"
             if _ok(r)
-            else "—"
+            else _missing(r)
         ),
         lambda r: _get(r, "peak_rss_mb"),
         False,
     ),
     (
         "size on disk, MiB",
-        lambda r: _mib(_get(r, "disk_bytes")) if _ok(r) else "—",
+        lambda r: _mib(_get(r, "disk_bytes")) if _ok(r) else _missing(r),
         lambda r: _get(r, "disk_bytes"),
         False,
     ),
 ]
 
 
-def _header(drivers: list[str]) -> list[str]:
+def _with_peers(results: Result) -> bool:
+    """Whether the run measured any LangChain peer (else the tables have no peer columns)."""
+    peers = set(PEERS.values())
+    return any(r.get("target") in peers for r in results.get("runs", []))
+
+
+def _header(drivers: list[str], peers: bool) -> list[str]:
     cells = [""]
     for d in drivers:
-        cells += [f"**{d}**", PEERS[d], TIMES]
+        cells += [f"**{d}**", PEERS[d], TIMES] if peers else [f"**{d}**"]
     return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
 def _table(results: Result, n: int, drivers: list[str]) -> list[str]:
-    lines = _header(drivers)
+    peers = _with_peers(results)
+    lines = _header(drivers, peers)
     for label, show, value, higher in ROWS:
         cells = [label]
         for d in drivers:
             ours, peer = _run(results, d, n), _run(results, PEERS[d], n)
-            cells += [show(ours), show(peer)]
-            compare = value is not None and _ok(ours) and _ok(peer)
-            cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
+            cells.append(show(ours))
+            if peers:
+                cells.append(show(peer))
+                compare = value is not None and _ok(ours) and _ok(peer)
+                cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -200,11 +220,16 @@ def _failures(results: Result) -> list[str]:
     lines = []
     for run in results.get("runs", []):
         if not run.get("ok"):
-            lines.append(f"- {run.get('target')} at N={run.get('n'):,}: `{run.get('error')}`")
+            error = _one_line(run.get("error"))
+            lines.append(f"- {run.get('target')} at N={run.get('n'):,}: `{error}`")
     for e in results.get("embedders", []):
         if not e.get("ok"):
-            lines.append(f"- embedder speed ({e.get('backend')}): `{e.get('error')}`")
+            lines.append(f"- embedder speed ({e.get('backend')}): `{_one_line(e.get('error'))}`")
     return lines
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
 
 
 def _notes(results: Result) -> list[str]:
@@ -229,14 +254,17 @@ def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
         "`Embeddings` adapter.",
         "",
     ]
-    lines += _header(drivers)
+    peers = _with_peers(results)
+    lines += _header(drivers, peers)
     cells = ["memories/s"]
     for d in drivers:
         ours = next((r for r in runs if r["target"] == d), None)
         peer = next((r for r in runs if r["target"] == PEERS[d]), None)
         a = _get(ours, "end_to_end", "per_s")
         b = _get(peer, "end_to_end", "per_s")
-        cells += [_int(a) if a else "—", _int(b) if b else "—", _ratio(a, b, True)]
+        cells.append(_int(a) if a else "—")
+        if peers:
+            cells += [_int(b) if b else "—", _ratio(a, b, True)]
     lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 

@@ -11,9 +11,9 @@ import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..base import BaseMemoryDriver
 from ..config import Settings, build_settings
@@ -28,7 +28,6 @@ __all__ = [
     "TargetConfig",
     "directory_bytes",
     "make_target",
-    "peer_of",
 ]
 
 #: Our drivers, in report order, and the LangChain vector store a user would pick instead.
@@ -38,10 +37,6 @@ PEERS: dict[str, str] = {
     "chroma": "langchain-chroma",
 }
 DRIVERS = tuple(PEERS)
-
-
-def peer_of(driver: str) -> str:
-    return PEERS[driver]
 
 
 @dataclass
@@ -54,7 +49,6 @@ class TargetConfig:
     top_k: int = 10
     #: LangChain FAISS filters after the search: how many neighbours it fetches first.
     faiss_fetch_k: int = 2000
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Target(ABC):
@@ -154,7 +148,6 @@ class DriverTarget(Target):
     """One of our drivers, built directly (no registry, no cache) with the given embedder."""
 
     kind = "ours"
-    driver_name: ClassVar[str]
 
     def __init__(self, config: TargetConfig) -> None:
         super().__init__(config)
@@ -209,7 +202,6 @@ class DriverTarget(Target):
 
 class SQLiteTarget(DriverTarget):
     name = "sqlite"
-    driver_name = "sqlite"
 
     @property
     def directory(self) -> Path:
@@ -233,7 +225,6 @@ class SQLiteTarget(DriverTarget):
 
 class PgVectorTarget(DriverTarget):
     name = "pgvector"
-    driver_name = "pgvector"
 
     def settings(self) -> Settings:
         if not self.config.pg_url:
@@ -262,7 +253,6 @@ class PgVectorTarget(DriverTarget):
 
 class ChromaTarget(DriverTarget):
     name = "chroma"
-    driver_name = "chroma"
 
     @property
     def directory(self) -> Path:

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class JobSpec:
     progress: bool = False
     backend: str = "auto"
     sentences: int = 512
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -195,7 +194,6 @@ def run_target_job(spec: JobSpec) -> dict[str, Any]:
         pg_url=spec.pg_url,
         top_k=spec.top_k,
         faiss_fetch_k=spec.faiss_fetch_k,
-        extra=spec.extra,
     )
     target = make_target(spec.target, config)
     result: dict[str, Any] = {"target": target.name, "kind": target.kind, "n": spec.n}
@@ -243,7 +241,6 @@ def _end_to_end(spec: JobSpec, items: Sequence[Any]) -> dict[str, Any]:
         pg_url=spec.e2e_pg_url,
         top_k=spec.top_k,
         faiss_fetch_k=spec.faiss_fetch_k,
-        extra=spec.extra,
     )
     target = make_target(spec.target, config)
     target.open()
