@@ -478,7 +478,7 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         "*vector + tag + since* (also one tag, created at or after a date: about an eighth of "
         "the user's memories pass), *keyword* (`use_vector=False`; LangChain stores have "
         "none: n/a). A few unmeasured queries run first; the first recall after the load is "
-        "shown on its own.",
+        "shown on its own (it includes whatever a store left for later during the load).",
         "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
         "the same filter) that the store returned, averaged over the queries.",
         f"- **get**: {params.get('queries')} reads of random ids (LangChain: `get_by_ids`).",

@@ -215,7 +215,8 @@ class SQLiteTarget(DriverTarget):
 
         self.notes.append(
             f"SQLITE_SYNCHRONOUS={settings.sqlite_synchronous}, "
-            f"FAISS_PERSIST_EVERY={settings.faiss_persist_every}"
+            f"FAISS_PERSIST_EVERY={settings.faiss_persist_every}; the FAISS index takes in new "
+            "rows at the next search, so that work is in the first recall after the load"
         )
         return SQLiteDriver(settings, embedder=self.config.embedder)
 
