@@ -42,6 +42,7 @@ def results(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         embedder_queries=5,
         pg_url=postgres.admin_url,
         cache_dir=tmp_path_factory.mktemp("bench-cache"),
+        timeout=600,  # per job: a hung worker fails the run instead of hanging the suite
     )
     return run_bench(config, log=lambda message: None)
 
