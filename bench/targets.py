@@ -237,10 +237,7 @@ class PgVectorTarget(DriverTarget):
 
         assert self.config.pg_url
         self._empty_bytes = database_bytes(self.config.pg_url)
-        self.notes.append(
-            f"PGVECTOR_EXACT_SCAN_LIMIT={settings.pgvector_exact_scan_limit}, "
-            f"PGVECTOR_EF_SEARCH={settings.pgvector_ef_search}"
-        )
+        self.notes.append(_settings_note(settings, "pgvector_"))
         return PgVectorDriver(settings, embedder=self.config.embedder)
 
     def after_ingest(self) -> None:
@@ -265,14 +262,25 @@ class ChromaTarget(DriverTarget):
     def _make_driver(self, settings: Settings) -> BaseMemoryDriver:
         from ..drivers.chroma import ChromaDriver
 
-        self.notes.append(
-            f"embedded (PersistentClient), "
-            f"CHROMA_EXACT_SEARCH_LIMIT={settings.chroma_exact_search_limit}"
-        )
+        self.notes.append(f"embedded (PersistentClient), {_settings_note(settings, 'chroma_e')}")
         return ChromaDriver(settings, embedder=self.config.embedder)
 
     def disk_bytes(self) -> int:
         return directory_bytes(self.directory)
+
+
+#: Settings that do not change what is measured (connections, retries), left out of the notes.
+_NOT_NOTED = frozenset({"pgvector_connect_timeout", "pgvector_retry_seconds"})
+
+
+def _settings_note(settings: Settings, prefix: str) -> str:
+    """``NAME=value`` for every setting whose field starts with ``prefix`` (the driver's knobs,
+    whichever this version has)."""
+    return ", ".join(
+        f"{name.upper()}={getattr(settings, name)}"
+        for name in sorted(Settings.model_fields)
+        if name.startswith(prefix) and name not in _NOT_NOTED
+    )
 
 
 def make_target(name: str, config: TargetConfig) -> Target:
