@@ -406,7 +406,7 @@ def _targets_table(results: Result) -> list[str]:
         elif met:
             state = "yes"
         else:
-            short = f": {_num(gap, 2)}{TIMES} short" if gap else ""
+            short = f": {_num(gap, 3)}{TIMES} short" if gap else ""
             state = f"**no**{short} (see Why)"
         lines.append(f"| {label} | {measured} | {state} |")
     return [*lines, ""]
