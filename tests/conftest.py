@@ -51,10 +51,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
 
 @pytest.fixture(scope="session")
 def postgres() -> Any:
-    """A real PostgreSQL with pgvector for this session (see tests/postgres.py): the one at
-    PGVECTOR_TEST_URL, else a throwaway embedded server. Skips (laptop) or fails (CI) when
-    neither can be had."""
-    from postgres import start_postgres
+    """A real PostgreSQL with pgvector for this session (see memory_drivers/testing/postgres.py):
+    the one at PGVECTOR_TEST_URL, else a throwaway embedded server. Skips (laptop) or fails (CI)
+    when neither can be had."""
+    from memory_drivers.testing.postgres import start_postgres
 
     try:
         return start_postgres()

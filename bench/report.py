@@ -1,0 +1,608 @@
+"""``docs/benchmarks.md`` and its plot, made from the raw results of a run (``results.json``).
+
+The page is generated whole, except the block between :data:`WHY_BEGIN` and :data:`WHY_END`:
+the explanations of missed targets are written by hand there, and kept when the page is made
+again from new results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .targets import PEERS
+
+__all__ = ["WHY_BEGIN", "WHY_END", "load_results", "render_markdown", "render_plot", "write_report"]
+
+#: The sign of the ratio columns.
+TIMES = "\u00d7"
+WHY_BEGIN = "<!-- why:begin (kept when the page is regenerated) -->"
+WHY_END = "<!-- why:end -->"
+#: The N the issue's targets are stated for.
+TARGET_N = 100_000
+
+Result = dict[str, Any]
+
+
+def load_results(path: Path) -> Result:
+    results: Result = json.loads(Path(path).read_text())
+    if not isinstance(results, dict) or "runs" not in results:
+        raise ValueError(f"{path} does not hold the results of memory-drivers bench")
+    return results
+
+
+# ---------------------------------------------------------------------- lookups and formats
+def _run(results: Result, target: str, n: int) -> Result | None:
+    for run in results.get("runs", []):
+        if run.get("target") == target and run.get("n") == n:
+            return dict(run)
+    return None
+
+
+def _ok(run: Result | None) -> bool:
+    return bool(run and run.get("ok"))
+
+
+def _get(run: Result | None, *path: str) -> Any:
+    value: Any = run if _ok(run) else None
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _sizes(results: Result) -> list[int]:
+    return sorted({int(r["n"]) for r in results.get("runs", []) if "n" in r})
+
+
+def _drivers(results: Result) -> list[str]:
+    present = {r.get("target") for r in results.get("runs", [])}
+    return [d for d in PEERS if d in present or PEERS[d] in present]
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    """``value`` with about ``digits`` significant digits (no exponent)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:,.{decimals}f}"
+
+
+def _int(value: float | None) -> str:
+    return "n/a" if value is None else f"{round(value):,}"
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else _num(value / (1024 * 1024))
+
+
+def _missing(run: Result | None) -> str:
+    """The cell of a run that failed, or was not run."""
+    return "failed" if run else "—"
+
+
+def _recall(run: Result | None, workload: str) -> str:
+    if not _ok(run):
+        return _missing(run)
+    return _num(_get(run, "workloads", workload, "recall_at_k"), 3)
+
+
+def _pair(run: Result | None, workload: str) -> str:
+    w = _get(run, "workloads", workload)
+    if not _ok(run):
+        return _missing(run)
+    if w is None:
+        return "n/a"
+    return f"{_num(w['p50_ms'])} / {_num(w['p95_ms'])}"
+
+
+def _ratio(ours: float | None, peer: float | None, higher_is_better: bool) -> str:
+    """How many times better ours is (> 1: ours better)."""
+    if ours is None or peer is None or ours <= 0 or peer <= 0:
+        return "—"
+    ratio = ours / peer if higher_is_better else peer / ours
+    return f"{ratio:.2f}{TIMES}" if ratio >= 0.1 else f"{_num(ratio, 2)}{TIMES}"
+
+
+# ---------------------------------------------------------------------- the tables
+Show = Callable[[Result | None], str]
+Value = Callable[[Result | None], float | None]
+#: (label, the cell of a run, the number the ratio compares or None, higher is better)
+Row = tuple[str, Show, Value | None, bool]
+
+ROWS: list[Row] = [
+    (
+        "ingest, memories/s (`store_many` / `add_texts`, replayed vectors)",
+        lambda r: _int(_get(r, "ingest", "per_s")) if _ok(r) else _missing(r),
+        lambda r: _get(r, "ingest", "per_s"),
+        True,
+    ),
+    (
+        "recall, vector: p50 / p95 ms",
+        lambda r: _pair(r, "vector"),
+        lambda r: _get(r, "workloads", "vector", "p50_ms"),
+        False,
+    ),
+    (
+        "recall@10, vector",
+        lambda r: _recall(r, "vector"),
+        None,
+        True,
+    ),
+    (
+        "recall, vector + tag + since: p50 / p95 ms",
+        lambda r: _pair(r, "filtered"),
+        lambda r: _get(r, "workloads", "filtered", "p50_ms"),
+        False,
+    ),
+    (
+        "recall@10, vector + tag + since",
+        lambda r: _recall(r, "filtered"),
+        None,
+        True,
+    ),
+    (
+        "recall, keyword: p50 / p95 ms",
+        lambda r: _pair(r, "keyword"),
+        lambda r: _get(r, "workloads", "keyword", "p50_ms"),
+        False,
+    ),
+    (
+        "get by id: p50 / p95 ms",
+        lambda r: _pair(r, "get"),
+        lambda r: _get(r, "workloads", "get", "p50_ms"),
+        False,
+    ),
+    (
+        "first recall after the load, ms",
+        lambda r: _num(_get(r, "first_recall_ms")) if _ok(r) else _missing(r),
+        lambda r: _get(r, "first_recall_ms"),
+        False,
+    ),
+    (
+        "peak RSS of the process, MiB (after loading the data)",
+        lambda r: (
+            f"{_int(_get(r, 'peak_rss_mb'))} ({_int(_get(r, 'rss_baseline_mb'))})"
+            if _ok(r)
+            else _missing(r)
+        ),
+        lambda r: _get(r, "peak_rss_mb"),
+        False,
+    ),
+    (
+        "size on disk, MiB",
+        lambda r: _mib(_get(r, "disk_bytes")) if _ok(r) else _missing(r),
+        lambda r: _get(r, "disk_bytes"),
+        False,
+    ),
+]
+
+
+def _with_peers(results: Result) -> bool:
+    """Whether the run measured any LangChain peer (else the tables have no peer columns)."""
+    peers = set(PEERS.values())
+    return any(r.get("target") in peers for r in results.get("runs", []))
+
+
+def _header(drivers: list[str], peers: bool) -> list[str]:
+    cells = [""]
+    for d in drivers:
+        cells += [f"**{d}**", PEERS[d], TIMES] if peers else [f"**{d}**"]
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
+def _table(results: Result, n: int, drivers: list[str]) -> list[str]:
+    peers = _with_peers(results)
+    lines = _header(drivers, peers)
+    for label, show, value, higher in ROWS:
+        cells = [label]
+        for d in drivers:
+            ours, peer = _run(results, d, n), _run(results, PEERS[d], n)
+            cells.append(show(ours))
+            if peers:
+                cells.append(show(peer))
+                compare = value is not None and _ok(ours) and _ok(peer)
+                cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _failures(results: Result) -> list[str]:
+    lines = []
+    for run in results.get("runs", []):
+        if not run.get("ok"):
+            error = _one_line(run.get("error"))
+            lines.append(f"- {run.get('target')} at N={run.get('n'):,}: `{error}`")
+    for e in results.get("embedders", []):
+        if not e.get("ok"):
+            lines.append(f"- embedder speed ({e.get('backend')}): `{_one_line(e.get('error'))}`")
+    return lines
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split()).replace("`", "'")
+
+
+def _notes(results: Result) -> list[str]:
+    seen: dict[str, list[str]] = {}
+    for run in results.get("runs", []):
+        if run.get("ok") and run.get("notes"):
+            seen.setdefault(run["target"], run["notes"])
+    return [f"- **{t}**: {'; '.join(notes)}" for t, notes in seen.items()]
+
+
+def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
+    runs = [r for r in results.get("runs", []) if _get(r, "end_to_end")]
+    if not runs:
+        return []
+    first = runs[0]["end_to_end"]
+    lines = [
+        "## Ingest end to end, with the real model",
+        "",
+        f"{first['memories']:,} memories into an empty store, embedded by the default model "
+        f"({first.get('embedder')}), in batches of {first['batch']:,}; the model is loaded "
+        "before the clock starts. The peers get the same model through a LangChain "
+        "`Embeddings` adapter.",
+        "",
+    ]
+    peers = _with_peers(results)
+    lines += _header(drivers, peers)
+    cells = ["memories/s"]
+    for d in drivers:
+        ours = next((r for r in runs if r["target"] == d), None)
+        peer = next((r for r in runs if r["target"] == PEERS[d]), None)
+        a = _get(ours, "end_to_end", "per_s")
+        b = _get(peer, "end_to_end", "per_s")
+        cells.append(_int(a) if a else "—")
+        if peers:
+            cells += [_int(b) if b else "—", _ratio(a, b, True)]
+    lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _embedders(results: Result) -> list[str]:
+    rows = [e for e in results.get("embedders", []) if e.get("ok")]
+    if not rows:
+        return []
+    lines = [
+        "## Embedding model: ONNX and PyTorch backends",
+        "",
+        "The default model (all-MiniLM-L6-v2) as the library builds it for each "
+        "`EMBEDDING_BACKEND`: sentences per second embedding "
+        f"{rows[0]['sentences']:,} memory texts at batch 32, and the latency of embedding "
+        f"one query ({rows[0]['queries']} queries, one at a time). The default backend is "
+        "ONNX when onnxruntime is installed.",
+        "",
+        "| backend | class | sentences/s at batch 32 | one query p50 / p95 ms | load s "
+        "| peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in rows:
+        lines.append(
+            f"| {e['backend']} | {e['class']} | {_int(e['sentences_per_s'])} | "
+            f"{_num(e['query_p50_ms'])} / {_num(e['query_p95_ms'])} | {_num(e['load_s'])} | "
+            f"{_int(e.get('peak_rss_mb'))} |"
+        )
+    return [*lines, ""]
+
+
+# ---------------------------------------------------------------------- targets
+def _target_n(results: Result) -> int | None:
+    sizes = _sizes(results)
+    if not sizes:
+        return None
+    return TARGET_N if TARGET_N in sizes else max(sizes)
+
+
+TargetRow = tuple[str, str, bool | None, float | None]
+
+
+def targets(results: Result) -> list[TargetRow]:
+    """(target, measured, met, gap) for each of the issue's targets: met is None when not
+    measured; gap is how many times better the figure must get (None when met)."""
+    n = _target_n(results)
+    rows: list[TargetRow] = []
+
+    def check(label: str, value: float | None, limit: float, at_most: bool, unit: str) -> None:
+        if value is None:
+            rows.append((label, "not measured", None, None))
+            return
+        met = value <= limit if at_most else value >= limit
+        gap = None if met or value <= 0 else (value / limit if at_most else limit / value)
+        rows.append((label, f"{_num(value)} {unit}".strip(), met, gap))
+
+    def run(target: str) -> Result | None:
+        return _run(results, target, n) if n is not None else None
+
+    p50 = ("workloads", "vector", "p50_ms")
+    check("sqlite: recall p50 ≤ 2 ms", _get(run("sqlite"), *p50), 2.0, True, "ms")
+    check(
+        "sqlite: recall@10 ≥ 0.95",
+        _get(run("sqlite"), "workloads", "vector", "recall_at_k"),
+        0.95,
+        False,
+        "",
+    )
+    check(
+        "sqlite: store_many ≥ 10,000/s", _get(run("sqlite"), "ingest", "per_s"), 10_000, False, "/s"
+    )
+    check("pgvector: recall p50 ≤ 5 ms", _get(run("pgvector"), *p50), 5.0, True, "ms")
+    check(
+        "pgvector: store_many ≥ 5,000/s",
+        _get(run("pgvector"), "ingest", "per_s"),
+        5_000,
+        False,
+        "/s",
+    )
+    check("chroma (embedded): recall p50 ≤ 5 ms", _get(run("chroma"), *p50), 5.0, True, "ms")
+    for d in PEERS:
+        ours, peer = run(d), run(PEERS[d])
+        for what, path, higher in (
+            ("recall p50", p50, False),
+            ("ingest", ("ingest", "per_s"), True),
+        ):
+            a, b = _get(ours, *path), _get(peer, *path)
+            label = f"{d}: {what} at least as good as {PEERS[d]}"
+            if a is None or b is None:
+                if ours is not None or peer is not None:
+                    rows.append((label, "not measured", None, None))
+                continue
+            unit = "ms" if not higher else "/s"
+            met = a >= b if higher else a <= b
+            gap = None if met or min(a, b) <= 0 else (b / a if higher else a / b)
+            measured = f"{_num(a)} vs {_num(b)} {unit} ({_ratio(a, b, higher)})"
+            rows.append((label, measured, met, gap))
+    default = _default_embedder(results)
+    check(
+        "default embedder: ≥ 500 sentences/s at batch 32",
+        _get(default, "sentences_per_s"),
+        500,
+        False,
+        "/s",
+    )
+    check("default embedder: ≤ 4 ms for one query", _get(default, "query_p50_ms"), 4.0, True, "ms")
+    return rows
+
+
+def _default_embedder(results: Result) -> Result | None:
+    rows = [e for e in results.get("embedders", []) if e.get("ok")]
+    for backend in ("onnx", "torch"):  # the library's default order
+        for e in rows:
+            if e.get("backend") == backend:
+                return dict(e)
+    return None
+
+
+def _targets_table(results: Result) -> list[str]:
+    n = _target_n(results)
+    if n is None:
+        return []
+    where = (
+        f"N = {n:,}"
+        if n == TARGET_N
+        else f"N = {n:,} (**not** the {TARGET_N:,} the targets are stated for)"
+    )
+    lines = [
+        "## Targets",
+        "",
+        f"The issue's targets (2 cores, {TARGET_N:,} memories, query vector given), checked at "
+        f"{where}. Recall latency is the vector workload's p50.",
+        "",
+        "| target | measured | met? (if not: how many times short) |",
+        "|---|---|---|",
+    ]
+    for label, measured, met, gap in targets(results):
+        if met is None:
+            state = "—"
+        elif met:
+            state = "yes"
+        else:
+            short = f": {_num(gap, 3)}{TIMES} short" if gap else ""
+            state = f"**no**{short} (see Why)"
+        lines.append(f"| {label} | {measured} | {state} |")
+    return [*lines, ""]
+
+
+def _why_seed(results: Result) -> str:
+    missed = [label for label, _, met, _ in targets(results) if met is False]
+    lines = [
+        "_To be written after the final run: for each target missed above, and each row where "
+        "a driver is slower than its peer, why (what the driver does that the peer does not, "
+        "or what the peer gives up)._",
+        "",
+    ]
+    lines += [f"- {label}: _why?_" for label in missed]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- the page
+def render_markdown(results: Result, plot_name: str | None = None, why: str | None = None) -> str:
+    """The whole page. ``why``: the hand-written block to keep (else a placeholder)."""
+    machine = results.get("machine", {})
+    params = results.get("params", {})
+    dataset = results.get("dataset", {})
+    sizes = _sizes(results)
+    drivers = _drivers(results)
+    versions = results.get("versions", {})
+    out: list[str] = [
+        "# Benchmarks",
+        "",
+        "Generated by `memory-drivers bench` "
+        f"(started {results.get('started', '?')}, finished {results.get('finished', '?')}). "
+        "Regenerate this page from the raw results with "
+        "`memory-drivers bench --report-only <results.json>`; run it again with "
+        "`memory-drivers bench` (see the README's Benchmarks section).",
+        "",
+        "Every figure of a driver stands beside its LangChain peer, the vector store a user "
+        "would pick instead for the same backend, measured in the same run on the same data; "
+        f"**{TIMES}** is how many times better the driver is (above 1: the driver is faster, or "
+        "smaller). Latencies are medians (p50) and 95th percentiles over every query.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {machine.get('cpu', '?')}, {machine.get('cores', '?')} usable cores; "
+        f"memory {_num(machine.get('memory_gib'))} GiB",
+        f"- OS: {machine.get('os', '?')}; Python {machine.get('python', '?')}",
+        f"- load average when the run started: {machine.get('load_average')}",
+        "",
+        "| component | version |",
+        "|---|---|",
+    ]
+    out += [f"| {name} | {v or 'not installed'} |" for name, v in versions.items()]
+    out += [
+        "",
+        "## Data and method",
+        "",
+        f"- **Memories**: N = {', '.join(f'{n:,}' for n in sizes)}; synthetic first-person "
+        f"notes from a fixed vocabulary (seed {params.get('seed')}), spread over "
+        f"{params.get('users')} users, 1 to 3 of {len(dataset.get('tags', []))} tags each, "
+        "`created_at` over one year, importance in [0, 1].",
+        f"- **Vectors**: {dataset.get('dimension')} dimensions, {dataset.get('vectors')}. The "
+        "replay embedder returns a text's vector by dictionary lookup (its name is the real "
+        "model's), so ingest measures storage, and recall is measured with the query vector "
+        "given.",
+        f"- **Ingest**: every memory through the store's bulk call (`store_many`; LangChain: "
+        f"`add_texts` with ids and metadata), {params.get('batch'):,} per call, into an empty "
+        "store, timed from the first call to the last (LangChain FAISS: plus `save_local`).",
+        f"- **Recall**: {params.get('queries')} queries, each for a random user, top "
+        f"{params.get('top_k')} within that user's memories: *vector* (the question's vector), "
+        "*vector + tag + since* (also one tag, created at or after a date: about an eighth of "
+        "the user's memories pass), *keyword* (`use_vector=False`; LangChain stores have "
+        "none: n/a). A few unmeasured queries run first; the first recall after the load is "
+        "shown on its own (it includes whatever a store left for later during the load).",
+        "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
+        "the same filter) that the store returned, averaged over the queries.",
+        f"- **get**: {params.get('queries')} reads of random ids (LangChain: `get_by_ids`).",
+        "- **Peak RSS**: `ru_maxrss` of the process that ran the target (one process per target "
+        "and N); in brackets, the same just before the store was opened, with the data and "
+        "vectors loaded. PostgreSQL's own memory is in its server processes and not counted.",
+        "- **Size on disk**: the store's files after it was closed (SQLite: database, WAL and "
+        "FAISS file; Chroma and FAISS: their directory); PostgreSQL: the growth of "
+        "`pg_database_size`. PostgreSQL databases are `ANALYZE`d after the load (not timed).",
+        f"- **LangChain FAISS** filters after its search, over the `fetch_k = "
+        f"{params.get('faiss_fetch_k')}` nearest neighbours of the whole index "
+        f"(top k {TIMES} users {TIMES} 2): what a user of its `filter=` gets; recall@10 "
+        "shows what it misses.",
+        "",
+    ]
+    notes = _notes(results)
+    if notes:
+        out += ["Set-up of each target:", "", *notes, ""]
+    for n in sizes:
+        out += [f"## N = {n:,}", "", *_table(results, n, drivers), ""]
+    failures = _failures(results)
+    if failures:
+        out += ["Failed jobs:", "", *failures, ""]
+    if plot_name:
+        out += [
+            "## Recall latency against N",
+            "",
+            f"![recall p50 against N per target]({plot_name})",
+            "",
+        ]
+    out += _end_to_end(results, drivers)
+    out += _embedders(results)
+    out += _targets_table(results)
+    out += [
+        "## Why",
+        "",
+        WHY_BEGIN,
+        why if why is not None else _why_seed(results),
+        WHY_END,
+        "",
+    ]
+    return "\n".join(out)
+
+
+def kept_why(path: Path) -> str | None:
+    """The hand-written block of an existing page, if it has one."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    match = re.search(re.escape(WHY_BEGIN) + r"\n(.*?)\n?" + re.escape(WHY_END), text, re.S)
+    return match.group(1) if match else None
+
+
+def render_plot(results: Result, path: Path) -> None:
+    """Recall p50 against N, one line per target, one panel per workload (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    sizes = _sizes(results)
+    workloads = [("vector", "vector"), ("filtered", "vector + tag + since"), ("keyword", "keyword")]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(15, 4.8), sharey=True)
+    colors = dict(zip(PEERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+    for ax, (workload, title) in zip(axes, workloads, strict=True):
+        for driver in _drivers(results):
+            for target, style, marker in ((driver, "-", "o"), (PEERS[driver], "--", "s")):
+                points = _series(results, target, workload)
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, style, marker=marker, color=colors[driver], label=target)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        if len(sizes) == 1:
+            ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
+        ax.set_title(f"recall: {title}")
+        ax.set_xlabel("N (memories)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("p50 latency, ms (log)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False)
+    fig.suptitle("memory-drivers (solid) and their LangChain peers (dashed): recall p50, top 10")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _series(results: Result, target: str, workload: str) -> list[tuple[int, float]]:
+    points = []
+    for n in _sizes(results):
+        value = _get(_run(results, target, n), "workloads", workload, "p50_ms")
+        if value:
+            points.append((n, float(value)))
+    return points
+
+
+def write_report(results: Result, out: Path | None, plot: Path | None) -> list[Path]:
+    """Write the page (keeping its hand-written block) and the plot; the paths written."""
+    written: list[Path] = []
+    plot_name = None
+    if plot is not None:
+        render_plot(results, plot)
+        written.append(plot)
+        plot_name = _relative(plot, out.parent if out is not None else plot.parent)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = render_markdown(results, plot_name, kept_why(out))
+        out.write_text(text)
+        written.append(out)
+    return written
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(start).resolve())
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).resolve())

@@ -1,0 +1,300 @@
+"""One benchmark job, run in a fresh process: ``python -m memory_drivers.bench.worker SPEC RESULT``.
+
+A fresh process per (target, N) makes the peak resident memory that target's alone, and a crash
+cost only that job. ``SPEC`` and ``RESULT`` are JSON files; the result always says ``ok``, and on
+failure carries the error instead of figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["JobSpec", "main", "run_job", "summarize"]
+
+
+@dataclass
+class JobSpec:
+    """What one job does; every field is JSON."""
+
+    kind: str  # "target" or "embedder"
+    cache_dir: str
+    model: str
+    seed: int = 0
+    users: int = 100
+    n: int = 0
+    queries: int = 200
+    target: str = ""
+    batch: int = 1000
+    top_k: int = 10
+    faiss_fetch_k: int = 2000
+    workdir: str = ""
+    pg_url: str | None = None
+    end_to_end: int = 0
+    e2e_pg_url: str | None = None
+    progress: bool = False
+    backend: str = "auto"
+    sentences: int = 512
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return cls(**json.loads(text))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` keeps the
+    high-water mark of the parent across fork and exec, so it would report the runner's size
+    (which loaded the model) for a small job.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / (1024.0 * 1024.0)
+
+
+def summarize(seconds: Sequence[float]) -> dict[str, float | int]:
+    """p50, p95 and mean latency in milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "count": int(ms.size),
+    }
+
+
+def recall_at_k(got: Sequence[str], exact: Sequence[str]) -> float | None:
+    """Share of the exact top-k found in ``got`` (None when nothing matches at all)."""
+    if not exact:
+        return None
+    return len(set(got) & set(exact)) / len(exact)
+
+
+def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = call()
+    return time.perf_counter() - start, result
+
+
+# ---------------------------------------------------------------------- target jobs
+def _bar(spec: JobSpec, total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="memory",
+        file=sys.stderr,
+        disable=not spec.progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _ingest(spec: JobSpec, target: Any, items: Sequence[Any], desc: str) -> dict[str, Any]:
+    """Load ``items`` in batches (plus the target's end-of-load step), timed."""
+    gc.collect()
+    started = time.perf_counter()
+    with _bar(spec, len(items), desc) as bar:
+        for start in range(0, len(items), spec.batch):
+            batch = items[start : start + spec.batch]
+            target.ingest(batch)
+            bar.update(len(batch))
+    target.finish_ingest()
+    seconds = time.perf_counter() - started
+    return {
+        "memories": len(items),
+        "seconds": seconds,
+        "per_s": len(items) / seconds if seconds > 0 else None,
+        "batch": spec.batch,
+    }
+
+
+def _workload(
+    queries: Sequence[Any],
+    call: Callable[[Any], list[str] | bool | None],
+    exact: Sequence[Sequence[str]] | None = None,
+    warmup: int = 5,
+) -> dict[str, Any] | None:
+    """Run ``call`` for every query (after a few unmeasured ones); latency and recall@k."""
+    if not queries or call(queries[0]) is None:
+        return None  # the store cannot do this
+    for query in queries[1:warmup]:
+        call(query)
+    gc.collect()
+    latencies: list[float] = []
+    answers: list[Any] = []
+    for query in queries:
+        start = time.perf_counter()
+        answer = call(query)
+        latencies.append(time.perf_counter() - start)
+        answers.append(answer)
+    result: dict[str, Any] = summarize(latencies)
+    if exact is not None:
+        scores = [recall_at_k(a, e) for a, e in zip(answers, exact, strict=True)]
+        valid = [s for s in scores if s is not None]
+        result["recall_at_k"] = float(np.mean(valid)) if valid else None
+        result["recall_queries"] = len(valid)
+        result["mean_hits"] = float(np.mean([len(a) for a in answers]))
+    else:
+        result["mean_hits"] = (
+            float(np.mean([len(a) for a in answers]))
+            if answers and isinstance(answers[0], list)
+            else None
+        )
+    if answers and isinstance(answers[0], bool):
+        result["found"] = int(sum(answers))
+    return result
+
+
+def run_target_job(spec: JobSpec) -> dict[str, Any]:
+    from .dataset import Dataset
+    from .embedders import ReplayEmbedder
+    from .targets import TargetConfig, make_target
+
+    data = Dataset.load(
+        Path(spec.cache_dir), spec.model, n=spec.n, q=spec.queries, seed=spec.seed, users=spec.users
+    )
+    embedder = ReplayEmbedder(
+        spec.model,
+        [
+            ([i.content for i in data.items], data.vectors),
+            ([q.text for q in data.queries], data.query_vectors),
+        ],
+    )
+    exact_vector = [data.exact_top_k(q, spec.top_k) for q in data.queries]
+    exact_filtered = [data.exact_top_k(q, spec.top_k, filtered=True) for q in data.queries]
+    rng = np.random.default_rng([spec.seed, 4])
+    get_ids = [data.items[int(i)].id for i in rng.integers(len(data.items), size=spec.queries)]
+
+    workdir = Path(spec.workdir)
+    config = TargetConfig(
+        workdir=workdir / "main",
+        embedder=embedder,
+        pg_url=spec.pg_url,
+        top_k=spec.top_k,
+        faiss_fetch_k=spec.faiss_fetch_k,
+    )
+    target = make_target(spec.target, config)
+    result: dict[str, Any] = {"target": target.name, "kind": target.kind, "n": spec.n}
+    # Build the lazy structures the workloads use before the baseline, so it holds them.
+    _ = data.user_rows
+    result["rss_baseline_mb"] = peak_rss_mb()
+
+    target.open()
+    try:
+        result["ingest"] = _ingest(spec, target, data.items, f"{target.name} N={spec.n:,}")
+        target.after_ingest()
+        seconds, _ = _timed(lambda: target.recall_vector(data.queries[0]))
+        result["first_recall_ms"] = seconds * 1000.0
+        result["workloads"] = {
+            "vector": _workload(data.queries, target.recall_vector, exact_vector),
+            "filtered": _workload(data.queries, target.recall_filtered, exact_filtered),
+            "keyword": _workload(data.queries, target.recall_keyword),
+            "get": _workload([_IdQuery(i) for i in get_ids], lambda q: target.get(q.memory_id)),
+        }
+    finally:
+        target.close()
+    result["disk_bytes"] = target.disk_bytes()
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["notes"] = target.notes
+    if spec.end_to_end:
+        result["end_to_end"] = _end_to_end(spec, data.items[: spec.end_to_end])
+    return result
+
+
+@dataclass(frozen=True)
+class _IdQuery:
+    memory_id: str
+
+
+def _end_to_end(spec: JobSpec, items: Sequence[Any]) -> dict[str, Any]:
+    """Load ``items`` into a new store of the same target with the real default model."""
+    from .embedders import real_embedder
+    from .targets import TargetConfig, make_target
+
+    embedder = real_embedder("auto")
+    embedder.embed_documents([i.content for i in items[:32]])  # load the model: not timed
+    config = TargetConfig(
+        workdir=Path(spec.workdir) / "e2e",
+        embedder=embedder,
+        pg_url=spec.e2e_pg_url,
+        top_k=spec.top_k,
+        faiss_fetch_k=spec.faiss_fetch_k,
+    )
+    target = make_target(spec.target, config)
+    target.open()
+    try:
+        result = _ingest(spec, target, items, f"{target.name} end to end")
+    finally:
+        target.close()
+    result["embedder"] = f"{type(embedder).__name__} ({embedder.name})"
+    return result
+
+
+# ---------------------------------------------------------------------- embedder jobs
+def run_embedder_job(spec: JobSpec) -> dict[str, Any]:
+    from .dataset import make_items, make_queries
+    from .embedders import measure_embedder
+
+    sentences = [i.content for i in make_items(spec.sentences, seed=spec.seed, users=1)]
+    queries = [q.text for q in make_queries(spec.queries, seed=spec.seed, users=1)]
+    result = measure_embedder(spec.backend, sentences, queries, batch_size=32)  # type: ignore[arg-type]
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def run_job(spec: JobSpec) -> dict[str, Any]:
+    """Run the job; never raises: failures are reported in the result."""
+    started = time.perf_counter()
+    try:
+        if spec.kind == "target":
+            result = run_target_job(spec)
+        elif spec.kind == "embedder":
+            result = run_embedder_job(spec)
+        else:
+            raise ValueError(f"unknown job kind {spec.kind!r}")
+        result["ok"] = True
+    except Exception as exc:
+        result = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "traceback": traceback.format_exc()[-6000:],
+        }
+    result["job_seconds"] = time.perf_counter() - started
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m memory_drivers.bench.worker SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    spec = JobSpec.from_json(Path(args[0]).read_text())
+    result = run_job(spec)
+    Path(args[1]).write_text(json.dumps(result, indent=2, default=str))
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

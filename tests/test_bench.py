@@ -1,0 +1,193 @@
+"""The benchmark harness (``memory-drivers bench``) on a small N.
+
+One run of every target (our drivers and their LangChain peers, PostgreSQL from the session's
+server) checks that the harness works end to end: every target has numbers, recall@10 is a
+share, our drivers answer exactly, and the report and plot are written. No timing is asserted.
+The other tests check the parts that need no server: the dataset, the cache, the replay
+embedder, the report's kept block and the command's options.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memory_drivers.bench.command import parse_sizes
+from memory_drivers.bench.dataset import VectorCache, make_items, make_queries
+from memory_drivers.bench.embedders import ReplayEmbedder
+from memory_drivers.bench.report import WHY_BEGIN, WHY_END, load_results, write_report
+from memory_drivers.bench.runner import BenchConfig, run_bench
+from memory_drivers.bench.targets import DRIVERS, PEERS
+from memory_drivers.bench.worker import recall_at_k, summarize
+from memory_drivers.cli import main
+
+N = 300
+QUERIES = 10
+TARGETS = [name for driver in DRIVERS for name in (driver, PEERS[driver])]
+
+
+@pytest.fixture(scope="module")
+def results(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One small run of every target (PostgreSQL: the session's server)."""
+    config = BenchConfig(
+        sizes=[N],
+        users=10,
+        queries=QUERIES,
+        end_to_end=40,
+        embedder_sentences=64,
+        embedder_queries=5,
+        pg_url=postgres.admin_url,
+        cache_dir=tmp_path_factory.mktemp("bench-cache"),
+        timeout=600,  # per job: a hung worker fails the run instead of hanging the suite
+    )
+    return run_bench(config, log=lambda message: None)
+
+
+def _run(results: dict[str, Any], target: str) -> dict[str, Any]:
+    [run] = [r for r in results["runs"] if r["target"] == target]
+    assert run["ok"], run.get("traceback") or run.get("error")
+    return run
+
+
+# ---------------------------------------------------------------------- the whole harness
+@pytest.mark.slow
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_target_has_numbers(results: dict[str, Any], target: str) -> None:
+    run = _run(results, target)
+    assert run["n"] == N
+    assert run["ingest"]["memories"] == N and run["ingest"]["per_s"] > 0
+    workloads = run["workloads"]
+    for name in ("vector", "filtered", "get"):
+        w = workloads[name]
+        assert w["count"] == QUERIES and 0 < w["p50_ms"] <= w["p95_ms"], name
+    for name in ("vector", "filtered"):
+        assert 0.0 <= workloads[name]["recall_at_k"] <= 1.0
+    assert workloads["get"]["found"] == QUERIES
+    assert run["disk_bytes"] > 0
+    assert run["peak_rss_mb"] >= run["rss_baseline_mb"] > 0
+    assert run["first_recall_ms"] > 0
+    assert run["end_to_end"]["memories"] == 40 and run["end_to_end"]["per_s"] > 0
+    if target in DRIVERS:
+        # Our drivers are exact at this size: the same top 10 as numpy.
+        assert workloads["vector"]["recall_at_k"] >= 0.95
+        assert workloads["filtered"]["recall_at_k"] >= 0.95
+        assert workloads["keyword"]["count"] == QUERIES
+        assert workloads["keyword"]["mean_hits"] > 0
+    else:
+        assert workloads["keyword"] is None  # LangChain stores have no keyword search
+
+
+@pytest.mark.slow
+def test_both_embedder_backends_measured(results: dict[str, Any]) -> None:
+    backends = {e["backend"]: e for e in results["embedders"]}
+    assert set(backends) == {"onnx", "torch"}
+    for e in backends.values():
+        assert e["ok"], e.get("error")
+        assert e["sentences_per_s"] > 0 and e["query_p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_report_and_plot_are_written(results: dict[str, Any], tmp_path: Path) -> None:
+    out, plot = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "recall.png"
+    assert write_report(results, out, plot) == [plot, out]
+    text = out.read_text()
+    assert f"## N = {N:,}" in text
+    for target in TARGETS:
+        assert target in text
+    for section in ("## Machine and versions", "## Targets", "## Why", "](recall.png)"):
+        assert section in text
+    assert "chromadb" in text and "postgresql" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_report_only_remakes_the_page_and_keeps_the_why(
+    results: dict[str, Any], tmp_path: Path
+) -> None:
+    raw = tmp_path / "results.json"
+    raw.write_text(json.dumps(results))
+    out, plot = tmp_path / "bench.md", tmp_path / "bench.png"
+    args = ["bench", "--report-only", str(raw), "--out", str(out), "--plot", str(plot)]
+    assert main(args) == 0
+    page = out.read_text()
+    start, end = page.index(WHY_BEGIN) + len(WHY_BEGIN), page.index(WHY_END)
+    out.write_text(page[:start] + "\nsqlite is slower because it is durable.\n" + page[end:])
+    assert main(args) == 0
+    assert "sqlite is slower because it is durable." in out.read_text()
+    assert load_results(raw)["runs"] == results["runs"]
+
+
+# ---------------------------------------------------------------------- parts
+def test_dataset_is_deterministic_and_prefix_stable() -> None:
+    big = make_items(2500, seed=3, users=100)
+    assert make_items(1200, seed=3, users=100) == big[:1200]
+    # The number of users changes owners, never texts (so cached vectors stay valid).
+    assert [i.content for i in make_items(1200, seed=3, users=7)] == [i.content for i in big[:1200]]
+    assert make_items(10, seed=4, users=100) != big[:10]
+    assert len({i.id for i in big}) == len(big)
+    assert {i.user_id for i in big} <= {f"user-{u:04d}" for u in range(100)}
+    assert all(1 <= len(i.tags) <= 3 for i in big)
+    assert make_queries(5, seed=3, users=10) == make_queries(50, seed=3, users=10)[:5]
+
+
+def test_vector_cache_embeds_only_what_is_missing(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.array([[len(t), 1.0, 2.0] for t in texts], dtype=np.float32)
+
+    texts = [i.content for i in make_items(30, seed=0, users=1)]
+    cache = VectorCache(tmp_path, "some/model", 0, "memories")
+    assert cache.ensure(texts[:10], embed) == 10
+    assert cache.ensure(texts, embed, chunk=8) == 20
+    assert calls == [10, 8, 8, 4]
+    vectors = cache.load(texts)
+    assert vectors.shape == (30, 3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    assert cache.ensure(texts[:25], embed) == 0
+    # Other texts at the same rows are not taken for cached.
+    other = ["something else entirely", *texts[1:]]
+    assert cache.cached_rows(other) == 0
+    with pytest.raises(LookupError):
+        cache.load(other)
+
+
+def test_replay_embedder_returns_the_stored_vectors() -> None:
+    memories = np.eye(3, 4, dtype=np.float32)
+    queries = np.full((1, 4), 0.5, dtype=np.float32)
+    embedder = ReplayEmbedder("m", [(["a", "b", "c"], memories), (["q"], queries)])
+    assert (embedder.name, embedder.dimension) == ("m", 4)
+    np.testing.assert_array_equal(embedder.embed_documents(["c", "a"]), memories[[2, 0]])
+    np.testing.assert_array_equal(embedder.embed_documents(["q", "b"]), [queries[0], memories[1]])
+    np.testing.assert_array_equal(embedder.embed_query("q"), queries[0])
+    assert embedder.embed_documents([]).shape == (0, 4)
+    with pytest.raises(KeyError):
+        embedder.embed_query("never seen")
+
+
+def test_measures() -> None:
+    assert recall_at_k(["a", "b", "x"], ["a", "b", "c", "d"]) == 0.5
+    assert recall_at_k([], []) is None
+    stats = summarize([0.001] * 9 + [0.011])
+    assert stats["p50_ms"] == pytest.approx(1.0) and stats["count"] == 10
+    assert stats["p95_ms"] > stats["p50_ms"]
+
+
+def test_sizes_and_options() -> None:
+    assert parse_sizes("10000, 100k,1M,2_000") == [10_000, 100_000, 1_000_000, 2_000]
+    for bad in ("", "ten", "0", "1.5"):
+        with pytest.raises(ValueError):
+            parse_sizes(bad)
+    with pytest.raises(ValueError, match="unknown driver"):
+        BenchConfig(drivers=["mysql"])
+
+
+def test_bench_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--drivers", "mysql", "--out", "-", "--plot", "-"]) == 2
+    assert "unknown driver 'mysql'" in capsys.readouterr().err
+    assert main(["bench", "--n", "lots"]) == 2
