@@ -482,9 +482,10 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
         "the same filter) that the store returned, averaged over the queries.",
         f"- **get**: {params.get('queries')} reads of random ids (LangChain: `get_by_ids`).",
-        "- **Peak RSS**: `ru_maxrss` of the process that ran the target (one process per target "
-        "and N); in brackets, the same just before the store was opened, with the data and "
-        "vectors loaded. PostgreSQL's own memory is in its server processes and not counted.",
+        "- **Peak RSS**: the high-water mark of resident memory (`VmHWM`) of the process that "
+        "ran the target (one process per target and N); in brackets, the same just before the "
+        "store was opened, with the data and vectors loaded. PostgreSQL's own memory is in its "
+        "server processes and not counted.",
         "- **Size on disk**: the store's files after it was closed (SQLite: database, WAL and "
         "FAISS file; Chroma and FAISS: their directory); PostgreSQL: the growth of "
         "`pg_database_size`. PostgreSQL databases are `ANALYZE`d after the load (not timed).",
