@@ -9,7 +9,6 @@ read lock cannot be upgraded.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sqlite3
 import sys
@@ -61,8 +60,9 @@ def create_sqlite_engine(settings: Settings) -> Engine:
     url = settings.memory_db_url
     path = sqlite_path(url)
     # JSON columns are written by json.dumps with its default separators; the sqlite driver's
-    # tag filter relies on that exact text (see SQLiteDriver._has_tags).
-    serializer = functools.partial(json.dumps, ensure_ascii=True, separators=(", ", ": "))
+    # tag filter relies on that exact text (see SQLiteDriver._has_tags). One encoder made once:
+    # json.dumps with explicit options builds a new one per value.
+    serializer = json.JSONEncoder(ensure_ascii=True, separators=(", ", ": ")).encode
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
