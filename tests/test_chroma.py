@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 try:
@@ -529,21 +530,25 @@ def test_recent_recall_reads_the_newest_windows_first(embedded: Callable[..., Ch
         assert [h.memory.id for h in driver.recall("u1", top_k=top_k, tags=["even"])] == even
 
 
-def test_exhaustive_scoring_falls_back_to_stored_vectors(embedded: Callable[..., ChromaDriver]):
-    """When Chroma's answer lacks a candidate (here: one deleted after it was counted), the
-    candidates' stored vectors are scored instead, with the same scores."""
+def test_exhaustive_scoring_agrees_with_chromas_distances(embedded: Callable[..., ChromaDriver]):
+    """Candidates are scored from their stored vectors: the scores equal 1 - Chroma's own cosine
+    distance, and a candidate deleted after it was counted is left out, not an error."""
     driver = embedded()
     stored = driver.store_many([{"user_id": "u1", "content": f"note {i}"} for i in range(6)])
     query = driver._embed_query("note 3")
     ids = [m.id for m in stored]
-    where = memory_where(MemoryFilter(user_id="u1"))
-    direct_ids, direct = driver._score_all(driver._memories, where, query, ids)
+    answer = driver._memories.query(
+        query_embeddings=[query], n_results=len(ids), include=["distances"]
+    )
+    chroma_scores = {
+        mid: 1.0 - d for mid, d in zip(answer["ids"][0], answer["distances"][0], strict=True)
+    }
     gone = str(uuid.uuid4())
-    fallback_ids, fallback = driver._score_all(driver._memories, where, query, [*ids, gone])
-    assert sorted(fallback_ids) == sorted(ids)
-    by_id = dict(zip(direct_ids, direct, strict=True))
-    for mid, score in zip(fallback_ids, fallback, strict=True):
-        assert score == pytest.approx(by_id[mid], abs=1e-6)
+    found, scores = driver._score_all(driver._memories, query, [*ids, gone])
+    assert sorted(found) == sorted(ids)
+    for mid, score in zip(found, scores, strict=True):
+        assert score == pytest.approx(chroma_scores[mid], abs=1e-6)
+    assert found[int(np.argmax(scores))] == stored[3].id
 
 
 # ============================================================================ embeddings
