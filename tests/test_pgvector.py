@@ -246,6 +246,17 @@ def run_migrate(url: str, *args: str, **env: str) -> subprocess.CompletedProcess
     )
 
 
+def embedding_storage(postgres: Any, database: str) -> dict[str, str]:
+    """attstorage of each table's embedding column ('m' main: in the row; 'e' external)."""
+    rows = postgres.admin(
+        "SELECT attrelid::regclass::text, attstorage FROM pg_attribute "
+        "WHERE attname = 'embedding' AND attrelid IN ('memories'::regclass, "
+        "'knowledge_chunks'::regclass)",
+        database,
+    )
+    return {table: str(storage) for table, storage in rows}
+
+
 def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     """migrate.py drives PostgreSQL like SQLite: status, upgrade (extension, tables, HNSW and
     GIN indexes), rollback of the last step, fresh."""
@@ -268,6 +279,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         "ix_memories_tags",
     } <= indexes
     assert "ix_memories_embedding_hnsw" not in indexes  # dropped by 0002
+    assert embedding_storage(postgres, name) == {"memories": "m", "knowledge_chunks": "m"}
     assert postgres.admin("SELECT extversion FROM pg_extension WHERE extname='vector'", name)
     assert "up to date" in run_migrate(pg_database, "status").stdout
 
@@ -282,6 +294,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "rolled back 0002 -> 0001" in rollback.stdout
     indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
     assert "ix_memories_embedding_hnsw" in indexes
+    assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
     with pytest.raises(SchemaError, match=r"revision 0001, behind 0002.*python migrate\.py"):
         PgVectorDriver(
@@ -385,7 +398,7 @@ def test_health_check_reports_the_server(driver: PgVectorDriver) -> None:
     assert driver.rebuild_index()["rebuilt"] is True
 
 
-def test_reembed_with_another_dimension(pg_database: str) -> None:
+def test_reembed_with_another_dimension(pg_database: str, postgres: Any) -> None:
     """Re-embedding with an embedder of another dimension retypes the vector columns and
     recreates the HNSW indexes; recall then scores with the new embedder."""
     with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
@@ -402,6 +415,8 @@ def test_reembed_with_another_dimension(pg_database: str) -> None:
         assert hit.memory.id == memory.id and hit.score == pytest.approx(1.0, abs=1e-5)
         report = driver.health_check()
         assert report["indexes"]["ix_knowledge_chunks_embedding_hnsw"] is True
+        name = pg_database.rsplit("/", 1)[-1].split("?")[0]
+        assert embedding_storage(postgres, name) == {"memories": "m", "knowledge_chunks": "m"}
         assert report["memory_hnsw"] is False
         assert driver.recall_global_knowledge("a document", top_k=1)[0].score == pytest.approx(
             1.0, abs=1e-5

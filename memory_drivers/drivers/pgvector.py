@@ -134,7 +134,7 @@ def engine_for(settings: Settings, url: str | None = None) -> Engine:
         postgres_url(url),
         pool_size=settings.pgvector_pool_size,
         max_overflow=settings.pgvector_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
         connect_args={
             "connect_timeout": max(1, round(settings.pgvector_connect_timeout)),
@@ -385,6 +385,10 @@ class PgVectorDriver(SQLDriver):
             for table in ("memories", "knowledge_chunks"):
                 connection.execute(
                     text(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({dimension})")
+                )
+                # a new type brings its default storage back: vectors in the row (see 0002)
+                connection.execute(
+                    text(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE MAIN")
                 )
             for table in hnsw:
                 connection.execute(
