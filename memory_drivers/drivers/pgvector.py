@@ -134,6 +134,8 @@ def engine_for(settings: Settings, url: str | None = None) -> Engine:
         postgres_url(url),
         pool_size=settings.pgvector_pool_size,
         max_overflow=settings.pgvector_pool_size,
+        # No ping per checkout (a round trip per call): a dead pooled connection fails its
+        # first statement, which the driver retries like any dropped connection.
         pool_pre_ping=False,
         pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
         connect_args={
