@@ -278,7 +278,8 @@ def _embedders(results: Result) -> list[str]:
         "",
         "The default model (all-MiniLM-L6-v2) as the library builds it for each "
         "`EMBEDDING_BACKEND`: sentences per second embedding "
-        f"{rows[0]['sentences']:,} memory texts at batch 32, and the latency of embedding "
+        f"{rows[0]['sentences']:,} memory texts at batch 32 (median of "
+        f"{rows[0].get('rounds', 1)} rounds), and the latency of embedding "
         f"one query ({rows[0]['queries']} queries, one at a time). The default backend is "
         "ONNX when onnxruntime is installed. Throughput depends on the sentences' length: "
         "tokens/sentence is their mean length in the model's tokens.",

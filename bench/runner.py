@@ -56,7 +56,7 @@ class BenchConfig:
     end_to_end: int = 2000
     #: measure the ONNX and PyTorch backends of the default model
     embedder_speed: bool = True
-    embedder_sentences: int = 512
+    embedder_sentences: int = 2048
     embedder_queries: int = 100
     #: LangChain FAISS's fetch_k (None: top_k x users x 2)
     faiss_fetch_k: int | None = None

@@ -44,7 +44,7 @@ class JobSpec:
     e2e_pg_url: str | None = None
     progress: bool = False
     backend: str = "auto"
-    sentences: int = 512
+    sentences: int = 2048
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
