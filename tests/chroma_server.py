@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -86,3 +88,28 @@ class ChromaServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def start_chroma(directory: Path, port: int | None = None) -> ChromaServer:
+    """A started ``chroma run`` storing in ``directory``. Without the chroma command, or when it
+    cannot start: a skip on a laptop, a failure in CI (conftest.require_server)."""
+    from conftest import require_server
+
+    if chroma_command() is None:
+        require_server("the chroma command (pip install chromadb) is not installed")
+    server = ChromaServer(directory, port)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        require_server(f"cannot start a Chroma server: {exc}")
+    return server
+
+
+@contextlib.contextmanager
+def running_chroma(directory: Path) -> Iterator[ChromaServer]:
+    """:func:`start_chroma`, stopped afterwards."""
+    server = start_chroma(directory)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -133,19 +133,10 @@ def chroma_factory(directory: Path, url: str | None = None, prefix: str = "") ->
 @pytest.fixture(scope="session")
 def chroma_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One ``chroma run`` for the cache tests (several processes share a store through it)."""
-    from chroma_server import ChromaServer, chroma_command
+    from chroma_server import running_chroma
 
-    if chroma_command() is None:
-        require_server("the chroma command (pip install chromadb) is not installed")
-    server = ChromaServer(tmp_path_factory.mktemp("cache-chroma") / "data")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        require_server(f"cannot start a Chroma server: {exc}")
-    try:
+    with running_chroma(tmp_path_factory.mktemp("cache-chroma") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def pgvector_factory(database_url: str) -> DriverFactory:

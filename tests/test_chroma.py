@@ -38,8 +38,7 @@ except ImportError:  # chromadb is in the "all" extra that make test installs
         pytest.fail(f"{reason} (MEMORY_DRIVERS_REQUIRE_SERVERS is set)", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
-from chroma_server import ChromaServer, chroma_command, free_port
-from conftest import require_server
+from chroma_server import ChromaServer, free_port, start_chroma
 
 import memory_drivers
 from memory_drivers import get_memory_driver
@@ -96,20 +95,9 @@ def embedded(base: Settings, tmp_path: Path, opened: list[ChromaDriver]) -> Call
     return make
 
 
-def start_server(path: Path, port: int | None = None) -> ChromaServer:
-    if chroma_command() is None:
-        require_server("the chroma command (pip install chromadb) is not installed")
-    server = ChromaServer(path, port)
-    try:
-        server.start()
-    except RuntimeError as exc:
-        require_server(f"cannot start a Chroma server: {exc}")
-    return server
-
-
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
-    server = start_server(tmp_path_factory.mktemp("chroma-shared") / "data")
+    server = start_chroma(tmp_path_factory.mktemp("chroma-shared") / "data")
     try:
         yield server
     finally:
@@ -119,7 +107,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[ChromaServer]:
     """A server for this test alone (it may be stopped and restarted)."""
-    server = start_server(tmp_path / "server-data")
+    server = start_chroma(tmp_path / "server-data")
     try:
         yield server
     finally:

@@ -23,8 +23,7 @@ except ImportError:  # chromadb is in the "all" extra that make test installs
         pytest.fail(f"{reason} (MEMORY_DRIVERS_REQUIRE_SERVERS is set)", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
 
-from chroma_server import ChromaServer, chroma_command
-from conftest import require_server
+from chroma_server import ChromaServer, running_chroma
 
 from memory_drivers.drivers.chroma import ASSOCIATIONS_SUFFIX, ChromaDriver
 
@@ -32,17 +31,8 @@ from memory_drivers.drivers.chroma import ASSOCIATIONS_SUFFIX, ChromaDriver
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
     """One ``chroma run`` for this module, on a free port, storing in a temporary directory."""
-    if chroma_command() is None:
-        require_server("the chroma command (pip install chromadb) is not installed")
-    server = ChromaServer(tmp_path_factory.mktemp("chroma-server") / "data")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        require_server(f"cannot start a Chroma server: {exc}")
-    try:
+    with running_chroma(tmp_path_factory.mktemp("chroma-server") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

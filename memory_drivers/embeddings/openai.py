@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, EmbeddingError
 
-__all__ = ["OpenAIEmbedder"]
+__all__ = ["OpenAIEmbedder", "server_message"]
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -99,7 +99,7 @@ class OpenAIEmbedder:
         if response.status_code != 200:
             raise EmbeddingError(
                 f"the embedding server at {self._url} answered {response.status_code}: "
-                f"{_server_message(response)}"
+                f"{server_message(response)}"
             )
         try:
             data = sorted(response.json()["data"], key=lambda item: item["index"])
@@ -129,7 +129,9 @@ class OpenAIEmbedder:
         return np.asarray(self._request([text])[0], dtype=np.float32)
 
 
-def _server_message(response: httpx.Response) -> str:
+def server_message(response: httpx.Response) -> str:
+    """The error an OpenAI-compatible server sent (``{"error": {"message": ...}}`` or text),
+    shortened for a message; also used by the summariser, which speaks the same API."""
     try:
         body: Any = response.json()
     except ValueError:

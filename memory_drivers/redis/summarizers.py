@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from ..config import Settings, get_settings
+from ..embeddings.openai import server_message
 from ..errors import BackendUnavailableError, ConfigurationError
 from ..text import terms
 
@@ -244,7 +245,7 @@ class OpenAIChatSummarizer:
             error = BackendUnavailableError if response.status_code >= 500 else ConfigurationError
             raise error(
                 f"the summariser at {self.url} answered {response.status_code}: "
-                f"{_message(response)}"
+                f"{server_message(response)}"
                 + ("" if error is BackendUnavailableError else _CHECK_SETTINGS)
             )
         try:
@@ -257,19 +258,6 @@ class OpenAIChatSummarizer:
         if not isinstance(content, str) or not content.strip():
             raise BackendUnavailableError(f"the summariser at {self.url} returned an empty summary")
         return f"{_header(stream, events)}\n{content.strip()}"
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body: Any = response.json()
-    except ValueError:
-        return response.text[:300] or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message") or error)[:300]
-        return str(error)[:300]
-    return str(body)[:300]
 
 
 def get_summarizer(settings: Settings | None = None) -> Summarizer:
