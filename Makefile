@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_drivers tests examples migrations migrate.py bench
-	$(VENV)/bin/mypy memory_drivers bench
+	$(VENV)/bin/ruff check memory_drivers tests examples migrate.py
+	$(VENV)/bin/mypy memory_drivers
 
 clean:
 	rm -rf $(VENV) storage .pytest_cache

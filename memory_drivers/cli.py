@@ -739,9 +739,9 @@ def cmd_bench(s: Session) -> int:
 
 def run_migrate(argv: Sequence[str]) -> int:
     """``memory-drivers migrate ...``: the same as ``python migrate.py ...``."""
-    from .sql import migrations
+    from .sql import migrate
 
-    return migrations.main(list(argv), prog=f"{PROG} migrate")
+    return migrate.main(list(argv), prog=f"{PROG} migrate")
 
 
 # ---------------------------------------------------------------------- the parser

@@ -49,7 +49,6 @@ from sqlalchemy import (
     Table,
     Text,
     cast,
-    create_engine,
     event,
     func,
     insert,
@@ -59,24 +58,28 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, array
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import Settings
 from ..embeddings import Embedder
-from ..errors import BackendUnavailableError, ConfigurationError, SchemaError
+from ..errors import BackendUnavailableError, SchemaError
 from ..models import MemoryFilter, Scalar
 from ..sql import migrations
 from ..sql.driver import SQLDriver, retried
+from ..sql.engines import (
+    MIGRATION_LOCK,
+    describe,
+    engine_for,
+    postgres_url,
+    prepare_database,
+)
 from ..sql.schema import EmbeddingType, memories
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
 logger = logging.getLogger(__name__)
-
-#: Key of the advisory lock that serializes migrations between processes.
-MIGRATION_LOCK = 0x6D656D6F7279  # "memory"
 
 #: pgvector is asked for this many more hits than wanted, so ties at the cut follow the shared
 #: order (newest first, then id) rather than the scan's.
@@ -100,85 +103,6 @@ INDEXES = (
 #: The optional HNSW index over memories (PGVECTOR_MEMORY_HNSW).
 MEMORY_HNSW = "ix_memories_embedding_hnsw"
 HNSW_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding vector_cosine_ops)"
-
-
-def postgres_url(url: str) -> URL:
-    """``DATABASE_URL`` as a SQLAlchemy URL that uses psycopg 3."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigurationError(f"DATABASE_URL {url!r} is not a database URL: {exc}") from None
-    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
-        raise ConfigurationError(
-            f"the pgvector driver needs a postgresql:// URL in DATABASE_URL, got "
-            f"{parsed.get_backend_name()!r}"
-        )
-    return parsed.set(drivername="postgresql+psycopg")
-
-
-def describe(url: URL) -> str:
-    """Host, port and database of ``url`` for messages (never the password)."""
-    host = url.host or url.query.get("host") or "localhost"
-    port = f":{url.port}" if url.port else ""
-    return f"PostgreSQL at {host}{port}/{url.database}"
-
-
-def engine_for(settings: Settings, url: str | None = None) -> Engine:
-    """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
-    url = url or settings.database_url
-    if not url:
-        raise ConfigurationError(
-            "the pgvector driver needs DATABASE_URL, e.g. "
-            "postgresql://user:password@localhost:5432/dbname"
-        )
-    return create_engine(
-        postgres_url(url),
-        pool_size=settings.pgvector_pool_size,
-        max_overflow=settings.pgvector_pool_size,
-        # No ping per checkout (a round trip per call): a dead pooled connection fails its
-        # first statement, which the driver retries like any dropped connection.
-        pool_pre_ping=False,
-        pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
-        connect_args={
-            "connect_timeout": max(1, round(settings.pgvector_connect_timeout)),
-            "application_name": "memory-drivers",
-        },
-    )
-
-
-def prepare_database(connection: Connection, where: str) -> None:
-    """Serialize migrations between processes, and make sure pgvector is enabled.
-
-    Raises ``SchemaError`` saying exactly what to run when the extension is not installed on
-    the server, or when the user may not enable it.
-    """
-    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-    installed = connection.execute(
-        text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-    ).scalar()
-    if installed:
-        return
-    available = connection.execute(
-        text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-    ).scalar()
-    if not available:
-        raise SchemaError(
-            f"{where} has no pgvector extension installed on the server. Install pgvector "
-            "(https://github.com/pgvector/pgvector#installation; e.g. the postgresql-NN-pgvector "
-            "package), then run in that database: CREATE EXTENSION vector;"
-        )
-    try:
-        with connection.begin_nested():
-            connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-    except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
-            raise
-        user = connection.execute(text("SELECT current_user")).scalar()
-        raise SchemaError(
-            f"pgvector is installed on the server but not enabled in {where}, and user "
-            f"{user!r} may not enable it. Ask a superuser to run in that database: "
-            "CREATE EXTENSION vector;  then run python migrate.py again"
-        ) from None
 
 
 def _register_vector(dbapi_connection: Any, _record: Any) -> None:

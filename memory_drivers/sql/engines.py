@@ -1,9 +1,13 @@
-"""Engines for the SQL drivers, and the database ``migrate.py`` works on.
+"""Engines for the SQL drivers: SQLite (the sqlite driver) and PostgreSQL (the pgvector driver).
 
 SQLite connections run in WAL mode with foreign keys on, a busy timeout and ``synchronous=FULL``
 (``SQLITE_SYNCHRONOUS``). Transactions are begun explicitly: readers with ``BEGIN``, writers
 with ``BEGIN IMMEDIATE`` so that two writers queue on the busy timeout instead of failing when a
 read lock cannot be upgraded.
+
+PostgreSQL engines use psycopg 3 (imported by SQLAlchemy when the first connection is made, so
+importing this module needs no PostgreSQL packages). :func:`prepare_database` runs first in every
+migration: it serializes migrations between processes and enables pgvector.
 """
 
 from __future__ import annotations
@@ -11,27 +15,37 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from ..config import Settings
-from ..errors import BackendUnavailableError, ConfigurationError, SchemaError, ValidationError
-from . import migrations
+from ..errors import ConfigurationError, SchemaError
 
-__all__ = ["create_sqlite_engine", "faiss_index_path", "sqlite_path", "write_connection"]
+__all__ = [
+    "create_sqlite_engine",
+    "describe",
+    "engine_for",
+    "faiss_index_path",
+    "postgres_url",
+    "prepare_database",
+    "read_connection",
+    "sqlite_path",
+    "write_connection",
+]
 
 WRITE = "memory_drivers_write"
 
+#: Key of the advisory lock that serializes migrations between processes.
+MIGRATION_LOCK = 0x6D656D6F7279  # "memory"
 
+
+# ---------------------------------------------------------------------- SQLite
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL; None for an in-memory database."""
     try:
@@ -132,127 +146,81 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
-@dataclass
-class MigrationTarget:
-    """The database ``migrate.py`` works on, and files derived from it."""
-
-    engine: Engine
-    label: str
-    derived_files: tuple[Path, ...] = ()
-    attributes: dict[str, Any] | None = None
-    #: Runs first in the migration's transaction (PostgreSQL: lock, enable pgvector).
-    prepare: Callable[[Connection, str], None] | None = None
-
-    def run(self, action: str, *, steps: int = 1, confirmed: bool = False) -> int:
-        try:
-            return self._run(action, steps=steps, confirmed=confirmed)
-        except DBAPIError as exc:
-            raise BackendUnavailableError(f"database {self.label}: {exc.orig}") from exc
-        finally:
-            self.engine.dispose()
-
-    def _run(self, action: str, *, steps: int, confirmed: bool) -> int:
-        attributes = self.attributes or {}
-        with write_connection(self.engine) as connection:
-            if self.prepare is not None and action != "status":
-                self.prepare(connection, self.label)
-            current = migrations.current_revision(connection)
-            if current is not None and current not in migrations.known_revisions():
-                raise SchemaError(
-                    f"{self.label} is at schema revision {current}, which this version of "
-                    "memory-drivers does not know; it was made by a newer version. "
-                    "Upgrade memory-drivers."
-                )
-            pending = migrations.pending_revisions(connection)
-            if action == "status":
-                print(f"database: {self.label}")
-                print(f"current:  {current or '(empty: no schema yet)'}")
-                print(f"head:     {migrations.head_revision()}")
-                for revision, doc in pending:
-                    print(f"pending:  {revision}  {doc}")
-                if not pending:
-                    print("up to date")
-                return 0
-            if action == "upgrade":
-                migrations.upgrade(connection, **attributes)
-                for revision, doc in pending:
-                    print(f"applied {revision}  {doc}")
-                print(f"{self.label} is up to date ({migrations.head_revision()})")
-                return 0
-            if action == "rollback":
-                if steps < 1:
-                    raise ValidationError("--steps must be at least 1")
-                if current is None:
-                    print(f"{self.label} has no schema; nothing to roll back")
-                    return 0
-                migrations.downgrade(connection, f"-{steps}", **attributes)
-                now = migrations.current_revision(connection)
-                print(f"rolled back {current} -> {now or '(empty)'}")
-                return 0
-            if action == "fresh":
-                if not confirmed and not _confirm(self.label):
-                    print("aborted; nothing was changed")
-                    return 1
-                migrations.downgrade(connection, "base", **attributes)
-                migrations.upgrade(connection, **attributes)
-                for path in self.derived_files:
-                    path.unlink(missing_ok=True)
-                print(
-                    f"{self.label}: dropped everything and recreated the schema "
-                    f"({migrations.head_revision()})"
-                )
-                return 0
-        raise ConfigurationError(f"unknown migrate action {action!r}")
-
-
-def _confirm(label: str) -> bool:
-    if not sys.stdin.isatty():
-        raise ConfigurationError(
-            f"'fresh' deletes every memory in {label}; run it again with --yes to confirm"
-        )
-    answer = input(f"Delete every memory in {label} and recreate the schema? [y/N] ")
-    return answer.strip().lower() in {"y", "yes"}
-
-
-def migration_target(settings: Settings, url: str | None = None) -> MigrationTarget:
-    """The database of the configured SQL driver (or of ``url``): DATABASE_URL for pgvector,
-    MEMORY_DB_URL otherwise."""
-    if url is None:
-        wants_postgres = settings.memory_driver.strip().lower() in {"pgvector", "postgres"}
-        url = settings.database_url if wants_postgres else settings.memory_db_url
-        if not url:
-            raise ConfigurationError(
-                "MEMORY_DRIVER is pgvector but DATABASE_URL is not set; set it or pass --url"
-            )
+# ---------------------------------------------------------------------- PostgreSQL
+def postgres_url(url: str) -> URL:
+    """``DATABASE_URL`` as a SQLAlchemy URL that uses psycopg 3."""
     try:
-        backend = make_url(url).get_backend_name()
+        parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigurationError(f"{url!r} is not a database URL: {exc}") from None
-    if backend in {"postgresql", "postgres"}:
-        from ..drivers.pgvector import describe, engine_for, prepare_database
-        from ..embeddings import get_embedder
+        raise ConfigurationError(f"DATABASE_URL {url!r} is not a database URL: {exc}") from None
+    if parsed.get_backend_name() not in {"postgresql", "postgres"}:
+        raise ConfigurationError(
+            f"the pgvector driver needs a postgresql:// URL in DATABASE_URL, got "
+            f"{parsed.get_backend_name()!r}"
+        )
+    return parsed.set(drivername="postgresql+psycopg")
 
-        engine = engine_for(settings, url)
-        return MigrationTarget(
-            engine,
-            label=describe(engine.url),
-            attributes={"embedding_dimension": get_embedder(settings).dimension},
-            prepare=prepare_database,
+
+def describe(url: URL) -> str:
+    """Host, port and database of ``url`` for messages (never the password)."""
+    host = url.host or url.query.get("host") or "localhost"
+    port = f":{url.port}" if url.port else ""
+    return f"PostgreSQL at {host}{port}/{url.database}"
+
+
+def engine_for(settings: Settings, url: str | None = None) -> Engine:
+    """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
+    url = url or settings.database_url
+    if not url:
+        raise ConfigurationError(
+            "the pgvector driver needs DATABASE_URL, e.g. "
+            "postgresql://user:password@localhost:5432/dbname"
         )
-    if backend == "sqlite":
-        settings = settings.replace(memory_db_url=url)
-        index = faiss_index_path(settings)
-        try:
-            engine = create_sqlite_engine(settings)
-        except OSError as exc:
-            raise BackendUnavailableError(
-                f"SQLite database {url}: cannot create its folder ({exc})"
-            ) from exc
-        return MigrationTarget(
-            engine,
-            label=url,
-            derived_files=(index,) if index is not None else (),
-        )
-    raise ConfigurationError(
-        f"migrate.py handles sqlite:/// and postgresql:// URLs; {url!r} uses {backend!r}"
+    return create_engine(
+        postgres_url(url),
+        pool_size=settings.pgvector_pool_size,
+        max_overflow=settings.pgvector_pool_size,
+        # No ping per checkout (a round trip per call): a dead pooled connection fails its
+        # first statement, which the driver retries like any dropped connection.
+        pool_pre_ping=False,
+        pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
+        connect_args={
+            "connect_timeout": max(1, round(settings.pgvector_connect_timeout)),
+            "application_name": "memory-drivers",
+        },
     )
+
+
+def prepare_database(connection: Connection, where: str) -> None:
+    """Serialize migrations between processes, and make sure pgvector is enabled.
+
+    Raises ``SchemaError`` saying exactly what to run when the extension is not installed on
+    the server, or when the user may not enable it.
+    """
+    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    installed = connection.execute(
+        text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    ).scalar()
+    if installed:
+        return
+    available = connection.execute(
+        text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+    ).scalar()
+    if not available:
+        raise SchemaError(
+            f"{where} has no pgvector extension installed on the server. Install pgvector "
+            "(https://github.com/pgvector/pgvector#installation; e.g. the postgresql-NN-pgvector "
+            "package), then run in that database: CREATE EXTENSION vector;"
+        )
+    try:
+        with connection.begin_nested():
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        user = connection.execute(text("SELECT current_user")).scalar()
+        raise SchemaError(
+            f"pgvector is installed on the server but not enabled in {where}, and user "
+            f"{user!r} may not enable it. Ask a superuser to run in that database: "
+            "CREATE EXTENSION vector;  then run python migrate.py again"
+        ) from None

@@ -1,16 +1,14 @@
 """Alembic, driven from code: upgrade, rollback, fresh and status for the SQL drivers.
 
-``python migrate.py`` (and ``memory-drivers migrate``) call :func:`main`. Drivers call
-:func:`upgrade` with a connection inside their own write transaction, so two processes opening a
-new store at once cannot both create it.
+The scripts are in ``memory_drivers/migrations/``. Drivers call :func:`upgrade` with a connection
+inside their own write transaction, so two processes opening a new store at once cannot both
+create it; ``python migrate.py`` (:mod:`.migrate`) drives the same functions from the command
+line.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ __all__ = [
     "downgrade",
     "head_revision",
     "known_revisions",
-    "main",
     "pending_revisions",
     "upgrade",
 ]
@@ -36,10 +33,9 @@ VERSION_TABLE = "memory_drivers_alembic_version"
 
 
 def script_location() -> str:
-    """Where the migration scripts are (top-level ``migrations/``, shipped in the package)."""
-    import memory_drivers.migrations as scripts
-
-    return str(Path(scripts.__file__).parent)
+    """Where the migration scripts are: ``memory_drivers/migrations/`` (found by path, not
+    imported: ``env.py`` imports this module)."""
+    return str(Path(__file__).resolve().parent.parent / "migrations")
 
 
 def make_config(connection: Connection | None = None, **attributes: Any) -> Config:
@@ -87,35 +83,3 @@ def upgrade(connection: Connection, target: str = "head", **attributes: Any) -> 
 def downgrade(connection: Connection, target: str = "-1", **attributes: Any) -> None:
     """Roll back to ``target`` (default: the last step)."""
     command.downgrade(make_config(connection, **attributes), target)
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str = "migrate.py") -> int:
-    """Command line: ``migrate.py [upgrade|fresh|status|rollback] [--url URL]``.
-
-    Exit codes: 0 done, 1 the database failed, 2 invalid arguments or configuration."""
-    from ..config import get_settings
-    from ..errors import ConfigurationError, MemoryDriverError, ValidationError
-    from .engines import migration_target
-
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Create or update the memory-drivers schema (SQLite or PostgreSQL).",
-    )
-    parser.add_argument(
-        "action",
-        nargs="?",
-        default="upgrade",
-        choices=["upgrade", "fresh", "status", "rollback"],
-        help="upgrade (default): apply pending migrations; fresh: drop everything and "
-        "recreate; status: show applied and pending; rollback: undo the last step(s)",
-    )
-    parser.add_argument("--url", help="database URL (default: the configured driver's database)")
-    parser.add_argument("--steps", type=int, default=1, help="rollback: how many steps")
-    parser.add_argument("--yes", "-y", action="store_true", help="fresh: do not ask")
-    args = parser.parse_args(argv)
-    try:
-        target = migration_target(get_settings(), args.url)
-        return target.run(args.action, steps=args.steps, confirmed=args.yes)
-    except MemoryDriverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigurationError | ValidationError) else 1

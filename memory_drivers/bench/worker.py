@@ -16,9 +16,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .targets import Target, TargetConfig
 
 __all__ = ["JobSpec", "main", "run_job", "summarize"]
 
@@ -170,7 +173,7 @@ def _workload(
 def run_target_job(spec: JobSpec) -> dict[str, Any]:
     from .dataset import Dataset
     from .embedders import ReplayEmbedder
-    from .targets import TargetConfig, make_target
+    from .targets import TargetConfig
 
     data = Dataset.load(
         Path(spec.cache_dir), spec.model, n=spec.n, q=spec.queries, seed=spec.seed, users=spec.users
@@ -231,7 +234,7 @@ class _IdQuery:
 def _end_to_end(spec: JobSpec, items: Sequence[Any]) -> dict[str, Any]:
     """Load ``items`` into a new store of the same target with the real default model."""
     from .embedders import real_embedder
-    from .targets import TargetConfig, make_target
+    from .targets import TargetConfig
 
     embedder = real_embedder("auto")
     embedder.embed_documents([i.content for i in items[:32]])  # load the model: not timed
@@ -294,6 +297,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_job(spec)
     Path(args[1]).write_text(json.dumps(result, indent=2, default=str))
     return 0 if result.get("ok") else 1
+
+
+def make_target(name: str, config: TargetConfig) -> Target:
+    """The target called ``name`` (one of ours or a peer)."""
+    from . import peers
+    from .targets import ChromaTarget, PgVectorTarget, SQLiteTarget
+
+    classes: dict[str, type[Target]] = {
+        "sqlite": SQLiteTarget,
+        "pgvector": PgVectorTarget,
+        "chroma": ChromaTarget,
+        "langchain-faiss": peers.FaissPeer,
+        "langchain-pgvector": peers.PGVectorPeer,
+        "langchain-chroma": peers.ChromaPeer,
+    }
+    try:
+        cls = classes[name]
+    except KeyError:
+        known = ", ".join(classes)
+        raise ValueError(f"unknown benchmark target {name!r}; known: {known}") from None
+    return cls(config)
 
 
 if __name__ == "__main__":

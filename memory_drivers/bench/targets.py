@@ -27,7 +27,6 @@ __all__ = [
     "Target",
     "TargetConfig",
     "directory_bytes",
-    "make_target",
 ]
 
 #: Our drivers, in report order, and the LangChain vector store a user would pick instead.
@@ -281,23 +280,3 @@ def _settings_note(settings: Settings, prefix: str) -> str:
         for name in sorted(Settings.model_fields)
         if name.startswith(prefix) and name not in _NOT_NOTED
     )
-
-
-def make_target(name: str, config: TargetConfig) -> Target:
-    """The target called ``name`` (one of ours or a peer)."""
-    from . import peers
-
-    classes: dict[str, type[Target]] = {
-        "sqlite": SQLiteTarget,
-        "pgvector": PgVectorTarget,
-        "chroma": ChromaTarget,
-        "langchain-faiss": peers.FaissPeer,
-        "langchain-pgvector": peers.PGVectorPeer,
-        "langchain-chroma": peers.ChromaPeer,
-    }
-    try:
-        cls = classes[name]
-    except KeyError:
-        known = ", ".join(classes)
-        raise ValueError(f"unknown benchmark target {name!r}; known: {known}") from None
-    return cls(config)

@@ -1,4 +1,4 @@
-"""The benchmark harness: ``memory-drivers bench`` (shipped as ``memory_drivers.bench``).
+"""The benchmark harness: ``memory-drivers bench``.
 
 It loads N synthetic memories (real all-MiniLM-L6-v2 vectors, computed once and cached) into
 each driver and into the LangChain vector store a user would pick instead, each in a fresh
