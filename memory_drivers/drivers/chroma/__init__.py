@@ -1,0 +1,48 @@
+"""The ``chroma`` driver: memories in Chroma, embedded or against a Chroma server.
+
+Environment (embedded: a local persistent directory, no server)::
+
+    MEMORY_DRIVER=chroma
+    CHROMA_PATH=storage/chromadb
+    CHROMA_COLLECTION=memories                    # also uses memories_associations
+    CHROMA_KNOWLEDGE_COLLECTION=global_knowledge
+
+or against a server (``chroma run --host 127.0.0.1 --port 8000 --path /srv/chroma``)::
+
+    MEMORY_DRIVER=chroma
+    CHROMA_URL=http://127.0.0.1:8000              # set: server mode, CHROMA_PATH is not used
+    CHROMA_TIMEOUT=30.0                           # seconds per request
+    CHROMA_RETRIES=3                              # retries of a failed request, with backoff
+
+Python::
+
+    from memory_drivers.drivers.chroma import ChromaDriver
+    with ChromaDriver() as driver:                # or get_memory_driver("chroma")
+        driver.store(user_id="u1", content="Likes green tea")
+
+Install: ``pip install "memory-drivers[chroma,embeddings]"``.
+
+Chroma never embeds anything here: every collection is opened with ``embedding_function=None``
+and every write and query passes the configured embedder's vectors, so Chroma's own model is
+never downloaded. Anonymized telemetry is off.
+
+What Chroma has no notion of is encoded as metadata the driver writes (see
+``docs/drivers/chroma.md``): tags and keyword terms as string arrays, ``created_at`` as integer
+microseconds, and one typed key per scalar metadata value (``meta:number:<key>``, ...), so that
+every filter is a Chroma ``where`` that selects exactly the memories the shared semantics
+select. Candidates are then re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is
+cut. Vector search scores every filtered candidate (exact) up to ``CHROMA_EXACT_SEARCH_LIMIT``
+candidates, and above it lets Chroma's HNSW index pick the best (approximate). Keyword and
+recent recall order the candidates here.
+
+Layout: :mod:`.records` (how records and ``where`` filters look), :mod:`.store` (the connection,
+the collections, reading and writing records, re-embedding), :mod:`.search` (ranking) and
+:mod:`.driver` (``ChromaDriver``, the primitives), each class built on the one before.
+"""
+
+from __future__ import annotations
+
+from .driver import ChromaDriver
+from .records import ASSOCIATIONS_SUFFIX, memory_where, micros
+
+__all__ = ["ASSOCIATIONS_SUFFIX", "ChromaDriver", "memory_where", "micros"]
