@@ -36,7 +36,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 from .app import UNSUPPORTED_ROUTES, create_app
-from .service import ApiError, MemoryService
+from .parsing import ApiError
+from .service import MemoryService
 
 __all__ = [
     "UNSUPPORTED_ROUTES",

@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..base import BaseMemoryDriver
 from ..errors import EmbeddingError, MemoryDriverError
-from .service import DRIVER_ERRORS, ApiError, MemoryService
+from .parsing import ApiError
+from .service import DRIVER_ERRORS, MemoryService
 
 __all__ = ["UNSUPPORTED_ROUTES", "create_app"]
 
