@@ -1,0 +1,50 @@
+"""The conformance suite every driver passes in full.
+
+Subclass :class:`MemoryDriverConformance` in a test module and supply one fixture,
+``driver_factory``: a callable ``factory(*, embedder, settings) -> driver`` that opens **the same
+store** each time it is called within a test (so close-and-reopen can be tested), empty at the
+first call, and that cleans up after the test::
+
+    import pytest
+    from memory_drivers.testing import MemoryDriverConformance
+
+    class TestMyDriver(MemoryDriverConformance):
+        @pytest.fixture
+        def driver_factory(self, tmp_path):
+            def factory(*, embedder, settings):
+                return MyDriver(settings.replace(my_path=str(tmp_path)), embedder=embedder)
+            yield factory
+
+Every test's docstring says what a failure usually means. Most tests use a fast deterministic
+embedder; the ``test_semantic_*`` tests use the real default model.
+
+Layout: the suite is one class made of one mixin per area (:mod:`.storage`, :mod:`.recall`,
+:mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
+:mod:`.equivalence`), each built on :class:`~.base.ConformanceBase` (fixtures and helpers).
+"""
+
+from __future__ import annotations
+
+from .associations import AssociationTests
+from .bad_input import BadInputTests
+from .equivalence import EquivalenceTests
+from .knowledge import KnowledgeTests
+from .maintenance import MaintenanceTests
+from .recall import RecallTests
+from .storage import StorageTests
+
+__all__ = ["MemoryDriverConformance"]
+
+
+# pytest collects inherited tests base class first, so the areas are listed last to first: the
+# tests run in the order of the areas above.
+class MemoryDriverConformance(
+    EquivalenceTests,
+    BadInputTests,
+    MaintenanceTests,
+    AssociationTests,
+    KnowledgeTests,
+    RecallTests,
+    StorageTests,
+):
+    """The shared semantics, as tests. Subclasses supply ``driver_factory`` (see module doc)."""
