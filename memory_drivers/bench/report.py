@@ -1,5 +1,7 @@
 """``docs/benchmarks.md`` and its plot, made from the raw results of a run (``results.json``).
 
+The results are read through :mod:`.results`; the plot is drawn by :mod:`.plot`.
+
 The page is generated whole, except the block between :data:`WHY_BEGIN` and :data:`WHY_END`:
 the explanations of missed targets are written by hand there, and kept when the page is made
 again from new results.
@@ -7,7 +9,6 @@ again from new results.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .plot import render_plot
+from .results import Result, drivers_of, load_results, ok, pick, run_of, sizes_of
 from .targets import PEERS
 
 __all__ = ["WHY_BEGIN", "WHY_END", "load_results", "render_markdown", "render_plot", "write_report"]
@@ -25,45 +28,6 @@ WHY_BEGIN = "<!-- why:begin (kept when the page is regenerated) -->"
 WHY_END = "<!-- why:end -->"
 #: The N the issue's targets are stated for.
 TARGET_N = 100_000
-
-Result = dict[str, Any]
-
-
-def load_results(path: Path) -> Result:
-    results: Result = json.loads(Path(path).read_text())
-    if not isinstance(results, dict) or "runs" not in results:
-        raise ValueError(f"{path} does not hold the results of memory-drivers bench")
-    return results
-
-
-# ---------------------------------------------------------------------- lookups and formats
-def _run(results: Result, target: str, n: int) -> Result | None:
-    for run in results.get("runs", []):
-        if run.get("target") == target and run.get("n") == n:
-            return dict(run)
-    return None
-
-
-def _ok(run: Result | None) -> bool:
-    return bool(run and run.get("ok"))
-
-
-def _get(run: Result | None, *path: str) -> Any:
-    value: Any = run if _ok(run) else None
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
-def _sizes(results: Result) -> list[int]:
-    return sorted({int(r["n"]) for r in results.get("runs", []) if "n" in r})
-
-
-def _drivers(results: Result) -> list[str]:
-    present = {r.get("target") for r in results.get("runs", [])}
-    return [d for d in PEERS if d in present or PEERS[d] in present]
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -91,14 +55,14 @@ def _missing(run: Result | None) -> str:
 
 
 def _recall(run: Result | None, workload: str) -> str:
-    if not _ok(run):
+    if not ok(run):
         return _missing(run)
-    return _num(_get(run, "workloads", workload, "recall_at_k"), 3)
+    return _num(pick(run, "workloads", workload, "recall_at_k"), 3)
 
 
 def _pair(run: Result | None, workload: str) -> str:
-    w = _get(run, "workloads", workload)
-    if not _ok(run):
+    w = pick(run, "workloads", workload)
+    if not ok(run):
         return _missing(run)
     if w is None:
         return "n/a"
@@ -122,14 +86,14 @@ Row = tuple[str, Show, Value | None, bool]
 ROWS: list[Row] = [
     (
         "ingest, memories/s (`store_many` / `add_texts`, replayed vectors)",
-        lambda r: _int(_get(r, "ingest", "per_s")) if _ok(r) else _missing(r),
-        lambda r: _get(r, "ingest", "per_s"),
+        lambda r: _int(pick(r, "ingest", "per_s")) if ok(r) else _missing(r),
+        lambda r: pick(r, "ingest", "per_s"),
         True,
     ),
     (
         "recall, vector: p50 / p95 ms",
         lambda r: _pair(r, "vector"),
-        lambda r: _get(r, "workloads", "vector", "p50_ms"),
+        lambda r: pick(r, "workloads", "vector", "p50_ms"),
         False,
     ),
     (
@@ -141,7 +105,7 @@ ROWS: list[Row] = [
     (
         "recall, vector + tag + since: p50 / p95 ms",
         lambda r: _pair(r, "filtered"),
-        lambda r: _get(r, "workloads", "filtered", "p50_ms"),
+        lambda r: pick(r, "workloads", "filtered", "p50_ms"),
         False,
     ),
     (
@@ -153,35 +117,35 @@ ROWS: list[Row] = [
     (
         "recall, keyword: p50 / p95 ms",
         lambda r: _pair(r, "keyword"),
-        lambda r: _get(r, "workloads", "keyword", "p50_ms"),
+        lambda r: pick(r, "workloads", "keyword", "p50_ms"),
         False,
     ),
     (
         "get by id: p50 / p95 ms",
         lambda r: _pair(r, "get"),
-        lambda r: _get(r, "workloads", "get", "p50_ms"),
+        lambda r: pick(r, "workloads", "get", "p50_ms"),
         False,
     ),
     (
         "first recall after the load, ms",
-        lambda r: _num(_get(r, "first_recall_ms")) if _ok(r) else _missing(r),
-        lambda r: _get(r, "first_recall_ms"),
+        lambda r: _num(pick(r, "first_recall_ms")) if ok(r) else _missing(r),
+        lambda r: pick(r, "first_recall_ms"),
         False,
     ),
     (
         "peak RSS of the process, MiB (after loading the data)",
         lambda r: (
-            f"{_int(_get(r, 'peak_rss_mb'))} ({_int(_get(r, 'rss_baseline_mb'))})"
-            if _ok(r)
+            f"{_int(pick(r, 'peak_rss_mb'))} ({_int(pick(r, 'rss_baseline_mb'))})"
+            if ok(r)
             else _missing(r)
         ),
-        lambda r: _get(r, "peak_rss_mb"),
+        lambda r: pick(r, "peak_rss_mb"),
         False,
     ),
     (
         "size on disk, MiB",
-        lambda r: _mib(_get(r, "disk_bytes")) if _ok(r) else _missing(r),
-        lambda r: _get(r, "disk_bytes"),
+        lambda r: _mib(pick(r, "disk_bytes")) if ok(r) else _missing(r),
+        lambda r: pick(r, "disk_bytes"),
         False,
     ),
 ]
@@ -206,11 +170,11 @@ def _table(results: Result, n: int, drivers: list[str]) -> list[str]:
     for label, show, value, higher in ROWS:
         cells = [label]
         for d in drivers:
-            ours, peer = _run(results, d, n), _run(results, PEERS[d], n)
+            ours, peer = run_of(results, d, n), run_of(results, PEERS[d], n)
             cells.append(show(ours))
             if peers:
                 cells.append(show(peer))
-                compare = value is not None and _ok(ours) and _ok(peer)
+                compare = value is not None and ok(ours) and ok(peer)
                 cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -241,7 +205,7 @@ def _notes(results: Result) -> list[str]:
 
 
 def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
-    runs = [r for r in results.get("runs", []) if _get(r, "end_to_end")]
+    runs = [r for r in results.get("runs", []) if pick(r, "end_to_end")]
     if not runs:
         return []
     first = runs[0]["end_to_end"]
@@ -260,8 +224,8 @@ def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
     for d in drivers:
         ours = next((r for r in runs if r["target"] == d), None)
         peer = next((r for r in runs if r["target"] == PEERS[d]), None)
-        a = _get(ours, "end_to_end", "per_s")
-        b = _get(peer, "end_to_end", "per_s")
+        a = pick(ours, "end_to_end", "per_s")
+        b = pick(peer, "end_to_end", "per_s")
         cells.append(_int(a) if a else "—")
         if peers:
             cells += [_int(b) if b else "—", _ratio(a, b, True)]
@@ -300,7 +264,7 @@ def _embedders(results: Result) -> list[str]:
 
 # ---------------------------------------------------------------------- targets
 def _target_n(results: Result) -> int | None:
-    sizes = _sizes(results)
+    sizes = sizes_of(results)
     if not sizes:
         return None
     return TARGET_N if TARGET_N in sizes else max(sizes)
@@ -324,36 +288,40 @@ def targets(results: Result) -> list[TargetRow]:
         rows.append((label, f"{_num(value)} {unit}".strip(), met, gap))
 
     def run(target: str) -> Result | None:
-        return _run(results, target, n) if n is not None else None
+        return run_of(results, target, n) if n is not None else None
 
     p50 = ("workloads", "vector", "p50_ms")
-    check("sqlite: recall p50 ≤ 2 ms", _get(run("sqlite"), *p50), 2.0, True, "ms")
+    check("sqlite: recall p50 ≤ 2 ms", pick(run("sqlite"), *p50), 2.0, True, "ms")
     check(
         "sqlite: recall@10 ≥ 0.95",
-        _get(run("sqlite"), "workloads", "vector", "recall_at_k"),
+        pick(run("sqlite"), "workloads", "vector", "recall_at_k"),
         0.95,
         False,
         "",
     )
     check(
-        "sqlite: store_many ≥ 10,000/s", _get(run("sqlite"), "ingest", "per_s"), 10_000, False, "/s"
+        "sqlite: store_many ≥ 10,000/s",
+        pick(run("sqlite"), "ingest", "per_s"),
+        10_000,
+        False,
+        "/s",
     )
-    check("pgvector: recall p50 ≤ 5 ms", _get(run("pgvector"), *p50), 5.0, True, "ms")
+    check("pgvector: recall p50 ≤ 5 ms", pick(run("pgvector"), *p50), 5.0, True, "ms")
     check(
         "pgvector: store_many ≥ 5,000/s",
-        _get(run("pgvector"), "ingest", "per_s"),
+        pick(run("pgvector"), "ingest", "per_s"),
         5_000,
         False,
         "/s",
     )
-    check("chroma (embedded): recall p50 ≤ 5 ms", _get(run("chroma"), *p50), 5.0, True, "ms")
+    check("chroma (embedded): recall p50 ≤ 5 ms", pick(run("chroma"), *p50), 5.0, True, "ms")
     for d in PEERS:
         ours, peer = run(d), run(PEERS[d])
         for what, path, higher in (
             ("recall p50", p50, False),
             ("ingest", ("ingest", "per_s"), True),
         ):
-            a, b = _get(ours, *path), _get(peer, *path)
+            a, b = pick(ours, *path), pick(peer, *path)
             label = f"{d}: {what} at least as good as {PEERS[d]}"
             if a is None or b is None:
                 if ours is not None or peer is not None:
@@ -367,12 +335,12 @@ def targets(results: Result) -> list[TargetRow]:
     default = _default_embedder(results)
     check(
         "default embedder: ≥ 500 sentences/s at batch 32",
-        _get(default, "sentences_per_s"),
+        pick(default, "sentences_per_s"),
         500,
         False,
         "/s",
     )
-    check("default embedder: ≤ 4 ms for one query", _get(default, "query_p50_ms"), 4.0, True, "ms")
+    check("default embedder: ≤ 4 ms for one query", pick(default, "query_p50_ms"), 4.0, True, "ms")
     return rows
 
 
@@ -433,8 +401,8 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
     machine = results.get("machine", {})
     params = results.get("params", {})
     dataset = results.get("dataset", {})
-    sizes = _sizes(results)
-    drivers = _drivers(results)
+    sizes = sizes_of(results)
+    drivers = drivers_of(results)
     versions = results.get("versions", {})
     out: list[str] = [
         "# Benchmarks",
@@ -535,58 +503,6 @@ def kept_why(path: Path) -> str | None:
         return None
     match = re.search(re.escape(WHY_BEGIN) + r"\n(.*?)\n?" + re.escape(WHY_END), text, re.S)
     return match.group(1) if match else None
-
-
-def render_plot(results: Result, path: Path) -> None:
-    """Recall p50 against N, one line per target, one panel per workload (log scales)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
-
-    sizes = _sizes(results)
-    workloads = [("vector", "vector"), ("filtered", "vector + tag + since"), ("keyword", "keyword")]
-    fig, axes = plt.subplots(1, len(workloads), figsize=(15, 4.8), sharey=True)
-    colors = dict(zip(PEERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
-    for ax, (workload, title) in zip(axes, workloads, strict=True):
-        for driver in _drivers(results):
-            for target, style, marker in ((driver, "-", "o"), (PEERS[driver], "--", "s")):
-                points = _series(results, target, workload)
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, style, marker=marker, color=colors[driver], label=target)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(sizes))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        if len(sizes) == 1:
-            ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
-        ax.set_title(f"recall: {title}")
-        ax.set_xlabel("N (memories)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("p50 latency, ms (log)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False)
-    fig.suptitle("memory-drivers (solid) and their LangChain peers (dashed): recall p50, top 10")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _series(results: Result, target: str, workload: str) -> list[tuple[int, float]]:
-    points = []
-    for n in _sizes(results):
-        value = _get(_run(results, target, n), "workloads", workload, "p50_ms")
-        if value:
-            points.append((n, float(value)))
-    return points
 
 
 def write_report(results: Result, out: Path | None, plot: Path | None) -> list[Path]:
