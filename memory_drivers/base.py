@@ -12,6 +12,12 @@ Ordering, the same on every driver:
 - keyword recall: share of the query's terms found, highest first;
 - no query: newest first;
 - ties: newer ``created_at`` first, then ``id`` ascending.
+
+Why this module is long: it is the public API in one place. Every public method, its
+validation and defaults, and the list of primitives a driver implements are read together by
+anyone writing a driver or a front-end; split across modules, the one semantics would have to be
+pieced together again. The rules it applies live in their own modules (``validation``, ``text``,
+``models``); what remains here is the order in which the API applies them.
 """
 
 from __future__ import annotations

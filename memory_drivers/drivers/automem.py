@@ -16,6 +16,11 @@ vector recall sends the query text and returns AutoMem's scores. Recall without 
 recall, counting and listing are computed here, exactly, from AutoMem's candidates (its recall
 window of 100, or every memory of the user through ``/memory/by-tag`` when the window is full).
 What cannot be exact against a real AutoMem is listed in ``docs/drivers/automem.md``.
+
+Why this module is long: it is one driver's translation of every primitive into AutoMem's REST
+calls, around one HTTP client with its retries. The pieces share the client and the candidate
+fetching (the recall window, or ``/memory/by-tag`` when it is full), and the wire format itself
+already lives apart (:mod:`memory_drivers.automem_wire`).
 """
 
 from __future__ import annotations

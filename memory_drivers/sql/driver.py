@@ -4,6 +4,12 @@ A SQL backend subclasses it and supplies only what differs: the engine and its t
 schema preparation, JSON equality on metadata, keyword-term matching and vector ranking.
 Filters become one ``WHERE`` clause (:meth:`SQLDriver._where`), so they always apply before
 ``top_k`` is cut.
+
+Why this module is long: it is the one query builder of both SQL backends. Every primitive is
+written here once, in SQLAlchemy Core, over the shared schema and the shared ``WHERE``
+translation (:meth:`SQLDriver._where`); a backend supplies only the hooks (``_create_engine``,
+``_has_term``, ``_rank_by_vector``, ...). Splitting the primitives into several modules would
+split the one class the backends subclass.
 """
 
 from __future__ import annotations
