@@ -6,10 +6,13 @@ of primitives (the ``_``-prefixed abstract methods) that a driver implements in 
 language. A primitive receives only validated values and must be atomic: either all of its
 write happens or none.
 
-Ordering, the same on every driver:
+Ordering, the same on every driver (docs/semantics.md, "Search modes and scores"):
 
+- hybrid recall (the default): keyword and vector scores standardised over the recall's scope
+  and weighted (:mod:`memory_drivers.ranking.hybrid`), highest first;
 - vector recall: cosine similarity, highest first;
-- keyword recall: share of the query's terms found, highest first;
+- keyword recall: BM25 with conversation context (:mod:`memory_drivers.ranking.keyword`),
+  highest first;
 - no query: newest first;
 - ties: newer ``created_at`` first, then ``id`` ascending.
 
@@ -28,7 +31,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, ClassVar, Literal
 
@@ -58,12 +61,16 @@ from .models import (
     RecallHit,
     RelatedMemory,
 )
+from .ranking import Period, RankingRules, Reranker, find_periods, get_reranker
+from .ranking.timeframe import strip_periods
 from .text import chunk_text, document_terms, query_terms
 
 __all__ = [
     "RECALL_FILTERS",
+    "SEARCH_MODES",
     "BaseMemoryDriver",
     "KnowledgeRecord",
+    "KnowledgeSearch",
     "MemoryRecord",
     "MemorySearch",
     "hit_order",
@@ -83,6 +90,10 @@ RECALL_FILTERS = (
     "metadata",
 )
 
+#: The search modes of ``recall`` and ``recall_global_knowledge``.
+SEARCH_MODES = ("hybrid", "vector", "keyword")
+SearchMode = Literal["hybrid", "vector", "keyword"]
+
 _INPUT_FIELDS = tuple(MemoryInput.model_fields)
 _INPUT_FIELD_SET = frozenset(_INPUT_FIELDS)
 
@@ -98,27 +109,46 @@ class MemoryRecord:
 
 @dataclass(frozen=True)
 class KnowledgeRecord:
-    """A validated knowledge chunk with its unit vector."""
+    """A validated knowledge chunk with what a backend indexes: its unit vector and keyword
+    terms."""
 
     chunk: KnowledgeChunk
     vector: np.ndarray
+    terms: str
 
 
 @dataclass(frozen=True)
 class MemorySearch:
     """A validated recall, as drivers receive it.
 
-    ``mode`` is ``"vector"`` (``vector`` is set), ``"keyword"`` (``terms`` is set) or
-    ``"recent"``. ``text`` is the query as given (for backends that embed or parse it
-    themselves). ``top_k=None`` means every match (cleanup uses it).
+    ``mode`` is ``"hybrid"`` (``vector`` is set; ``terms`` may be empty), ``"vector"``
+    (``vector`` is set), ``"keyword"`` (``terms`` is set) or ``"recent"``. ``text`` is the
+    query as given (for backends that embed or parse it themselves). ``top_k=None`` means
+    every match (cleanup uses it). ``periods`` are the time expressions of the query and
+    ``now`` the time they were resolved against (hybrid search prefers memories in them).
     """
 
     filter: MemoryFilter
     top_k: int | None
-    mode: Literal["vector", "keyword", "recent"]
+    mode: Literal["hybrid", "vector", "keyword", "recent"]
     vector: np.ndarray | None = None
     terms: tuple[str, ...] | None = None
     text: str | None = None
+    periods: tuple[Period, ...] = ()
+    now: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KnowledgeSearch:
+    """A validated knowledge recall: ``mode`` as for :class:`MemorySearch` (never recent),
+    within ``category`` when given."""
+
+    mode: Literal["hybrid", "vector", "keyword"]
+    top_k: int
+    category: str | None
+    text: str
+    vector: np.ndarray | None = None
+    terms: tuple[str, ...] = ()
 
 
 def hit_order(hit: RecallHit) -> tuple[float, float, str]:
@@ -154,6 +184,7 @@ class BaseMemoryDriver(ABC):
         *,
         embedder: Embedder | None = None,
         allow_embedder_mismatch: bool = False,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self._embedder = embedder
@@ -161,6 +192,13 @@ class BaseMemoryDriver(ABC):
         self._closed = False
         #: the accepted memory types (the settings compute them on every access)
         self._memory_types = frozenset(self.settings.memory_types)
+        #: the ranking settings, read once (memory_drivers.ranking)
+        self.ranking = RankingRules.from_settings(self.settings)
+        #: memories of a conversation are indexed with this many before them (ranking.context)
+        self.context_window = self.settings.context_window
+        self._question_words = frozenset(self.settings.keyword_query_stopwords)
+        #: the last stage of recall, when one is configured (memory_drivers.ranking.rerank)
+        self.reranker = reranker if reranker is not None else get_reranker(self.settings)
 
     # ------------------------------------------------------------------ embedder
     @property
@@ -430,9 +468,11 @@ class BaseMemoryDriver(ABC):
         conversation_id: str | None = None,
         query: str | None = None,
         top_k: int = 10,
-        use_vector: bool = True,
+        use_vector: bool | None = None,
         exclude_tags: list[str] | None = None,
         *,
+        search: SearchMode | None = None,
+        now: datetime | str | None = None,
         memory_types: list[str] | None = None,
         tags: list[str] | None = None,
         tag_mode: Literal["any", "all"] = "any",
@@ -444,14 +484,26 @@ class BaseMemoryDriver(ABC):
     ) -> list[RecallHit]:
         """Recall up to ``top_k`` of ``user_id``'s memories that pass every filter.
 
-        With a ``query``, vector search ranks by meaning (``use_vector=False``: keyword search
-        ranks by shared terms); without one, the newest come first. Filters apply before
-        ``top_k`` is cut. See :class:`~memory_drivers.models.MemoryFilter` for each filter.
+        With a ``query``, ``search`` picks how they are ranked: ``"hybrid"`` (keyword and
+        vector scores fused; the default, ``RECALL_SEARCH``), ``"vector"`` (cosine similarity)
+        or ``"keyword"`` (BM25). ``use_vector=False`` means keyword search and ``True`` vector
+        search, as in the seed signature. Time expressions in the query ("last week") are
+        resolved against ``now`` (default: the current time) into a soft preference of hybrid
+        search. Without a query the newest come first. Filters apply before ``top_k`` is cut.
+        See :class:`~memory_drivers.models.MemoryFilter` for each filter.
         """
         self._check_open()
         if unknown:
             name = sorted(unknown)[0]
-            known = ("conversation_id", "query", "top_k", "use_vector", *RECALL_FILTERS)
+            known = (
+                "conversation_id",
+                "query",
+                "top_k",
+                "use_vector",
+                "search",
+                "now",
+                *RECALL_FILTERS,
+            )
             raise ValidationError(
                 f"unknown recall filter {name!r}.{did_you_mean(name, known)} "
                 f"Known: {', '.join(known)}"
@@ -469,23 +521,83 @@ class BaseMemoryDriver(ABC):
             metadata=metadata,
         )
         k = check.top_k(top_k)
-        if not isinstance(use_vector, bool):
-            raise ValidationError(f"use_vector must be True or False, got {use_vector!r}")
+        mode = self._search_mode(search, use_vector)
+        moment = check.timestamp(now, "now") if now is not None else None
         if query is None:
             return self._search_memories(MemorySearch(memory_filter, k, "recent"))
         if not isinstance(query, str) or not query.strip():
             raise ValidationError(
                 "query must be a non-empty string, or None to list the most recent memories"
             )
-        if use_vector:
+        depth = k
+        if self.reranker is not None:
+            depth = max(k, self.settings.rerank_depth)
+        if mode == "vector":
             vector = self._embed_query(query)
-            search = MemorySearch(memory_filter, k, "vector", vector=vector, text=query)
-            return self._search_memories(search)
-        terms = query_terms(query)
-        if not terms:
-            return []
-        search = MemorySearch(memory_filter, k, "keyword", terms=terms, text=query)
-        return self._search_memories(search)
+            hits = self._search_memories(
+                MemorySearch(memory_filter, depth, "vector", vector=vector, text=query)
+            )
+        elif mode == "keyword":
+            terms = query_terms(query, self._question_words)
+            if not terms:
+                return []
+            hits = self._search_memories(
+                MemorySearch(memory_filter, depth, "keyword", terms=terms, text=query)
+            )
+        else:
+            moment = moment or check.utcnow()
+            periods = tuple(find_periods(query, moment))
+            terms = query_terms(strip_periods(query, periods), self._question_words)
+            search_ = MemorySearch(
+                memory_filter,
+                depth,
+                "hybrid",
+                vector=self._embed_query(query),
+                terms=terms,
+                text=query,
+                periods=periods,
+                now=moment,
+            )
+            hits = self._search_memories(search_)
+        return self._rerank(query, hits, k)
+
+    def _search_mode(self, search: Any, use_vector: Any) -> SearchMode:
+        if use_vector is not None and not isinstance(use_vector, bool):
+            raise ValidationError(f"use_vector must be True or False, got {use_vector!r}")
+        if search is not None:
+            if search not in SEARCH_MODES:
+                raise ValidationError(
+                    f"search must be one of {', '.join(SEARCH_MODES)}, got {search!r}"
+                    f".{did_you_mean(str(search), SEARCH_MODES)}"
+                )
+            if use_vector is not None and use_vector != (search != "keyword"):
+                raise ValidationError(
+                    f"use_vector={use_vector} contradicts search={search!r}; give only search"
+                )
+            return search  # type: ignore[no-any-return]
+        if use_vector is not None:
+            return "vector" if use_vector else "keyword"
+        return self.settings.recall_search
+
+    def _rerank(self, query: str, hits: list[RecallHit], top_k: int) -> list[RecallHit]:
+        """The last stage: the reranker's order and scores, when one is configured."""
+        if self.reranker is None or not hits:
+            return hits[:top_k]
+        try:
+            scores = list(self.reranker.score(query, [h.memory.content for h in hits]))
+        except MemoryDriverError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"reranker {self.reranker.name!r} failed: {exc}") from exc
+        if len(scores) != len(hits):
+            raise EmbeddingError(
+                f"reranker {self.reranker.name!r} returned {len(scores)} scores for "
+                f"{len(hits)} candidates"
+            )
+        reranked = [
+            RecallHit(memory=h.memory, score=float(s)) for h, s in zip(hits, scores, strict=True)
+        ]
+        return sorted(reranked, key=hit_order)[:top_k]
 
     def count(self, user_id: str | None = None) -> int:
         """How many memories ``user_id`` has (every user's when None). Knowledge is separate."""
@@ -631,21 +743,38 @@ class BaseMemoryDriver(ABC):
             )
             for i, piece in enumerate(pieces)
         ]
-        self._replace_knowledge(doc, [KnowledgeRecord(c, vectors[i]) for i, c in enumerate(chunks)])
+        records = [
+            KnowledgeRecord(c, vectors[i], document_terms(c.content)) for i, c in enumerate(chunks)
+        ]
+        self._replace_knowledge(doc, records)
         return KnowledgeDocument(
             doc_id=doc, category=str(cat), title=title, metadata=meta, chunks=chunks
         )
 
     def recall_global_knowledge(
-        self, query: str, top_k: int = 5, category: str | None = None
+        self,
+        query: str,
+        top_k: int = 5,
+        category: str | None = None,
+        *,
+        search: SearchMode | None = None,
     ) -> list[KnowledgeHit]:
-        """The knowledge chunks closest in meaning to ``query``, best first."""
+        """The knowledge chunks that best answer ``query``, best first.
+
+        ``search`` is ``"hybrid"``, ``"vector"`` or ``"keyword"`` as for :meth:`recall`
+        (default ``RECALL_SEARCH``); the scope is every chunk (of ``category`` when given).
+        """
         self._check_open()
         if not isinstance(query, str) or not query.strip():
             raise ValidationError("query must be a non-empty string")
         k = check.top_k(top_k)
         cat = check.identifier(category, "category", optional=True)
-        hits = self._search_knowledge(self._embed_query(query), k, cat, query)
+        mode = self._search_mode(search, None)
+        terms = query_terms(query, self._question_words)
+        if mode == "keyword" and not terms:
+            return []
+        vector = self._embed_query(query) if mode != "keyword" else None
+        hits = self._search_knowledge(KnowledgeSearch(mode, k, cat, query, vector, terms))
         return sorted(hits, key=lambda h: (-h.score, h.chunk.doc_id, h.chunk.chunk_index))[:k]
 
     def get_global_knowledge(self, doc_id: str) -> KnowledgeDocument | None:
@@ -795,11 +924,9 @@ class BaseMemoryDriver(ABC):
         """Delete the chunks of ``doc_id``; True if there were any."""
 
     @abstractmethod
-    def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
-    ) -> list[KnowledgeHit]:
-        """The ``top_k`` chunks most similar to ``vector`` (in ``category`` when given).
-        ``text`` is the query it embeds, when known."""
+    def _search_knowledge(self, search: KnowledgeSearch) -> list[KnowledgeHit]:
+        """The ``top_k`` best chunks for a validated knowledge search (in its category when
+        given), scored as the search mode says, ties at the cut included or not."""
 
     @abstractmethod
     def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:

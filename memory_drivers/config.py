@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
+from .text import QUESTION_WORDS
 
 __all__ = ["DEFAULT_MEMORY_TYPES", "Settings", "get_settings"]
 
@@ -112,6 +113,20 @@ class Settings(BaseSettings):
     knowledge_chunk_tokens: int = Field(512, ge=8)
     knowledge_chunk_overlap: int = Field(50, ge=0)
 
+    # --- recall ranking (docs/semantics.md, "Search modes and scores") --------------------
+    recall_search: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    keyword_bm25_k1: float = Field(0.3, ge=0, le=10)
+    keyword_bm25_b: float = Field(0.75, ge=0, le=1)
+    keyword_query_stopwords: CommaList = Field(default_factory=lambda: sorted(QUESTION_WORDS))
+    hybrid_vector_weight: float = Field(0.5, ge=0, le=1)
+    context_window: int = Field(2, ge=0, le=20)
+    context_neighbor_share: float = Field(0.5, ge=0, le=10)
+    time_preference_weight: float = Field(0.1, ge=0, le=10)
+    recency_half_life_days: float | None = Field(None, gt=0)
+    reranker: Literal["none", "cross-encoder"] = "none"
+    reranker_model: str | None = None
+    rerank_depth: int = Field(30, ge=1, le=1000)
+
     # --- Redis: working memory, cache, stream consolidation ---------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = Field("memory-drivers", min_length=1)
@@ -152,12 +167,22 @@ class Settings(BaseSettings):
     def _summarizer_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("memory_extra_types", mode="before")
+    @field_validator("memory_extra_types", "keyword_query_stopwords", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("keyword_query_stopwords")
+    @classmethod
+    def _lower_words(cls, value: list[str]) -> list[str]:
+        return [word.lower() for word in value]
+
+    @field_validator("recall_search", "reranker", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @pydantic.model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -1,12 +1,14 @@
 """Text rules shared by every driver: keyword terms and knowledge chunking.
 
-Keyword recall (``use_vector=False``) must give the same answer on every backend, so the terms
-are made here, once, and backends only index and match them:
+Keyword search must give the same answer on every backend, so the terms are made here, once,
+and backends only index and match them:
 
 - a *term* is a word (letters and digits) with accents removed, case-folded and reduced to its
-  English Snowball stem; stop words and single letters are dropped;
-- a memory matches a keyword query when it contains at least one of the query's terms, and its
-  score is the share of the query's distinct terms it contains (see :func:`keyword_score`).
+  English Snowball stem; :data:`STOPWORDS` and single letters are dropped;
+- a query's terms also leave out :data:`QUESTION_WORDS` (``KEYWORD_QUERY_STOPWORDS`` replaces
+  that list), words that only frame a question ("what kind of ...", "did she ever ...").
+
+The scores are in :mod:`memory_drivers.ranking`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from collections.abc import Iterable
 
 import snowballstemmer
 
-__all__ = ["chunk_text", "document_terms", "keyword_score", "query_terms", "terms"]
+__all__ = [
+    "QUESTION_WORDS",
+    "STOPWORDS",
+    "chunk_text",
+    "document_terms",
+    "query_terms",
+    "term_count",
+    "terms",
+]
 
 _WORD = re.compile(r"[^\W_]+")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -34,6 +44,14 @@ STOPWORDS = frozenset(
     ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were
     what when where which while who whom why will with would you your yours yourself yourselves
+    """.split()
+)
+
+#: Words that frame a question without saying what it is about; dropped from queries only.
+QUESTION_WORDS = frozenset(
+    """
+    what when where which who whom whose why how did do does done kind sort type ever likely
+    might would could should
     """.split()
 )
 
@@ -55,14 +73,18 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
-def terms(text: str) -> list[str]:
-    """The distinct terms of ``text``, in order of first appearance."""
+def _terms(text: str, skip: frozenset[str] | set[str]) -> list[str]:
     seen: dict[str, None] = {}
     for word in _WORD.findall(_fold(text)):
-        if word in STOPWORDS or (len(word) == 1 and not word.isdigit()):
+        if word in STOPWORDS or word in skip or (len(word) == 1 and not word.isdigit()):
             continue
         seen[_stem(word)] = None
     return list(seen)
+
+
+def terms(text: str) -> list[str]:
+    """The distinct terms of ``text``, in order of first appearance."""
+    return _terms(text, frozenset())
 
 
 def document_terms(text: str) -> str:
@@ -70,17 +92,18 @@ def document_terms(text: str) -> str:
     return " ".join(terms(text))
 
 
-def query_terms(text: str) -> tuple[str, ...]:
-    """The distinct terms of a keyword query. Empty when the query has only stop words."""
-    return tuple(terms(text))
+def term_count(indexed: str) -> int:
+    """How many terms a space-separated list of terms holds (a memory's length for BM25)."""
+    return indexed.count(" ") + 1 if indexed else 0
 
 
-def keyword_score(query: Iterable[str], document: Iterable[str]) -> float:
-    """The share of the query's distinct terms that the document contains."""
-    wanted = set(query)
-    if not wanted:
-        return 0.0
-    return len(wanted & set(document)) / len(wanted)
+def query_terms(text: str, question_words: Iterable[str] = QUESTION_WORDS) -> tuple[str, ...]:
+    """The distinct terms of a keyword query: its terms, leaving out ``question_words``.
+
+    Empty when the query has only stop words and question words.
+    """
+    skip = question_words if isinstance(question_words, frozenset) else frozenset(question_words)
+    return tuple(_terms(text, skip))
 
 
 def chunk_text(text: str, size: int, overlap: int) -> list[str]:

@@ -203,7 +203,7 @@ def churn(url: str, seed: str, persist_every: int) -> None:
                 say(f"deleted {victim}")
         # A vector recall replays the log into the index, which is then saved every
         # persist_every changes (and the log compacted), so kills also land during saves.
-        driver.recall("crash-user", query=f"churn {seed} tok{n}", top_k=3)
+        driver.recall("crash-user", query=f"churn {seed} tok{n}", top_k=3, search="vector")
     driver.close()
 
 
@@ -215,7 +215,7 @@ def store(url: str, user: str, count: int, prefix: str, persist_every: int) -> N
         memory = driver.store(user, f"{prefix} number {i} word{prefix}{i}")
         say(f"stored {memory.id}")
         if i % 10 == 0:
-            driver.recall(user, query=f"{prefix} number {i}", top_k=2)
+            driver.recall(user, query=f"{prefix} number {i}", top_k=2, search="vector")
     driver.close()
     say("done")
 
@@ -246,7 +246,7 @@ def serve(url: str, persist_every: int) -> None:
             )
             result = [[hit.memory.id, hit.score] for hit in hits]
         elif op == "recall_knowledge":
-            knowledge = driver.recall_global_knowledge(command["query"], top_k=3)
+            knowledge = driver.recall_global_knowledge(command["query"], top_k=3, search="vector")
             result = [[hit.chunk.doc_id, hit.score] for hit in knowledge]
         elif op == "get":
             memory = driver.get(command["id"])

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_drivers import automem_wire as wire
-from memory_drivers.base import MemorySearch
+from memory_drivers.base import KnowledgeSearch, MemorySearch
 from memory_drivers.config import Settings, build_settings
 from memory_drivers.drivers.automem import AutoMemDriver
 from memory_drivers.drivers.sqlite import SQLiteDriver
@@ -485,7 +485,9 @@ def test_a_vector_without_its_text_is_sent_as_an_embedding(
     search = MemorySearch(MemoryFilter(user_id="u1"), 1, "vector", vector=vector)
     [hit] = automem._search_memories(search)
     assert hit.memory == memory and hit.score == pytest.approx(1.0, abs=1e-5)
-    [chunk] = automem._search_knowledge(vector, 1, None, None)
+    [chunk] = automem._search_knowledge(
+        KnowledgeSearch("vector", 1, None, "green tea in the morning", vector)
+    )
     assert chunk.chunk.doc_id == "D" and chunk.score == pytest.approx(1.0, abs=1e-5)
 
 

@@ -313,9 +313,8 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     }
     assert json.loads(meta["memory"])["metadata"] == m.metadata
     assert len(record["embeddings"][0]) == 256
-    assert (
-        "terms" not in driver._memories.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
-    )
+    empty = driver._memories.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
+    assert (empty["terms"], empty["tags"]) == ([""], [""]), "empty arrays hold one empty string"
     link = driver._links.get(include=["metadatas"])
     assert link["ids"] == [f"{m.id}:{other.id}:LEADS_TO"]
     assert {k: v for k, v in link["metadatas"][0].items() if k != "created_at"} == {
@@ -337,14 +336,64 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     }
 
 
+def test_arrays_of_a_deleted_collection_never_reach_new_records(
+    embedded: Callable[..., ChromaDriver],
+):
+    """Chroma 1.5.9 gives a record written without an array key the array of a record of a
+    deleted collection (same internal id). The driver writes every array on every record, so
+    filters and keyword search never see another collection's tags or terms."""
+    first = embedded(chroma_collection="first", chroma_knowledge_collection="first_kb")
+    first.store_many(
+        [{"user_id": "u1", "content": f"zebra {i}", "tags": ["stale"]} for i in range(20)]
+    )
+    for name in ("first", "first_kb", "first_associations"):
+        first._client.delete_collection(name)
+    first.close()
+    driver = embedded()
+    plain = driver.store_many([{"user_id": "u1", "content": f"memory {i}"} for i in range(5)])
+    assert driver.recall("u1", tags=["stale"]) == []
+    assert driver.recall("u1", query="zebra", search="keyword") == []
+    assert {h.memory.id for h in driver.recall("u1", exclude_tags=["stale"])} == {
+        m.id for m in plain
+    }
+
+
+def test_a_store_of_the_earlier_record_layout_is_repaired_on_open(
+    embedded: Callable[..., ChromaDriver],
+):
+    """Records written before every array was kept (no ``tags``/``terms`` key when empty, own
+    terms only, no terms on knowledge chunks) are repaired and re-indexed once, on open."""
+    driver = embedded(context_window=0)
+    a = driver.store("u1", "I adopted a puppy", conversation_id="c", tags=["pets"])
+    b = driver.store("u1", "What is its name?", conversation_id="c")
+    driver.store_global_knowledge("Refunds within thirty days", category="policy", doc_id="R")
+    # The earlier layout: empty arrays left out; then a stale array arrives (Chroma's bug).
+    record = driver._memories.get(ids=[b.id], include=["metadatas"])["metadatas"][0]
+    driver._memories.update(ids=[b.id], metadatas=[{"tags": ["pets"], "terms": record["terms"]}])
+    driver._knowledge.update(ids=driver._knowledge.get()["ids"], metadatas=[{"terms": ["x"]}])
+    driver._write_store_info({"records": "", "context_window": ""})
+    driver.close()
+    repaired = embedded()
+    assert [h.memory.id for h in repaired.recall("u1", tags=["pets"])] == [a.id]
+    assert {h.memory.id for h in repaired.recall("u1", query="puppy", search="keyword")} == {
+        a.id,
+        b.id,
+    }, "b is indexed with the turn before it"
+    knowledge = repaired.recall_global_knowledge("refunds", search="keyword")
+    assert [h.chunk.doc_id for h in knowledge] == ["R"]
+    info = repaired._read_store_info()
+    assert (info["records"], info["context_window"]) == ("2", "2")
+
+
 def test_update_rewrites_the_filter_keys(embedded: Callable[..., ChromaDriver]):
     """Chroma merges metadata on update; keys of the old tags, metadata and terms must go."""
     driver = embedded()
     m = driver.store("u1", "alpha words", tags=["old"], metadata={"a": 1, "keep": "k"})
     driver.update(m.id, tags=[], metadata={"b": True}, content="beta")
     meta = driver._memories.get(ids=[m.id], include=["metadatas"])["metadatas"][0]
-    assert "tags" not in meta and "meta:number:a" not in meta and "meta:string:keep" not in meta
+    assert meta["tags"] == [""] and "meta:number:a" not in meta and "meta:string:keep" not in meta
     assert meta["meta:boolean:b"] is True and meta["terms"] == ["beta"]
+    assert driver.recall("u1", tags=["old"]) == []
     assert driver.recall("u1", metadata={"a": 1}) == []
     assert driver.recall("u1", query="alpha", use_vector=False) == []
     driver.update(m.id, importance=0.9)
@@ -462,13 +511,14 @@ def test_vector_recall_is_exact_in_every_path(embedded: Callable[..., ChromaDriv
     for chosen in filters:
         for top_k in (1, 5, 40):
             query = rng.choice(["apple", "banana cherry", "delta echo falcon"])
-            hits = driver.recall("u1", query=query, top_k=top_k, **chosen)
+            hits = driver.recall("u1", query=query, top_k=top_k, search="vector", **chosen)
             f = driver._filter(user_id="u1", **chosen)
             want = expected_hits(stored, f, top_k=top_k, query=query, embedder=driver.embedder)
             assert_same_hits(hits, want, top_k, context=f"limit={limit} {chosen} top_k={top_k}")
     driver.store_global_knowledge("apple banana", category="a", doc_id="A")
     driver.store_global_knowledge("cherry delta", category="b", doc_id="B")
-    assert [h.chunk.doc_id for h in driver.recall_global_knowledge("apple", top_k=2)] == ["A", "B"]
+    found = driver.recall_global_knowledge("apple", top_k=2, search="vector")
+    assert [h.chunk.doc_id for h in found] == ["A", "B"]
     assert [h.chunk.doc_id for h in driver.recall_global_knowledge("apple", category="b")] == ["B"]
 
 

@@ -225,7 +225,9 @@ def test_store_then_recall_by_meaning(cli: Run, three: dict[str, str]) -> None:
 def test_recall_keyword_and_without_query(cli: Run, three: dict[str, str]) -> None:
     hits = cli("recall", "--user", "alice", "--keyword", "hiking Alps", "--json").json()
     assert [h["memory"]["id"] for h in hits] == [three["hike"]]
-    assert hits[0]["score"] == pytest.approx(1.0)
+    assert hits[0]["score"] > 0  # BM25
+    same = cli("recall", "--user", "alice", "--search", "keyword", "hiking Alps", "--json")
+    assert same.json() == hits
     assert (
         cli("recall", "--user", "alice", "--keyword", "saxophone").out.strip()
         == "no matching memories"
@@ -239,6 +241,18 @@ def test_recall_keyword_and_without_query(cli: Run, three: dict[str, str]) -> No
         three["tea"],
     ]
     assert cli("recall", "--user", "bob", "tea").out.strip() == "no matching memories"
+
+
+def test_recall_search_modes_and_now(cli: Run, three: dict[str, str]) -> None:
+    vector = cli("recall", "--user", "alice", "--search", "vector", "hiking Alps", "--json").json()
+    hybrid = cli("recall", "--user", "alice", "hiking Alps", "--json").json()
+    assert len(vector) == len(hybrid) == 3, "vector and hybrid search score every memory"
+    assert vector[0]["memory"]["id"] == hybrid[0]["memory"]["id"] == three["hike"]
+    assert [h["score"] for h in vector] != [h["score"] for h in hybrid]
+    at = cli("recall", "--user", "alice", "hiking last week", "--now", "2026-03-18T12:00:00Z")
+    assert at.code == 0 and three["hike"] in at.out
+    assert cli("recall", "--user", "alice", "tea", "--search", "fuzzy").code == 2
+    assert cli("recall", "--user", "alice", "tea", "--now", "yesterday").code != 0
 
 
 def test_recall_filters(cli: Run, three: dict[str, str]) -> None:

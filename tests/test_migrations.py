@@ -33,13 +33,10 @@ SCHEMA_TABLES = {
     "knowledge_chunks",
 }
 #: SQLite-only objects made by the migrations, deliberately absent from the shared metadata.
+FTS_PARTS = ("", "_config", "_data", "_docsize", "_idx")
 SQLITE_ONLY_TABLES = {
     "vector_log",
-    "memories_fts",
-    "memories_fts_config",
-    "memories_fts_data",
-    "memories_fts_docsize",
-    "memories_fts_idx",
+    *(f"{fts}{part}" for fts in ("memories_fts", "knowledge_fts") for part in FTS_PARTS),
 }
 
 
@@ -141,9 +138,9 @@ def test_rollback_then_upgrade(db: Path) -> None:
     """rollback removes the schema (tables, FTS5, vector log, triggers); migrate.py restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
-    rollback = migrate(db, "rollback", "--steps", "2")
+    rollback = migrate(db, "rollback", "--steps", "3")
     assert rollback.returncode == 0, rollback.stderr
-    assert "rolled back 0002 -> (empty)" in rollback.stdout
+    assert "rolled back 0003 -> (empty)" in rollback.stdout
     left = objects(db) - {migrations.VERSION_TABLE}
     assert left == set(), f"rollback left {left}"
     assert objects(db, "trigger") == set()
@@ -263,3 +260,34 @@ def test_database_from_a_newer_version_is_refused(db: Path) -> None:
         assert connection.execute(
             f"SELECT version_num FROM {migrations.VERSION_TABLE}"
         ).fetchall() == [("9999_future",)]
+
+
+def test_0003_downgrade_and_upgrade_keep_keyword_search_right(db: Path) -> None:
+    """0003 gives knowledge chunks keyword terms and memories their lengths; its downgrade
+    takes memories back to their own terms (what 0002's code indexes). Upgrading again fills
+    everything in, and opening the store re-indexes conversation context."""
+    with open_store(db) as driver:
+        puppy = driver.store("u1", "I adopted a puppy", conversation_id="c")
+        name = driver.store("u1", "What is its name?", conversation_id="c")
+        driver.store_global_knowledge("Refunds take five days", category="policy", doc_id="R")
+        assert {h.memory.id for h in driver.recall("u1", query="puppy", search="keyword")} == {
+            puppy.id,
+            name.id,
+        }
+    rollback = migrate(db, "rollback")
+    assert rollback.returncode == 0 and "0003 -> 0002" in rollback.stdout, rollback.stderr
+    with connect(db) as connection:
+        terms = dict(connection.execute("SELECT id, search_terms FROM memories").fetchall())
+        assert terms == {puppy.id: "adopt puppi", name.id: "name"}, "own terms only"
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(knowledge_chunks)")}
+        assert "search_terms" not in columns and "term_count" not in columns
+    with open_store(db) as driver:  # migrates to 0003 and re-indexes with the context
+        assert {h.memory.id for h in driver.recall("u1", query="puppy", search="keyword")} == {
+            puppy.id,
+            name.id,
+        }
+        found = driver.recall_global_knowledge("refunds", search="keyword")
+        assert [h.chunk.doc_id for h in found] == ["R"]
+    with connect(db) as connection:
+        counts = dict(connection.execute("SELECT id, term_count FROM memories").fetchall())
+        assert counts == {puppy.id: 2, name.id: 3}

@@ -91,8 +91,11 @@ def test_large_unfiltered_search_uses_the_hnsw_index(pg_database: str) -> None:
         found = 0
         queries = random_texts(20, seed=2)
         for query in queries:
-            got = {h.memory.id for h in approximate.recall("u1", query=query, top_k=10)}
-            want = {h.memory.id for h in exact.recall("u1", query=query, top_k=10)}
+            got = {
+                h.memory.id
+                for h in approximate.recall("u1", query=query, top_k=10, search="vector")
+            }
+            want = {h.memory.id for h in exact.recall("u1", query=query, top_k=10, search="vector")}
             assert len(got) == 10
             found += len(got & want)
         assert found / (10 * len(queries)) >= 0.9
@@ -114,7 +117,7 @@ def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> 
             [{"user_id": f"u{i % 50}", "content": t} for i, t in enumerate(random_texts(500))]
         )
         seen = statements(driver)
-        hits = driver.recall("u3", query="alpha bravo", top_k=5)
+        hits = driver.recall("u3", query="alpha bravo", top_k=5, search="vector")
         assert len(hits) == 5 and all(h.memory.user_id == "u3" for h in hits)
         search = [s for s in seen if "<=>" in s[0]][-1]
         assert "MATERIALIZED" in search[0]
@@ -265,7 +268,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     GIN indexes), rollback of the last step, fresh."""
     status = run_migrate(pg_database, "status")
     assert status.returncode == 0, status.stderr
-    assert "pending:  0001" in status.stdout and "pending:  0002" in status.stdout
+    assert all(f"pending:  000{n}" in status.stdout for n in (1, 2, 3))
     with pytest.raises(SchemaError, match=r"python migrate\.py"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
@@ -294,12 +297,20 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
 
     rollback = run_migrate(pg_database, "rollback")
     assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0003 -> 0002" in rollback.stdout
+    columns = postgres.admin(
+        "SELECT column_name FROM information_schema.columns WHERE table_name='knowledge_chunks'",
+        name,
+    )
+    assert "search_tsv" not in {row[0] for row in columns}
+    rollback = run_migrate(pg_database, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
     assert "rolled back 0002 -> 0001" in rollback.stdout
     indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0002.*python migrate\.py"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0003.*python migrate\.py"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
@@ -307,7 +318,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         assert driver.count() == 1 and driver.health_check()["memory_hnsw"] is False
     assert "up to date" in run_migrate(pg_database, "status").stdout
 
-    rollback = run_migrate(pg_database, "rollback", "--steps", "2")
+    rollback = run_migrate(pg_database, "rollback", "--steps", "3")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]

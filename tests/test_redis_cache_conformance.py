@@ -51,6 +51,7 @@ class TestCachedPgVectorConformance(MemoryDriverConformance):
 @pytest.mark.slow
 class TestCachedAutoMemConformance(MemoryDriverConformance):
     exact_scores = True  # memory-drivers serve in front of sqlite (see test_automem_conformance)
+    hybrid_ranks_as = "vector"  # AutoMem's own recall (see test_automem_conformance)
 
     @pytest.fixture
     def driver_factory(self, live_server, tmp_path, namespace):  # noqa: F811 - the fixtures

@@ -71,7 +71,7 @@ def assert_found(driver: SQLiteDriver, memory_id: str, content: str, user: str =
     memory = driver.get(memory_id)
     assert memory is not None, f"memory {memory_id} ({content!r}) is lost"
     assert memory.content == content
-    hits = driver.recall(user, query=content, top_k=1)
+    hits = driver.recall(user, query=content, top_k=1, search="vector")
     assert hits, f"vector recall of {content!r} found nothing"
     assert hits[0].memory.id == memory_id, (
         f"vector recall of {content!r} returned {hits[0].memory.content!r} "
@@ -83,10 +83,10 @@ def assert_found(driver: SQLiteDriver, memory_id: str, content: str, user: str =
 def assert_gone(driver: SQLiteDriver, memory_id: str, content: str, user: str = USER) -> None:
     """The memory is not in SQLite, and neither vector nor keyword recall returns it."""
     assert driver.get(memory_id) is None, f"deleted memory {memory_id} came back"
-    for use_vector in (True, False):
-        hits = driver.recall(user, query=content, top_k=20, use_vector=use_vector)
+    for search in ("vector", "keyword", "hybrid"):
+        hits = driver.recall(user, query=content, top_k=20, search=search)
         assert memory_id not in {h.memory.id for h in hits}, (
-            f"recall (use_vector={use_vector}) returned deleted memory {memory_id}"
+            f"recall (search={search}) returned deleted memory {memory_id}"
         )
 
 
@@ -95,7 +95,7 @@ def assert_scores_true(driver: SQLiteDriver, query: str, user: str = USER) -> No
 
     A mismatch means the index holds a vector that is not the memory's current one (a stale,
     foreign or future index file was trusted)."""
-    for hit in driver.recall(user, query=query, top_k=10):
+    for hit in driver.recall(user, query=query, top_k=10, search="vector"):
         expected = true_score(driver, query, hit.memory.content)
         assert hit.score == pytest.approx(expected, abs=1e-4), (
             f"{hit.memory.content!r} scored {hit.score} for {query!r}; its vector says {expected}"
@@ -451,7 +451,8 @@ def test_index_file_of_another_store_is_not_used(tmp_path: Path) -> None:
     with open_store(url_of(own_db)) as driver:
         for content in list(other.values())[:5]:
             assert_scores_true(driver, content)
-            assert all(h.score < 0.99 for h in driver.recall(USER, query=content, top_k=5))
+            hits = driver.recall(USER, query=content, top_k=5, search="vector")
+            assert all(h.score < 0.99 for h in hits)
 
 
 def test_index_file_newer_than_a_restored_database_is_not_used(db: Path, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from memory_drivers.text import (
     STOPWORDS,
     chunk_text,
     document_terms,
-    keyword_score,
     query_terms,
+    term_count,
     terms,
 )
 
@@ -76,25 +76,13 @@ def test_query_terms_only_stopwords_is_empty():
     assert query_terms("Where do I go hiking?") == ("go", terms("hiking")[0])
 
 
-# ---------------------------------------------------------------------------------- scoring
+# ---------------------------------------------------------------------------------- lengths
 
 
-def test_keyword_score_is_share_of_distinct_query_terms():
-    assert keyword_score(["a", "b"], ["a", "b", "c"]) == 1.0
-    assert keyword_score(["a", "b", "c", "d"], ["a", "x"]) == 0.25
-    assert keyword_score(["a", "a", "b"], ["a"]) == 0.5  # distinct query terms count once
-    assert keyword_score(["a"], ["b", "c"]) == 0.0
-
-
-def test_keyword_score_empty_query_is_zero():
-    assert keyword_score([], ["a"]) == 0.0
-    assert keyword_score(query_terms("the of"), terms("the cat")) == 0.0
-
-
-def test_keyword_score_with_real_terms():
-    query = query_terms("hiking in the mountains")
-    assert keyword_score(query, terms("She hikes every weekend")) == 0.5
-    assert keyword_score(query, terms("Mountain hikes")) == 1.0
+def test_term_count_counts_space_separated_terms():
+    assert term_count("") == 0
+    assert term_count("tea") == 1
+    assert term_count(document_terms("Green tea, green hills and tea cups")) == 4
 
 
 # ---------------------------------------------------------------------------------- chunking

@@ -121,6 +121,12 @@ ROWS: list[Row] = [
         False,
     ),
     (
+        "recall, hybrid (keywords and meaning): p50 / p95 ms",
+        lambda r: _pair(r, "hybrid"),
+        lambda r: pick(r, "workloads", "hybrid", "p50_ms"),
+        False,
+    ),
+    (
         "get by id: p50 / p95 ms",
         lambda r: _pair(r, "get"),
         lambda r: pick(r, "workloads", "get", "p50_ms"),
@@ -447,8 +453,9 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         f"- **Recall**: {params.get('queries')} queries, each for a random user, top "
         f"{params.get('top_k')} within that user's memories: *vector* (the question's vector), "
         "*vector + tag + since* (also one tag, created at or after a date: about an eighth of "
-        "the user's memories pass), *keyword* (`use_vector=False`; LangChain stores have "
-        "none: n/a). A few unmeasured queries run first; the first recall after the load is "
+        'the user\'s memories pass), *keyword* (`search="keyword"`: BM25) and *hybrid* '
+        '(`search="hybrid"`, the default: BM25 and cosine fused); LangChain stores have '
+        "neither: n/a). A few unmeasured queries run first; the first recall after the load is "
         "shown on its own (it includes whatever a store left for later during the load).",
         "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
         "the same filter) that the store returned, averaged over the queries.",

@@ -89,6 +89,10 @@ class Target(ABC):
         """Ids of the top-k memories of the query's user for its keywords."""
         return None
 
+    def recall_hybrid(self, query: Query) -> list[str] | None:
+        """Ids of the top-k memories of the query's user by keywords and meaning together."""
+        return None
+
     def get(self, memory_id: str) -> bool | None:
         """Read one memory by id; whether it was found (None: the store cannot)."""
         return None
@@ -172,7 +176,9 @@ class DriverTarget(Target):
         self._driver.store_many([item.as_input() for item in items])
 
     def recall_vector(self, query: Query) -> list[str]:
-        hits = self._driver.recall(query.user_id, query=query.text, top_k=self.config.top_k)
+        hits = self._driver.recall(
+            query.user_id, query=query.text, top_k=self.config.top_k, search="vector"
+        )
         return [h.memory.id for h in hits]
 
     def recall_filtered(self, query: Query) -> list[str]:
@@ -182,12 +188,19 @@ class DriverTarget(Target):
             top_k=self.config.top_k,
             tags=[query.tag],
             since=query.since,
+            search="vector",
         )
         return [h.memory.id for h in hits]
 
     def recall_keyword(self, query: Query) -> list[str]:
         hits = self._driver.recall(
-            query.user_id, query=query.keyword, top_k=self.config.top_k, use_vector=False
+            query.user_id, query=query.keyword, top_k=self.config.top_k, search="keyword"
+        )
+        return [h.memory.id for h in hits]
+
+    def recall_hybrid(self, query: Query) -> list[str]:
+        hits = self._driver.recall(
+            query.user_id, query=query.text, top_k=self.config.top_k, search="hybrid"
         )
         return [h.memory.id for h in hits]
 

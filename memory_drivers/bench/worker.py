@@ -214,6 +214,7 @@ def run_target_job(spec: JobSpec) -> dict[str, Any]:
             "vector": _workload(data.queries, target.recall_vector, exact_vector),
             "filtered": _workload(data.queries, target.recall_filtered, exact_filtered),
             "keyword": _workload(data.queries, target.recall_keyword),
+            "hybrid": _workload(data.queries, target.recall_hybrid),
             "get": _workload([_IdQuery(i) for i in get_ids], lambda q: target.get(q.memory_id)),
         }
     finally:

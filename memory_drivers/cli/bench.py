@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from .options import command
-from .output import CliError
+from .output import CliError, print_json
 from .session import Session
 
 __all__ = ["register"]
@@ -22,6 +25,54 @@ def cmd_bench(s: Session) -> int:
             'pip install "memory-drivers[all,bench]"'
         ) from exc
     return run(s.args, json_output=s.json, progress=s.show_progress)
+
+
+def cmd_bench_quality(s: Session) -> int:
+    """Run the retrieval-quality benchmark (memory_drivers.bench.quality)."""
+    try:
+        from ..bench.quality import QualityConfig, quality_section, run_quality, write_section
+    except ImportError as exc:
+        raise CliError(
+            f"the benchmark needs packages that are not installed ({exc}). Install with: "
+            'pip install "memory-drivers[all,bench]"'
+        ) from exc
+    a = s.args
+    drivers = [d.strip() for d in a.drivers.split(",") if d.strip()]
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in ("hybrid", "vector", "keyword")]
+    if unknown:
+        raise CliError(f"unknown search mode {unknown[0]!r}; use hybrid, vector, keyword")
+    config = QualityConfig(
+        dataset=Path(a.dataset),
+        drivers=drivers,
+        modes=modes,
+        limit=a.limit,
+        pg_url=a.pg_url,
+        baselines=a.baselines,
+        progress=s.show_progress,
+        settings=s.settings,
+    )
+    try:
+        results = run_quality(config, log=lambda line: print(line, file=sys.stderr))
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    written = []
+    if a.results not in (None, "", "-"):
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        written.append(a.results)
+    if a.out not in (None, "", "-"):
+        write_section(Path(a.out), quality_section(results))
+        written.append(a.out)
+    if s.json:
+        print_json(results)
+    else:
+        from ..bench.quality import quality_table
+
+        print(quality_table(results))
+        for path in written:
+            print(f"wrote {path}")
+    return 0
 
 
 def register(sub: Any) -> None:
@@ -119,4 +170,50 @@ def register(sub: Any) -> None:
         "--report-only",
         metavar="RESULTS",
         help="only remake the report and plot from a results file of an earlier run",
+    )
+    kinds = p.add_subparsers(dest="bench_kind", metavar="{quality}")
+    q = command(
+        kinds,
+        "quality",
+        cmd_bench_quality,
+        "measure retrieval quality on conversations in LoCoMo's JSON format",
+        "Store every turn of LoCoMo-format conversations as a memory (one user per "
+        "conversation, conversation_id per session, created_at the session's date), ask every "
+        "question that has evidence through recall(top_k=10), and report evidence recall@5 and "
+        "@10 (overall and per category) for each driver and search mode, with recall latency, "
+        "beside plain BM25 and plain cosine baselines over the same memories. Writes the table "
+        "into docs/benchmarks.md (its own section).",
+    )
+    q.add_argument("--dataset", required=True, metavar="PATH", help="LoCoMo-format JSON file")
+    q.add_argument(
+        "--drivers",
+        default="sqlite,pgvector,chroma",
+        metavar="LIST",
+        help="drivers to measure (default sqlite,pgvector,chroma)",
+    )
+    q.add_argument(
+        "--modes",
+        default="hybrid,vector,keyword",
+        metavar="LIST",
+        help="search modes (default hybrid,vector,keyword)",
+    )
+    q.add_argument("--limit", type=int, metavar="N", help="only the first N conversations")
+    q.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also plain BM25 (bm25s) and plain cosine (default: yes)",
+    )
+    q.add_argument("--pg-url", metavar="URL", help="as for bench: a PostgreSQL admin URL")
+    q.add_argument(
+        "--out",
+        default="docs/benchmarks.md",
+        metavar="FILE",
+        help='the report to put the table into (default docs/benchmarks.md; "-": none)',
+    )
+    q.add_argument(
+        "--results",
+        default="-",
+        metavar="FILE",
+        help='also write the raw results as JSON (default "-": none)',
     )

@@ -35,7 +35,9 @@ def cmd_knowledge_add(s: Session) -> int:
 
 def cmd_knowledge_search(s: Session) -> int:
     a = s.args
-    hits = s.driver.recall_global_knowledge(a.query, top_k=a.top_k, category=a.category)
+    hits = s.driver.recall_global_knowledge(
+        a.query, top_k=a.top_k, category=a.category, search=a.search
+    )
     if s.json:
         print_json(hits)
     elif not hits:
@@ -104,8 +106,13 @@ def register(sub: Any) -> None:
         help="document id (default: a new UUID); an existing one is replaced",
     )
     k.add_argument("--metadata", metavar="JSON", help="a JSON object stored with the chunks")
-    k = command(ksub, "search", cmd_knowledge_search, "find the chunks closest to a query")
+    k = command(ksub, "search", cmd_knowledge_search, "find the chunks that best match a query")
     k.add_argument("query", metavar="QUERY", help="what to look for")
+    k.add_argument(
+        "--search",
+        choices=("hybrid", "vector", "keyword"),
+        help="how to rank (default: RECALL_SEARCH, hybrid)",
+    )
     k.add_argument("--top-k", type=int, default=5, metavar="N", help="at most N hits (5)")
     k.add_argument("--category", metavar="C", help="only this category")
     k = command(ksub, "get", cmd_knowledge_get, "show a document and its chunks")

@@ -39,7 +39,8 @@ def cmd_recall(s: Session) -> int:
         conversation_id=a.conversation,
         query=a.query,
         top_k=a.top_k,
-        use_vector=not a.keyword,
+        search="keyword" if a.keyword else a.search,
+        now=a.now,
         exclude_tags=a.exclude_tags,
         memory_types=a.types,
         tags=a.tags,
@@ -214,17 +215,29 @@ def register(sub: Any) -> None:
         sub,
         "recall",
         cmd_recall,
-        "recall a user's memories (by meaning, keywords, or newest)",
-        "Recall a user's memories. With QUERY, the closest in meaning come first (--keyword: "
-        "those sharing the most words); without QUERY, the newest. Filters apply before "
-        "--top-k. Text output: score (3 decimals; - without QUERY), id, type, [tags], content.",
+        "recall a user's memories (by words and meaning, or newest)",
+        "Recall a user's memories. With QUERY, the best matches come first: by keywords and "
+        "meaning together (hybrid, the default: RECALL_SEARCH), by meaning alone (--search "
+        "vector) or by keywords alone (--search keyword, or --keyword); without QUERY, the "
+        "newest. Time expressions in QUERY ('last week') are read against --now (default: now). "
+        "Filters apply before --top-k. Text output: score (3 decimals; - without QUERY), id, "
+        "type, [tags], content.",
     )
     p.add_argument("query", nargs="?", metavar="QUERY", help="what to look for")
     p.add_argument("--user", required=True, metavar="U", help="whose memories")
     p.add_argument("--conversation", metavar="C", help="only this conversation")
     p.add_argument("--top-k", type=int, default=10, metavar="N", help="at most N hits (10)")
     p.add_argument(
-        "--keyword", action="store_true", help="rank by shared words instead of by meaning"
+        "--search",
+        choices=("hybrid", "vector", "keyword"),
+        help="how to rank: hybrid (keywords and meaning), vector or keyword (default: "
+        "RECALL_SEARCH, hybrid)",
+    )
+    p.add_argument("--keyword", action="store_true", help="the same as --search keyword")
+    p.add_argument(
+        "--now",
+        metavar="TIME",
+        help="the time 'yesterday' or 'last week' in QUERY count from (ISO 8601; default: now)",
     )
     p.add_argument(
         "--tag",

@@ -34,7 +34,14 @@ import httpx
 import numpy as np
 
 from .. import automem_wire as wire
-from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch, hit_order
+from ..base import (
+    BaseMemoryDriver,
+    KnowledgeRecord,
+    KnowledgeSearch,
+    MemoryRecord,
+    MemorySearch,
+    hit_order,
+)
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import (
@@ -54,7 +61,9 @@ from ..models import (
     RecallHit,
     RelatedMemory,
 )
-from ..text import keyword_score, terms
+from ..ranking import rank_keyword
+from ..ranking.scan import evidence_from_memories, evidence_of, indexed_terms_of
+from ..text import document_terms
 from ..validation import timestamp
 
 __all__ = ["AutoMemDriver"]
@@ -490,7 +499,11 @@ class AutoMemDriver(BaseMemoryDriver):
 
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
         f = search.filter
-        if search.mode == "vector":
+        if search.mode == "keyword":
+            return self._keyword_search(search)
+        if search.mode in ("vector", "hybrid"):
+            # Hybrid search is AutoMem's own: its recall blends vector, keyword and graph
+            # signals (docs/drivers/automem.md), so scores are AutoMem's.
             assert search.vector is not None
             window, _, _ = self._window(f, self._query_params(search.text, search.vector))
             hits = [
@@ -502,12 +515,22 @@ class AutoMemDriver(BaseMemoryDriver):
         if not complete and not self._newest_are_exact(search, window, candidates, deduplicated):
             tag = wire.conversation_tag(f.conversation_id) if f.conversation_id else None
             candidates = [m for m in self._all_memories(f.user_id, tag) if f.matches(m)]
-        if search.mode == "keyword":
-            assert search.terms
-            scored = ((m, keyword_score(search.terms, terms(m.content))) for m in candidates)
-            hits = [RecallHit(memory=m, score=score) for m, score in scored if score > 0]
-        else:
-            hits = [RecallHit(memory=m, score=None) for m in candidates]
+        hits = [RecallHit(memory=m, score=None) for m in candidates]
+        hits.sort(key=hit_order)
+        return hits if search.top_k is None else hits[: search.top_k]
+
+    def _keyword_search(self, search: MemorySearch) -> list[RecallHit]:
+        """BM25 with conversation context, computed here over all of the user's memories
+        (context reaches past the filter, and AutoMem has no BM25)."""
+        f = search.filter
+        assert search.terms
+        everyone = self._all_memories(f.user_id)
+        scope = [m for m in everyone if f.matches(m)]
+        indexed = indexed_terms_of(everyone, self.context_window)
+        evidence = evidence_from_memories(scope, indexed, search.terms)
+        ranked = rank_keyword(search.terms, evidence, self.ranking, search.top_k)
+        by_id = {m.id: m for m in scope}
+        hits = [RecallHit(memory=by_id[key], score=score) for key, score in ranked]
         hits.sort(key=hit_order)
         return hits if search.top_k is None else hits[: search.top_k]
 
@@ -564,9 +587,21 @@ class AutoMemDriver(BaseMemoryDriver):
         body = self._request("DELETE", "/memory/by-tag", params={"tags": [wire.doc_tag(doc_id)]})
         return bool(body.get("deleted_count"))
 
-    def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
-    ) -> list[KnowledgeHit]:
+    def _search_knowledge(self, search: KnowledgeSearch) -> list[KnowledgeHit]:
+        category, top_k, text, vector = search.category, search.top_k, search.text, search.vector
+        if search.mode == "keyword":
+            chunks = [
+                c
+                for c in self._chunks(wire.KNOWLEDGE_TAG)
+                if category is None or c.category == category
+            ]
+            evidence = evidence_of(
+                [c.id for c in chunks], [document_terms(c.content) for c in chunks], search.terms
+            )
+            by_id = {c.id: c for c in chunks}
+            ranked = rank_keyword(search.terms, evidence, self.ranking, top_k)
+            return [KnowledgeHit(chunk=by_id[key], score=score) for key, score in ranked]
+        assert vector is not None  # vector, or hybrid: AutoMem's own ranking
         tags = [wire.KNOWLEDGE_TAG]
         if category is not None:
             tags.append(wire.category_tag(category))

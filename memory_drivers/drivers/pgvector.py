@@ -48,6 +48,7 @@ from sqlalchemy import (
     Float,
     Table,
     Text,
+    case,
     cast,
     event,
     func,
@@ -67,7 +68,7 @@ from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, SchemaError
 from ..models import MemoryFilter, Scalar
 from ..sql import migrations
-from ..sql.driver import SQLDriver, retried
+from ..sql.driver import IN_BATCH, SQLDriver, plain_rows, retried
 from ..sql.engines import (
     MIGRATION_LOCK,
     describe,
@@ -84,6 +85,8 @@ logger = logging.getLogger(__name__)
 #: pgvector is asked for this many more hits than wanted, so ties at the cut follow the shared
 #: order (newest first, then id) rather than the scan's.
 TIE_MARGIN = 16
+#: pgvector's largest hnsw.ef_search (iterative scans go on past it).
+EF_SEARCH_MAX = 1000
 
 #: SQLSTATEs that retrying cannot fix: a bad password, an unknown role or database.
 PERMANENT = {"28P01", "28000", "3D000"}
@@ -262,11 +265,40 @@ class PgVectorDriver(SQLDriver):
         stored = memories.c.metadata.op("->")(literal(key))
         return stored == cast(literal(json.dumps(value)), JSONB)  # type: ignore[no-any-return]
 
-    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
-        # Terms are letters and digits only (memory_drivers.text), so '|' joins them safely.
+    def _lock_for_reindex(self, connection: Connection) -> None:
+        # Writers wait while every memory is re-indexed, so none writes terms from the old
+        # window in between; readers go on.
+        connection.execute(text("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE"))
+
+    def _match_column(self, table: Table, terms: Sequence[str]) -> ColumnElement[Any] | None:
+        # One pass over the scope: the generated tsvector is tested row by row (the scope is one
+        # user's rows, read anyway for their lengths), which costs less than a GIN lookup per
+        # term across every user. Terms are letters and digits only, so '|' joins them safely.
         query = func.to_tsquery(cast(literal("simple"), REGCONFIG), " | ".join(terms))
-        tsv: ColumnElement[Any] = literal_column("memories.search_tsv")
-        return tsv.op("@@", is_comparison=True)(query)  # type: ignore[no-any-return]
+        tsv: ColumnElement[Any] = literal_column(f"{table.name}.search_tsv")
+        return case((tsv.op("@@", is_comparison=True)(query), table.c.search_terms), else_=None)
+
+    def _scope_cosine(self, table: Table, vector: np.ndarray) -> ColumnElement[Any] | None:
+        # Memories are scored exactly unless the HNSW index over them was asked for: then the
+        # whole scope is scored in the pass that reads it (one query for a hybrid search).
+        if table is not memories or self._memory_hnsw:
+            return None
+        distance = table.c.embedding.op("<=>", return_type=Float())(
+            literal(vector, EmbeddingType())
+        )
+        return 1.0 - distance  # type: ignore[no-any-return]
+
+    def _cosines(
+        self, connection: Connection, table: Table, pks: Sequence[int], vector: np.ndarray
+    ) -> dict[int, float]:
+        query_vector = literal(vector, EmbeddingType())
+        distance = table.c.embedding.op("<=>", return_type=Float())(query_vector)
+        found: dict[int, float] = {}
+        for start in range(0, len(pks), IN_BATCH):
+            batch = list(pks[start : start + IN_BATCH])
+            query = select(table.c.pk, distance).where(table.c.pk.in_(batch))
+            found.update({pk: 1.0 - float(d) for pk, d in plain_rows(connection, query)})
+        return found
 
     def _rank_by_vector(
         self,
@@ -298,7 +330,7 @@ class PgVectorDriver(SQLDriver):
             )
             query = select(scored.c.pk, scored.c.distance).order_by(scored.c.distance)
         else:
-            ef_search = max(self.settings.pgvector_ef_search, limit)
+            ef_search = min(max(self.settings.pgvector_ef_search, limit), EF_SEARCH_MAX)
             connection.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
             connection.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
             query = select(table.c.pk, distance.label("distance")).where(*where).order_by(distance)

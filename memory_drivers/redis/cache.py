@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from .. import validation as check
-from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch
+from ..base import BaseMemoryDriver, KnowledgeRecord, KnowledgeSearch, MemoryRecord, MemorySearch
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import ConfigurationError, ValidationError
@@ -42,6 +42,8 @@ from ..models import (
     RecallHit,
     RelatedMemory,
 )
+from ..ranking import find_periods
+from ..validation import utcnow
 from .client import connect, redacted, redis_errors
 from .generations import LEDGER_KEY, GenerationCache, arguments_key, valid_user_id
 
@@ -50,6 +52,8 @@ __all__ = ["LEDGER_KEY", "CachedMemoryDriver"]
 N = TypeVar("N", int, float)
 
 _RECALL_DEFAULTS: dict[str, Any] = {
+    "search": None,
+    "now": None,
     "memory_types": None,
     "tags": None,
     "tag_mode": "any",
@@ -222,7 +226,7 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         conversation_id: str | None = None,
         query: str | None = None,
         top_k: int = 10,
-        use_vector: bool = True,
+        use_vector: bool | None = None,
         exclude_tags: list[str] | None = None,
         **filters: Any,
     ) -> list[RecallHit]:
@@ -233,6 +237,8 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
                 user_id, conversation_id, query, top_k, use_vector, exclude_tags, **filters
             )
 
+        if self._depends_on_the_clock(query, use_vector, filters):
+            return load()
         user = valid_user_id(user_id)
         arguments = {
             **_RECALL_DEFAULTS,
@@ -242,12 +248,53 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
             "top_k": top_k,
             "use_vector": use_vector,
             "exclude_tags": exclude_tags,
+            "ranking": self._ranking_key(),
         }
         digest = arguments_key(arguments)
         if user is None or digest is None:
             return load()
         return self._cached(
             self._key("r", user, digest), [self._gen_all, self._gen_user(user)], _HITS, load
+        )
+
+    def _ranking_key(self) -> str:
+        """What recall's answer depends on besides its arguments and the data: the ranking
+        settings and the reranker. Part of every recall's cache key, so two processes (or two
+        openings) ranking differently never share an entry."""
+        inner = self.inner
+        reranker = inner.reranker.name if inner.reranker is not None else ""
+        words = ",".join(sorted(inner.settings.keyword_query_stopwords))
+        return (
+            f"{inner.ranking}|{inner.context_window}|{inner.settings.recall_search}|"
+            f"{inner.settings.rerank_depth}|{reranker}|{words}"
+        )
+
+    @property  # type: ignore[override]
+    def reranker(self) -> Any:
+        """The inner driver's reranker (recall runs there)."""
+        inner = self.__dict__.get("inner")
+        return inner.reranker if inner is not None else None
+
+    @reranker.setter
+    def reranker(self, value: Any) -> None:
+        inner = self.__dict__.get("inner")
+        if inner is not None:
+            inner.reranker = value
+
+    def _depends_on_the_clock(
+        self, query: Any, use_vector: bool | None, filters: Mapping[str, Any]
+    ) -> bool:
+        """A hybrid recall without ``now`` whose answer moves with the current time (recency
+        preference, or a time expression in the query) is never cached."""
+        search = filters.get("search")
+        if filters.get("now") is not None or not isinstance(query, str):
+            return False
+        if search is None and use_vector is not None:
+            return False
+        if (search or self.inner.settings.recall_search) != "hybrid":
+            return False
+        return bool(self.inner.ranking.recency_half_life_days) or bool(
+            find_periods(query, utcnow())
         )
 
     def count(self, user_id: str | None = None) -> int:
@@ -336,14 +383,27 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         return document
 
     def recall_global_knowledge(
-        self, query: str, top_k: int = 5, category: str | None = None
+        self,
+        query: str,
+        top_k: int = 5,
+        category: str | None = None,
+        *,
+        search: Literal["hybrid", "vector", "keyword"] | None = None,
     ) -> list[KnowledgeHit]:
         self._check_open()
 
         def load() -> list[KnowledgeHit]:
-            return self.inner.recall_global_knowledge(query, top_k, category)
+            return self.inner.recall_global_knowledge(query, top_k, category, search=search)
 
-        digest = arguments_key({"query": query, "top_k": top_k, "category": category})
+        digest = arguments_key(
+            {
+                "query": query,
+                "top_k": top_k,
+                "category": category,
+                "search": search,
+                "ranking": self._ranking_key(),
+            }
+        )
         if digest is None:
             return load()
         return self._cached(
@@ -469,10 +529,8 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         finally:
             self._invalidate(everything=True)
 
-    def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
-    ) -> list[KnowledgeHit]:
-        return self.inner._search_knowledge(vector, top_k, category, text)
+    def _search_knowledge(self, search: KnowledgeSearch) -> list[KnowledgeHit]:
+        return self.inner._search_knowledge(search)
 
     def _iter_knowledge(self, batch_size: int) -> Iterator[KnowledgeChunk]:
         return self.inner._iter_knowledge(batch_size)

@@ -186,7 +186,9 @@ class MemoryRoutes(ServiceBase):
                 new = kept + new
             new.sort(key=lambda c: c.chunk_index)
             vectors = self.driver._embed_documents([c.content for c in new])
-            records = [KnowledgeRecord(c, vectors[i]) for i, c in enumerate(new)]
+            records = [
+                KnowledgeRecord(c, vectors[i], document_terms(c.content)) for i, c in enumerate(new)
+            ]
             self.driver._replace_knowledge(doc_id, records)
 
     def _check_store_info(self, values: Mapping[str, str]) -> None:

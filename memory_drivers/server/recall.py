@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import automem_wire as wire
-from ..base import MemorySearch
+from ..base import KnowledgeSearch, MemorySearch
 from ..models import KnowledgeChunk, Memory, MemoryFilter
 from .core import ServiceBase
 from .parsing import (
@@ -178,7 +178,8 @@ class RecallRoutes(ServiceBase):
         if vectors:
             total = sum(1 for _ in self.driver._iter_knowledge(1000))
             for text, vector in vectors:
-                for hit in self.driver._search_knowledge(vector, max(total, 1), category, text):
+                search = KnowledgeSearch("vector", max(total, 1), category, text or "", vector)
+                for hit in self.driver._search_knowledge(search):
                     if hit.chunk.id not in scored or scored[hit.chunk.id][1] < hit.score:
                         scored[hit.chunk.id] = (hit.chunk, float(hit.score))
             ranked = sorted(scored.values(), key=lambda p: (-p[1], p[0].doc_id, p[0].chunk_index))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import operator
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,12 +24,9 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sqlalchemy import (
-    Float,
     Table,
     and_,
     bindparam,
-    case,
-    cast,
     delete,
     func,
     insert,
@@ -43,7 +39,14 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..base import BaseMemoryDriver, KnowledgeRecord, MemoryRecord, MemorySearch, hit_order
+from ..base import (
+    BaseMemoryDriver,
+    KnowledgeRecord,
+    KnowledgeSearch,
+    MemoryRecord,
+    MemorySearch,
+    hit_order,
+)
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, ConflictError, NotFoundError
@@ -57,10 +60,14 @@ from ..models import (
     RelatedMemory,
     Scalar,
 )
+from ..ranking import KeywordEvidence, rank_hybrid, rank_keyword
+from ..ranking import context as ctx
+from ..ranking.pipeline import scored_in_memory
+from ..text import document_terms, term_count
 from . import migrations
 from .schema import associations, knowledge_chunks, memories, store_info
 
-__all__ = ["SQLDriver", "retried"]
+__all__ = ["SQLDriver", "plain_rows", "retried"]
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -89,6 +96,9 @@ MEMORY_COLUMNS = (
 
 # Statements built once (SQLAlchemy caches their compiled form); lists go in expanding binds.
 BY_PKS = select(*MEMORY_COLUMNS).where(M.pk.in_(bindparam("pks", expanding=True)))
+
+#: "Every row": the largest number of rows a search asks for.
+ALL = 1 << 62
 
 #: Scores this close to the k-th best are ties, broken by the shared order (newest, then id).
 TIE = 1e-6
@@ -139,6 +149,16 @@ def retried(method: Callable[..., Result]) -> Callable[..., Result]:
     return wrapper
 
 
+def plain_rows(connection: Connection, query: Any, parameters: Any = None) -> list[Any]:
+    """The rows of ``query`` as the DB-API returns them (tuples), skipping SQLAlchemy's row
+    objects and result processing: for hot paths reading plain numbers and strings only."""
+    result = connection.execute(query, parameters) if parameters else connection.execute(query)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
 def _batches(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -174,6 +194,7 @@ class SQLDriver(BaseMemoryDriver):
         try:
             self._prepare_schema()
             self._attach_embedder()
+            self._check_context_window()
         except BaseException:
             self.engine.dispose()
             raise
@@ -226,10 +247,37 @@ class SQLDriver(BaseMemoryDriver):
     def _metadata_equals(self, key: str, value: Scalar) -> ColumnElement[bool]:
         """True when the memory's metadata has ``key`` with a JSON-equal ``value``."""
 
+    def _match_column(self, table: Table, terms: Sequence[str]) -> ColumnElement[Any] | None:
+        """A column holding a row's indexed terms when they include any of ``terms`` (else
+        NULL), for a backend that tests that cheaply row by row; None: :meth:`_postings` is
+        asked instead. Implement one of the two."""
+        return None
+
+    def _scope_scores(
+        self, connection: Connection, table: Table, vector: np.ndarray, memory_filter: MemoryFilter
+    ) -> tuple[list[int], np.ndarray] | None:
+        """Every row of the scope with its exact cosine similarity with ``vector``, for a
+        backend that has them in hand cheaply (an in-process index); None: not this way."""
+        return None
+
+    def _scope_cosine(self, table: Table, vector: np.ndarray) -> ColumnElement[Any] | None:
+        """A column of a row's exact cosine similarity with ``vector``, for a backend that
+        scores a hybrid search's whole scope in the pass that reads it; None: the nearest rows
+        come from :meth:`_rank_by_vector` and the others from :meth:`_cosines`."""
+        return None
+
+    def _postings(
+        self, connection: Connection, table: Table, terms: Sequence[str], user_id: str | None
+    ) -> dict[str, list[int]]:
+        """For each term, the pks of the rows of ``table`` whose keyword terms hold it (of
+        ``user_id``'s memories when given; rows outside a recall's scope may be included)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither hook of postings")
+
     @abstractmethod
-    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
-        """True when the memory's keyword terms include at least one of ``terms`` (the memories
-        searched are ``user_id``'s, when given)."""
+    def _cosines(
+        self, connection: Connection, table: Table, pks: Sequence[int], vector: np.ndarray
+    ) -> dict[int, float]:
+        """The cosine similarity with the unit ``vector`` of these rows of ``table``."""
 
     @abstractmethod
     def _rank_by_vector(
@@ -307,6 +355,167 @@ class SQLDriver(BaseMemoryDriver):
             found.update({row.id: row.pk for row in connection.execute(query)})
         return found
 
+    # ------------------------------------------------------------------ conversation context
+    def _conversation_places(
+        self, connection: Connection, pks: Sequence[int]
+    ) -> list[tuple[str, str, Any, str]]:
+        """(user_id, conversation_id, created_at, id) of these memories, where they have a
+        conversation (the places to re-index around when they go)."""
+        if self.context_window <= 0:
+            return []
+        places = []
+        for batch in _batches(list(pks)):
+            query = select(M.user_id, M.conversation_id, M.created_at, M.id).where(
+                M.pk.in_(batch), M.conversation_id.is_not(None)
+            )
+            places += [tuple(row) for row in connection.execute(query)]
+        return places  # type: ignore[return-value]
+
+    def _context_changes(
+        self,
+        connection: Connection,
+        *,
+        new: Sequence[Memory] = (),
+        changed: Sequence[int] = (),
+        places: Sequence[tuple[str, str, Any, str]] = (),
+    ) -> dict[str, str]:
+        """The indexed terms (by memory id) that change when ``new`` memories are inserted,
+        the memories ``changed`` (pks) are re-worded, or memories at ``places`` are deleted
+        (see :mod:`memory_drivers.ranking.context`); run inside the write transaction."""
+        window = self.context_window
+        if window <= 0:
+            return {}
+        groups: dict[tuple[str, str], tuple[list[ctx.Position], list[ctx.ContextRow[str]]]]
+        groups = {}
+        for user, conversation, created, mid in [
+            *places,
+            *self._conversation_places(connection, changed),
+        ]:
+            groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
+        for m in new:
+            if m.conversation_id is not None:
+                row = ctx.ContextRow(m.id, m.created_at, m.id, m.content, "")
+                groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
+        result: dict[str, str] = {}
+        for (user, conversation), (at, rows) in groups.items():
+
+            def read(low: ctx.Position, high: ctx.Position) -> ctx.Stretch[str]:
+                return self._stretch(connection, user, conversation, low, high)  # noqa: B023
+
+            result.update(ctx.plan(at, rows, window, read))
+        return result
+
+    def _stretch(
+        self,
+        connection: Connection,
+        user_id: str,
+        conversation_id: str,
+        low: ctx.Position,
+        high: ctx.Position,
+    ) -> ctx.Stretch[str]:
+        """The memories of one conversation around ``low`` .. ``high`` (see ``ctx.Stretch``)."""
+        window = self.context_window
+        key = self._id_order
+        base = select(M.id, M.created_at, M.content, M.search_terms).where(
+            M.user_id == user_id, M.conversation_id == conversation_id
+        )
+
+        def rows(query: Any) -> list[ctx.ContextRow[str]]:
+            return [
+                ctx.ContextRow(r.id, r.created_at, r.id, r.content, r.search_terms)
+                for r in connection.execute(query)
+            ]
+
+        def before(place: ctx.Position) -> ColumnElement[bool]:
+            return or_(M.created_at < place[0], and_(M.created_at == place[0], key < place[1]))
+
+        def after(place: ctx.Position) -> ColumnElement[bool]:
+            return or_(M.created_at > place[0], and_(M.created_at == place[0], key > place[1]))
+
+        first = rows(
+            base.where(before(low)).order_by(M.created_at.desc(), key.desc()).limit(window)
+        )
+        inside = rows(base.where(~before(low), ~after(high)).order_by(M.created_at, key))
+        last = rows(base.where(after(high)).order_by(M.created_at, key).limit(window))
+        return ctx.Stretch(first[::-1], inside, last)
+
+    def _write_terms(self, connection: Connection, indexed: Mapping[str, str]) -> None:
+        """Store new indexed terms for existing memories (by id)."""
+        if not indexed:
+            return
+        statement = (
+            update(memories)
+            .where(M.id == bindparam("b_id"))
+            .values(search_terms=bindparam("b_terms"), term_count=bindparam("b_count"))
+        )
+        connection.execute(
+            statement,
+            [{"b_id": k, "b_terms": v, "b_count": term_count(v)} for k, v in indexed.items()],
+        )
+
+    def _reindex_context(self, connection: Connection) -> int:
+        """Re-derive the indexed terms of every memory (after ``CONTEXT_WINDOW`` changed);
+        returns how many changed."""
+        changed = 0
+        pending: dict[str, str] = {}
+        query = select(M.user_id, M.conversation_id, M.id, M.content, M.search_terms).order_by(
+            M.user_id, M.conversation_id, M.created_at, self._id_order
+        )
+        group: tuple[Any, Any] | None = None
+        own: list[str] = []
+        rows: list[Any] = []
+
+        def flush() -> None:
+            nonlocal changed
+            wanted = (
+                ctx.indexed_terms(own, self.context_window)
+                if group and group[1] is not None
+                else own
+            )
+            for row, terms in zip(rows, wanted, strict=True):
+                if row.search_terms != terms:
+                    pending[row.id] = terms
+            if len(pending) >= IN_BATCH:
+                self._write_terms(connection, pending)
+                changed += len(pending)
+                pending.clear()
+
+        for row in connection.execute(query).all():
+            if (row.user_id, row.conversation_id) != group:
+                if rows:
+                    flush()
+                group, own, rows = (row.user_id, row.conversation_id), [], []
+            own.append(document_terms(row.content))
+            rows.append(row)
+        if rows:
+            flush()
+        self._write_terms(connection, pending)
+        return changed + len(pending)
+
+    def _check_context_window(self) -> None:
+        """Re-index once when the store was indexed with another ``CONTEXT_WINDOW``."""
+        stored = int(self._read_store_info().get(ctx.STORE_KEY) or 0)
+        if stored == self.context_window:
+            return
+        log.info(
+            "%s: re-indexing keyword terms for CONTEXT_WINDOW=%d (the store has %d)",
+            self.name,
+            self.context_window,
+            stored,
+        )
+        with self._write() as connection:
+            self._lock_for_reindex(connection)
+            count = self._reindex_context(connection)
+            connection.execute(delete(store_info).where(store_info.c.key == ctx.STORE_KEY))
+            connection.execute(
+                insert(store_info).values(key=ctx.STORE_KEY, value=str(self.context_window))
+            )
+        log.info("%s: re-indexed %d memories", self.name, count)
+
+    def _lock_for_reindex(self, connection: Connection) -> None:
+        """Keep other writers out while every memory is re-indexed (SQLite's write
+        transaction already does)."""
+
     # ------------------------------------------------------------------ store info
     @retried
     def _read_store_info(self) -> dict[str, str]:
@@ -342,12 +551,19 @@ class SQLDriver(BaseMemoryDriver):
                     "created_at": memory.created_at,
                     "updated_at": memory.updated_at,
                     "search_terms": record.terms,
+                    "term_count": term_count(record.terms),
                     "embedding": record.vector,
                 }
             )
         try:
             with self._write() as connection:
+                indexed = self._context_changes(connection, new=[r.memory for r in records])
+                for row in rows:
+                    terms = indexed.pop(str(row["id"]), str(row["search_terms"]))
+                    row["search_terms"] = terms
+                    row["term_count"] = term_count(terms)
                 self._insert_many(connection, memories, rows)
+                self._write_terms(connection, indexed)
         except IntegrityError:
             with self._read() as connection:
                 taken = sorted(self._pks(connection, [r.memory.id for r in records], None))
@@ -390,15 +606,20 @@ class SQLDriver(BaseMemoryDriver):
             if vector is not None:
                 values["embedding"] = vector
                 values["search_terms"] = terms
+                values["term_count"] = term_count(terms or "")
             connection.execute(update(memories).where(M.pk == pk).values(**values))
+            if vector is not None:
+                self._write_terms(connection, self._context_changes(connection, changed=[pk]))
             return self._memories_by_pk(connection, [pk])[pk]
 
     @retried
     def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
         with self._write() as connection:
             found = self._pks(connection, ids, user_id)
+            places = self._conversation_places(connection, list(found.values()))
             for batch in _batches(list(found.values())):
                 connection.execute(delete(memories).where(M.pk.in_(batch)))
+            self._write_terms(connection, self._context_changes(connection, places=places))
             return list(found)
 
     @retried
@@ -420,34 +641,125 @@ class SQLDriver(BaseMemoryDriver):
                     RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found
                 ]
                 return sorted(hits, key=hit_order)[: search.top_k]
-            if search.mode == "keyword":
-                assert search.terms
-                matched = functools.reduce(
-                    operator.add,
-                    [
-                        case((self._has_term([term], search.filter.user_id), 1), else_=0)
-                        for term in search.terms
-                    ],
-                )
-                score = (cast(matched, Float) / len(search.terms)).label("score")
-                query = (
-                    select(*MEMORY_COLUMNS, score)
-                    .where(*where, self._has_term(search.terms, search.filter.user_id))
-                    .order_by(score.desc(), *newest_first)
-                )
-            else:
-                query = select(*MEMORY_COLUMNS).where(*where).order_by(*newest_first)
+            if search.mode in ("keyword", "hybrid"):
+                return self._ranked_search(connection, where, search)
+            query = select(*MEMORY_COLUMNS).where(*where).order_by(*newest_first)
             if search.top_k is not None:
                 query = query.limit(search.top_k)
             rows = connection.execute(query).all()
             found = self._hydrate(connection, rows)
-            return [
-                RecallHit(
-                    memory=found[row.pk],
-                    score=float(row.score) if search.mode == "keyword" else None,
-                )
-                for row in rows
-            ]
+            return [RecallHit(memory=found[row.pk], score=None) for row in rows]
+
+    def _ranked_search(
+        self, connection: Connection, where: list[ColumnElement[bool]], search: MemorySearch
+    ) -> list[RecallHit]:
+        """Keyword and hybrid search: statistics read here, scores made by the shared ranking."""
+        terms = search.terms or ()
+        user = search.filter.user_id
+        evidence, cosine = None, None
+        vector = search.vector if search.mode == "hybrid" else None
+        scope = None
+        if vector is not None:
+            scope = self._scope_scores(connection, memories, vector, search.filter)
+        in_pass = vector is not None and scope is None
+        if terms or (
+            vector is not None and in_pass and self._scope_cosine(memories, vector) is not None
+        ):
+            evidence, cosine = self._keyword_evidence(
+                connection, memories, where, terms, user, vector if in_pass else None
+            )
+        if search.mode == "keyword":
+            assert evidence is not None
+            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k)
+        else:
+            assert vector is not None
+            if scope is not None:
+                nearest, cosines = scored_in_memory(*scope)
+            elif evidence is not None and cosine is not None:
+                nearest, cosines = scored_in_memory(evidence.keys, cosine)
+            else:
+
+                def nearest(m: int | None) -> list[tuple[int, float]]:
+                    return self._rank_by_vector(
+                        connection, memories, where, vector, m or ALL, search.filter
+                    )
+
+                def cosines(pks: Sequence[int]) -> dict[int, float]:
+                    return self._cosines(connection, memories, pks, vector)
+
+            ranked = rank_hybrid(
+                terms,
+                evidence,
+                nearest,
+                cosines,
+                self.ranking,
+                search.top_k,
+                periods=search.periods,
+                now=search.now,
+                created_at=lambda pks: self._created_at(connection, pks),
+            )
+        found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
+        hits = [RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found]
+        return sorted(hits, key=hit_order)[: search.top_k]
+
+    def _keyword_evidence(
+        self,
+        connection: Connection,
+        table: Table,
+        where: Sequence[ColumnElement[bool]],
+        terms: Sequence[str],
+        user_id: str | None,
+        vector: np.ndarray | None = None,
+    ) -> tuple[KeywordEvidence[int], np.ndarray | None]:
+        """What BM25 needs of the rows of ``table`` passing ``where`` (ranking.pipeline): their
+        lengths, in conversation order (memories), and the postings of ``terms``; with a
+        ``vector``, also every row's cosine similarity when the backend scores the scope in
+        the same pass (:meth:`_scope_cosine`), else None."""
+        c = table.c
+        linked = table is memories and self.ranking.neighbour_share > 0
+        match = self._match_column(table, terms) if terms else None
+        similar = self._scope_cosine(table, vector) if vector is not None else None
+        columns: list[Any] = [c.pk, c.term_count]
+        if linked:
+            columns.append(c.conversation_id)
+        if match is not None:
+            columns.append(match)
+        if similar is not None:
+            columns.append(similar)
+        query = select(*columns).where(*where)
+        if linked:
+            query = query.order_by(c.conversation_id, c.created_at, self._id_order)
+        rows = plain_rows(connection, query)
+        values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+        keys = list(values[0])
+        lengths = np.array(values[1], dtype=np.int64)
+        continues = np.zeros(len(rows), dtype=bool)
+        if linked and len(rows) > 1:
+            conversations = np.array(values[2], dtype=object)
+            continues[1:] = (conversations[1:] == conversations[:-1]) & (
+                conversations[1:] != None  # noqa: E711 - elementwise, not an identity test
+            )
+        cosine = np.array(values[-1], dtype=np.float64) if similar is not None else None
+        matched = values[2 + linked] if match is not None else None
+        if not rows or not terms:
+            postings: dict[str, list[int]] = {}
+        elif matched is None:
+            postings = self._postings(connection, table, terms, user_id)
+        else:
+            wanted = set(terms)
+            postings = {term: [] for term in wanted}
+            for key, held in zip(keys, matched, strict=True):
+                if held is not None:
+                    for term in wanted.intersection(held.split()):
+                        postings[term].append(key)
+        return KeywordEvidence(keys, lengths, continues, postings), cosine
+
+    def _created_at(self, connection: Connection, pks: Sequence[int]) -> dict[int, Any]:
+        found: dict[int, Any] = {}
+        for batch in _batches(list(pks)):
+            query = select(M.pk, M.created_at).where(M.pk.in_(batch))
+            found.update({row.pk: row.created_at for row in connection.execute(query)})
+        return found
 
     @retried
     def _count_memories(self, user_id: str | None) -> int:
@@ -501,6 +813,8 @@ class SQLDriver(BaseMemoryDriver):
                 "metadata": r.chunk.metadata,
                 "created_at": r.chunk.created_at,
                 "embedding": r.vector,
+                "search_terms": r.terms,
+                "term_count": term_count(r.terms),
             }
             for r in records
         ]
@@ -521,12 +835,35 @@ class SQLDriver(BaseMemoryDriver):
             return bool(result.rowcount)
 
     @retried
-    def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None
-    ) -> list[KnowledgeHit]:
-        where = [K.category == category] if category is not None else []
+    def _search_knowledge(self, search: KnowledgeSearch) -> list[KnowledgeHit]:
+        where = [K.category == search.category] if search.category is not None else []
         with self._read() as connection:
-            ranked = self._rank_by_vector(connection, knowledge_chunks, where, vector, top_k)
+            evidence = None
+            if search.mode != "vector" and search.terms:
+                evidence, _ = self._keyword_evidence(
+                    connection, knowledge_chunks, where, search.terms, None
+                )
+            if search.mode == "vector":
+                assert search.vector is not None
+                ranked = self._rank_by_vector(
+                    connection, knowledge_chunks, where, search.vector, search.top_k
+                )
+            elif search.mode == "keyword":
+                assert evidence is not None
+                ranked = rank_keyword(search.terms, evidence, self.ranking, search.top_k)
+            else:
+                vector = search.vector
+                assert vector is not None
+                ranked = rank_hybrid(
+                    search.terms,
+                    evidence,
+                    lambda m: self._rank_by_vector(
+                        connection, knowledge_chunks, where, vector, m or ALL
+                    ),
+                    lambda pks: self._cosines(connection, knowledge_chunks, pks, vector),
+                    self.ranking,
+                    search.top_k,
+                )
             pks = [pk for pk, _ in ranked]
             rows = {}
             for batch in _batches(pks):

@@ -137,8 +137,18 @@ memories = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("search_terms", Text, nullable=False),
     Column("embedding", EmbeddingType, nullable=False),
+    Column("term_count", Integer, nullable=False, server_default="0"),
     Index("ix_memories_user_created", "user_id", "created_at"),
-    Index("ix_memories_user_conversation", "user_id", "conversation_id"),
+    # Conversation order, with each memory's length: keyword search reads a user's scope from
+    # this index alone (ranking.pipeline.KeywordEvidence).
+    Index(
+        "ix_memories_user_conversation",
+        "user_id",
+        "conversation_id",
+        "created_at",
+        "id",
+        "term_count",
+    ),
 )
 
 associations = Table(
@@ -165,6 +175,8 @@ knowledge_chunks = Table(
     Column("metadata", JSONType, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("embedding", EmbeddingType, nullable=False),
+    Column("search_terms", Text, nullable=False, server_default=""),
+    Column("term_count", Integer, nullable=False, server_default="0"),
     UniqueConstraint("doc_id", "chunk_index", name="uq_knowledge_chunks_doc_chunk"),
     Index("ix_knowledge_chunks_category", "category"),
 )

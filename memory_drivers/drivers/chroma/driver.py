@@ -18,9 +18,11 @@ import numpy as np
 from ...base import KnowledgeRecord, MemoryRecord
 from ...errors import ConflictError, NotFoundError
 from ...models import Association, KnowledgeChunk, Memory, RelatedMemory
+from .keywords import moment
 from .records import (
     ID_BATCH,
     K_CHUNK_INDEX,
+    K_CONVERSATION,
     K_CREATED,
     K_DOC,
     K_LINK_CREATED,
@@ -28,7 +30,6 @@ from .records import (
     K_SOURCE,
     K_STRENGTH,
     K_TARGET,
-    K_TERMS,
     K_TYPE,
     K_USER,
     K_WRITE,
@@ -41,6 +42,7 @@ from .records import (
     link_id,
     memory_from_record,
     memory_metadata,
+    words,
 )
 from .search import ChromaSearch
 
@@ -61,10 +63,14 @@ class ChromaDriver(ChromaSearch):
     def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
         ids = [r.memory.id for r in records]
         token = uuid.uuid4().hex
-        metadatas = [{**memory_metadata(r.memory, r.terms), K_WRITE: token} for r in records]
         with self._write_lock:
             taken = self._existing_ids(self._memories, ids)
             if not taken:
+                indexed = self._context_changes(new=[r.memory for r in records])
+                metadatas = [
+                    {**memory_metadata(r.memory, indexed.pop(r.memory.id, r.terms)), K_WRITE: token}
+                    for r in records
+                ]
                 self._add(
                     self._memories,
                     ids,
@@ -84,6 +90,8 @@ class ChromaDriver(ChromaSearch):
                 taken = sorted(set(ids) - mine)
                 if taken:
                     self._undo(self._memories, sorted(mine), ConflictError("taken meanwhile"))
+                else:
+                    self._write_terms(self._memories, indexed)
             if taken:
                 raise ConflictError(
                     f"a memory with id {sorted(taken)[0]} already exists ({len(taken)} of the "
@@ -114,7 +122,7 @@ class ChromaDriver(ChromaSearch):
             updated = current.model_copy(update=dict(changes))
             updated = Memory.model_validate(updated.model_dump())
             if terms is None:
-                terms = " ".join(old_meta.get(K_TERMS) or [])
+                terms = " ".join(words(old_meta))
             meta: dict[str, Any] = memory_metadata(updated, terms)
             # Chroma merges metadata on update: a key to drop is set to None.
             for key in old_meta:
@@ -124,18 +132,31 @@ class ChromaDriver(ChromaSearch):
                 columns["embeddings"] = [vector]
                 columns["documents"] = [updated.content]
             self._call(self._memories.update, ids=[memory_id], **columns)
+            if vector is not None and updated.conversation_id is not None:
+                place = (updated.user_id, updated.conversation_id, updated.created_at, memory_id)
+                self._write_terms(self._memories, self._context_changes(places=[place]))
             return updated
 
     def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
         with self._write_lock:
             where = {K_USER: {"$eq": user_id}} if user_id is not None else None
             found: list[str] = []
+            places: list[tuple[str, str, datetime, str]] = []
             for batch in batches(list(dict.fromkeys(ids)), ID_BATCH):
-                found += self._get(self._memories, ids=list(batch), where=where, include=[])["ids"]
+                page = self._get(
+                    self._memories, ids=list(batch), where=where, include=["metadatas"]
+                )
+                found += page["ids"]
+                places += [
+                    (meta[K_USER], meta[K_CONVERSATION], moment(meta[K_CREATED]), mid)
+                    for mid, meta in zip(page["ids"], page["metadatas"], strict=True)
+                    if meta.get(K_CONVERSATION) is not None
+                ]
             if not found:
                 return []
             # Memories first: a link left behind by a failure here is skipped by related().
             self._delete_ids(self._memories, found)
+            self._write_terms(self._memories, self._context_changes(places=places))
             for batch in batches(found, ID_BATCH):
                 self._call(
                     self._links.delete,
@@ -171,7 +192,7 @@ class ChromaDriver(ChromaSearch):
                 self._knowledge,
                 new,
                 embeddings=[r.vector for r in records],
-                metadatas=[chunk_metadata(r.chunk) for r in records],
+                metadatas=[chunk_metadata(r.chunk, r.terms) for r in records],
                 documents=[r.chunk.content for r in records],
             )
             stale = sorted(set(old) - set(new))

@@ -61,6 +61,11 @@ K_IMPORTANCE = "importance"
 K_CREATED = "created_us"
 K_TAGS = "tags"
 K_TERMS = "terms"
+#: What an empty string array holds. Every record carries its arrays (tags, terms), never
+#: leaving one out: Chroma (1.5.9, embedded and server) gives a record written without an
+#: array key the array of a record of a *deleted* collection that had the same internal id,
+#: so a memory without tags could match another's tag filter. "" is never a tag or a term.
+EMPTY = ""
 K_MEMORY = "memory"
 #: A token per store_many call: Chroma keeps the first add of an id and silently ignores later
 #: ones, so the token read back says whose record an id holds (see _insert_memories).
@@ -109,6 +114,16 @@ def typed_metadata(key: str, value: Any) -> tuple[str, bool | float | str] | Non
     return None
 
 
+def array(terms: str) -> list[str]:
+    """Space-separated terms as a Chroma string array (never empty, see :data:`EMPTY`)."""
+    return terms.split() or [EMPTY]
+
+
+def words(meta: Mapping[str, Any]) -> list[str]:
+    """The terms of a record's metadata."""
+    return [word for word in meta.get(K_TERMS) or () if word != EMPTY]
+
+
 def memory_metadata(memory: Memory, terms: str) -> dict[str, Any]:
     """A memory's Chroma metadata: what filters need, plus every field but ``id`` and
     ``content`` as JSON (``content`` is the record's document)."""
@@ -121,11 +136,8 @@ def memory_metadata(memory: Memory, terms: str) -> dict[str, Any]:
     }
     if memory.conversation_id is not None:
         meta[K_CONVERSATION] = memory.conversation_id
-    if memory.tags:
-        meta[K_TAGS] = list(memory.tags)
-    words = terms.split()
-    if words:
-        meta[K_TERMS] = words
+    meta[K_TAGS] = list(memory.tags) or [EMPTY]
+    meta[K_TERMS] = array(terms)
     for key, value in memory.metadata.items():
         typed = typed_metadata(key, value)
         if typed is not None:
@@ -139,14 +151,16 @@ def memory_from_record(memory_id: str, document: str | None, meta: Mapping[str, 
     )
 
 
-def chunk_metadata(chunk: KnowledgeChunk) -> dict[str, Any]:
-    return {
+def chunk_metadata(chunk: KnowledgeChunk, terms: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
         K_DOC: chunk.doc_id,
         K_CHUNK_INDEX: chunk.chunk_index,
         K_CATEGORY: chunk.category,
         K_CREATED: micros(chunk.created_at),
         K_CHUNK: chunk.model_dump_json(exclude={"id", "content"}),
     }
+    meta[K_TERMS] = array(terms)
+    return meta
 
 
 def chunk_from_record(

@@ -1,5 +1,6 @@
 """How the chroma driver ranks: vector recall (exact up to ``CHROMA_EXACT_SEARCH_LIMIT``
-candidates, Chroma's HNSW index above), keyword and recent recall over the filtered candidates.
+candidates, Chroma's HNSW index above), keyword and hybrid recall over every record of the
+scope (scored by memory_drivers.ranking), recent recall over the filtered candidates.
 
 Candidates are re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is cut, and ties at
 the cut follow the shared order.
@@ -14,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from ...base import MemorySearch, hit_order
+from ...base import KnowledgeSearch, MemorySearch, hit_order
 from ...models import KnowledgeChunk, KnowledgeHit, Memory, MemoryFilter, RecallHit
-from ...text import keyword_score
+from ...ranking import rank_hybrid, rank_keyword
+from ...ranking.pipeline import scored_in_memory
+from .keywords import ChromaKeywords, moment
 from .records import (
     HNSW_MARGIN,
     ID_BATCH,
     K_CATEGORY,
     K_CREATED,
-    K_TERMS,
     RECENT_WINDOWS,
     Where,
     all_of,
@@ -32,7 +34,6 @@ from .records import (
     memory_where,
     micros,
 )
-from .store import ChromaStore
 
 __all__ = ["ChromaSearch"]
 
@@ -56,7 +57,7 @@ class _Ranked:
     item: Any
 
 
-class ChromaSearch(ChromaStore):
+class ChromaSearch(ChromaKeywords):
     """The search primitives, over the collections of :class:`ChromaStore`."""
 
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
@@ -77,39 +78,66 @@ class ChromaSearch(ChromaStore):
             found = [RecallHit(memory=r.item, score=r.score) for r in ranked]
             return sorted(found, key=hit_order)[: search.top_k]
 
-        terms = search.terms if search.mode == "keyword" else None
-        where = memory_where(f, terms)
-        if search.mode == "recent" and search.top_k is not None:
+        if search.mode in ("keyword", "hybrid"):
+            return self._ranked(search)
+        where = memory_where(f)
+        if search.top_k is not None:
             hits = self._recent_in_windows(f, where, search.top_k)
             if hits is not None:
                 return hits
-        return self._ordered(f, where, terms, search.top_k)
+        return self._ordered(f, where, search.top_k)
 
-    def _ordered(
-        self, f: MemoryFilter, where: Where | None, terms: Sequence[str] | None, top_k: int | None
-    ) -> list[RecallHit]:
-        """Keyword and recent recall over every candidate: one request (one consistent
-        snapshot), the shared order applied here, records decoded and re-checked best first
-        until ``top_k`` passed."""
+    def _ranked(self, search: MemorySearch) -> list[RecallHit]:
+        """Keyword and hybrid recall: every record of the scope in one request (one snapshot),
+        scored by the shared ranking."""
+        f = search.filter
+        terms = search.terms or ()
+        hybrid = search.mode == "hybrid"
+        ids, metas, docs, vectors = self._scope(f, memory_where(f), embeddings=hybrid)
+        evidence = self._evidence(ids, metas, terms, conversations=True)
+        if not hybrid:
+            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k)
+        else:
+            assert search.vector is not None
+            cosine = _scores(vectors, search.vector) if ids else np.zeros(0)
+            position = {mid: i for i, mid in enumerate(ids)}
+            nearest, cosines = scored_in_memory(ids, cosine)
+            ranked = rank_hybrid(
+                terms,
+                evidence if terms else None,
+                nearest,
+                cosines,
+                self.ranking,
+                search.top_k,
+                periods=search.periods,
+                now=search.now,
+                created_at=lambda keys: {k: moment(metas[position[k]][K_CREATED]) for k in keys},
+            )
+        at = {mid: i for i, mid in enumerate(ids)}
+        hits = [
+            RecallHit(memory=memory_from_record(k, docs[at[k]], metas[at[k]]), score=score)
+            for k, score in ranked
+        ]
+        return sorted(hits, key=hit_order)[: search.top_k]
+
+    def _ordered(self, f: MemoryFilter, where: Where | None, top_k: int | None) -> list[RecallHit]:
+        """Recent recall over every candidate: one request (one consistent snapshot), the
+        shared order applied here, records decoded and re-checked newest first until ``top_k``
+        passed."""
         result = self._get(self._memories, where=where, include=["metadatas", "documents"])
-        candidates: list[tuple[tuple[float, int, str], float | None, int]] = []
-        for position, (mid, meta) in enumerate(
-            zip(result["ids"], result["metadatas"], strict=True)
-        ):
-            score: float | None = None
-            if terms is not None:
-                score = keyword_score(terms, meta.get(K_TERMS) or ())
-                if score <= 0:
-                    continue
-            candidates.append(((-(score or 0.0), -meta[K_CREATED], mid), score, position))
-        candidates.sort(key=lambda candidate: candidate[0])
+        candidates = sorted(
+            (-meta[K_CREATED], mid, position)
+            for position, (mid, meta) in enumerate(
+                zip(result["ids"], result["metadatas"], strict=True)
+            )
+        )
         hits: list[RecallHit] = []
-        for (_, _, mid), score, position in candidates:
+        for _, mid, position in candidates:
             memory = memory_from_record(
                 mid, result["documents"][position], result["metadatas"][position]
             )
             if f.matches(memory):
-                hits.append(RecallHit(memory=memory, score=score))
+                hits.append(RecallHit(memory=memory, score=None))
                 if len(hits) == top_k:
                     break
         return hits
@@ -132,7 +160,7 @@ class ChromaSearch(ChromaStore):
             window = all_of([*([where] if where else []), {K_CREATED: {"$gte": now - span}}])
             count = len(self._get(self._memories, where=window, include=[])["ids"])
             if count >= top_k:
-                hits = self._ordered(f, window, None, top_k)
+                hits = self._ordered(f, window, top_k)
                 if len(hits) == top_k:
                     return hits
         return None
@@ -245,9 +273,8 @@ class ChromaSearch(ChromaStore):
                 return ranked
             wanted *= 2
 
-    def _search_knowledge(
-        self, vector: np.ndarray, top_k: int, category: str | None, text: str | None = None
-    ) -> list[KnowledgeHit]:
+    def _search_knowledge(self, search: KnowledgeSearch) -> list[KnowledgeHit]:
+        category, top_k = search.category, search.top_k
         where = {K_CATEGORY: {"$eq": category}} if category is not None else None
 
         def accept(ids: Sequence[str]) -> dict[str, KnowledgeChunk]:
@@ -259,5 +286,33 @@ class ChromaSearch(ChromaStore):
                 )
             }
 
-        ranked = self._rank(self._knowledge, where, vector, top_k, accept, chunk_from_record)
-        return [KnowledgeHit(chunk=r.item, score=r.score) for r in ranked]
+        if search.mode == "vector":
+            assert search.vector is not None
+            ranked = self._rank(
+                self._knowledge, where, search.vector, top_k, accept, chunk_from_record
+            )
+            return [KnowledgeHit(chunk=r.item, score=r.score) for r in ranked]
+        hybrid = search.mode == "hybrid"
+        include = ["metadatas", "documents", *(["embeddings"] if hybrid else [])]
+        result = self._get(self._knowledge, where=where, include=include)
+        ids, metas, docs = result["ids"], result["metadatas"], result["documents"]
+        evidence = self._evidence(ids, metas, search.terms, conversations=False)
+        if hybrid:
+            assert search.vector is not None
+            cosine = _scores(result["embeddings"], search.vector) if ids else np.zeros(0)
+            nearest, cosines = scored_in_memory(ids, cosine)
+            scored = rank_hybrid(
+                search.terms,
+                evidence if search.terms else None,
+                nearest,
+                cosines,
+                self.ranking,
+                top_k,
+            )
+        else:
+            scored = rank_keyword(search.terms, evidence, self.ranking, top_k)
+        at = {cid: i for i, cid in enumerate(ids)}
+        return [
+            KnowledgeHit(chunk=chunk_from_record(k, docs[at[k]], metas[at[k]]), score=score)
+            for k, score in scored
+        ]

@@ -175,9 +175,13 @@ class ChromaStore(BaseMemoryDriver):
             )
             self._max_batch = int(self._call(self._client.get_max_batch_size))
             self._attach_embedder()
+            self._after_open()
         except BaseException:
             self._client.close()
             raise
+
+    def _after_open(self) -> None:
+        """Hook: work to do once the collections are open and the store's stamp checked."""
 
     # ------------------------------------------------------------------ connection
     @property

@@ -38,10 +38,10 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     or_,
     select,
     table,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -52,7 +52,7 @@ from ...embeddings import Embedder
 from ...errors import BackendUnavailableError, SchemaError
 from ...models import MemoryFilter, Scalar
 from ...sql import migrations
-from ...sql.driver import SQLDriver
+from ...sql.driver import SQLDriver, plain_rows
 from ...sql.engines import (
     create_sqlite_engine,
     faiss_index_path,
@@ -198,15 +198,50 @@ class SQLiteDriver(SQLDriver):
             condition = (each.c.type == "text") & (each.c.value == value)
         return exists().select_from(each).where(each.c.key == key, condition)
 
-    def _has_term(self, terms: Sequence[str], user_id: str | None) -> ColumnElement[bool]:
-        # The index holds user-scoped terms (see migration 0001): "<hex of user_id>x<term>".
-        # Terms are letters and digits only (memory_drivers.text), so quoting is safe.
-        if user_id is None:
-            raise ValueError("keyword recall on SQLite is always within one user's memories")
-        scope = user_id.encode("utf-8").hex()
-        match = " OR ".join(f'"{scope}x{term}"' for term in terms)
-        rows = select(_fts.c.rowid).where(literal_column("memories_fts").op("MATCH")(match))
-        return memories.c.pk.in_(rows)
+    def _postings(
+        self, connection: Connection, table: Table, terms: Sequence[str], user_id: str | None
+    ) -> dict[str, list[int]]:
+        # Memories: the FTS5 index holds user-scoped terms (see migration 0001),
+        # "<hex of user_id>x<term>", so a term's postings are the user's alone. Knowledge: plain
+        # terms (migration 0003). Terms are letters and digits only (memory_drivers.text), so
+        # quoting them is safe.
+        if table is memories:
+            if user_id is None:
+                raise ValueError("keyword recall on SQLite is always within one user's memories")
+            fts, prefix = "memories_fts", user_id.encode("utf-8").hex() + "x"
+        else:
+            fts, prefix = "knowledge_fts", ""
+        terms = list(dict.fromkeys(terms))
+        union = " UNION ALL ".join(
+            f"SELECT {i}, rowid FROM {fts} WHERE {fts} MATCH :m{i}" for i in range(len(terms))
+        )
+        found: dict[str, list[int]] = {term: [] for term in terms}
+        matches = {f"m{i}": f'"{prefix}{term}"' for i, term in enumerate(terms)}
+        for index, pk in plain_rows(connection, text(union), matches):
+            found[terms[index]].append(pk)
+        return found
+
+    def _scope_scores(
+        self, connection: Connection, table: Table, vector: np.ndarray, memory_filter: MemoryFilter
+    ) -> tuple[list[int], np.ndarray] | None:
+        # One user's memories and nothing else: the index knows each vector's owner, and
+        # scoring all of them costs about what finding the best of them does.
+        if memory_filter != MemoryFilter(user_id=memory_filter.user_id) or table is not memories:
+            return None
+        if memory_filter.user_id is None:
+            return None
+        index = self._vector_index(connection)
+        index.ensure_current(connection)
+        found = index.scores_owner(vector, memory_filter.user_id)
+        return None if found is None else (found[0].tolist(), found[1])
+
+    def _cosines(
+        self, connection: Connection, table: Table, pks: Sequence[int], vector: np.ndarray
+    ) -> dict[int, float]:
+        index = self._vector_index(connection)
+        index.ensure_current(connection)
+        found, scores = index.scores_rows(table.name, vector, pks)
+        return dict(zip(found.tolist(), scores.tolist(), strict=True))
 
     def _rank_by_vector(
         self,

@@ -92,7 +92,7 @@ class VectorIndexes:
         self.dimension = dimension
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
         #: per kind, row of each pk in the index's storage (-1: none); None when stale
-        self._rows: dict[str, np.ndarray | None] = {kind: None for kind in KINDS}
+        self._rows: dict[str, tuple[np.ndarray, np.ndarray] | None] = {kind: None for kind in KINDS}
         #: the owner (a code of ``_codes``) of each memories row, aligned with the storage;
         #: None when not known (it is loaded when the index is opened)
         self._owners: np.ndarray | None = np.zeros(0, dtype=np.int32)
@@ -291,41 +291,74 @@ class VectorIndexes:
                 return []
             return self._score_at("memories", np.flatnonzero(owners == code), vector, k)
 
-    def _score_rows(
-        self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
-    ) -> list[tuple[int, float]]:
+    def scores_owner(
+        self, vector: np.ndarray, user_id: str
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(pks, scores) of every memory of ``user_id``, exactly; None when the owners are
+        not known (then ask with the user's candidates)."""
+        with self.lock:
+            owners = self._owners
+            if owners is None or len(owners) != self.indexes["memories"].ntotal:
+                return None
+            code = self._codes.get(user_id)
+            rows = np.flatnonzero(owners == code) if code is not None else np.zeros(0, np.int64)
+            return self._scores_at("memories", rows, vector)
+
+    def scores_rows(
+        self, kind: str, vector: np.ndarray, candidates: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(pks, scores) of every candidate (pks), exactly."""
+        with self.lock:
+            return self._scores_at(kind, self._rows_of(kind, candidates), vector)
+
+    def _rows_of(self, kind: str, candidates: Sequence[int]) -> np.ndarray:
         pks = np.asarray(candidates, dtype=np.int64)
         rows_of = self._row_map(kind)
         rows = rows_of[pks[pks < len(rows_of)]]
-        return self._score_at(kind, rows[rows >= 0], vector, k)
+        return rows[rows >= 0]
+
+    def _score_rows(
+        self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
+    ) -> list[tuple[int, float]]:
+        return self._score_at(kind, self._rows_of(kind, candidates), vector, k)
+
+    def _scores_at(
+        self, kind: str, rows: np.ndarray, vector: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(pks, scores) of these storage rows, read straight from the flat index."""
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        index = self.indexes[kind]
+        flat: Any = faiss.downcast_index(index.index)
+        stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
+        scores = stored.reshape(index.ntotal, self.dimension)[rows] @ vector
+        return self._maps(kind)[1][rows], scores
 
     def _score_at(
         self, kind: str, rows: np.ndarray, vector: np.ndarray, k: int
     ) -> list[tuple[int, float]]:
         """(pk, score) of the ``k`` best of these storage rows, read straight from the flat
         index (no scan of the others)."""
-        if not len(rows):
-            return []
-        index = self.indexes[kind]
-        flat: Any = faiss.downcast_index(index.index)
-        stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
-        scores = stored.reshape(index.ntotal, self.dimension)[rows] @ vector
+        pks, scores = self._scores_at(kind, rows, vector)
         if len(scores) > k:
             best = np.argpartition(-scores, k - 1)[:k]
-            rows, scores = rows[best], scores[best]
+            pks, scores = pks[best], scores[best]
         order = np.argsort(-scores, kind="stable")
-        pks = faiss.vector_to_array(index.id_map)
-        return [(int(pks[rows[i]]), float(scores[i])) for i in order]
+        return [(int(pks[i]), float(scores[i])) for i in order]
 
-    def _row_map(self, kind: str) -> np.ndarray:
-        """pk -> row in the flat storage (-1 when absent), rebuilt after the index changes."""
-        rows = self._rows[kind]
-        if rows is None:
+    def _maps(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pk -> row in the flat storage, -1 when absent; row -> pk), rebuilt after the
+        index changes (not on every search: copying the id map costs O(N))."""
+        maps = self._rows[kind]
+        if maps is None:
             ids = faiss.vector_to_array(self.indexes[kind].id_map)
             rows = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
             rows[ids] = np.arange(len(ids), dtype=np.int64)
-            self._rows[kind] = rows
-        return rows
+            maps = self._rows[kind] = (rows, ids)
+        return maps
+
+    def _row_map(self, kind: str) -> np.ndarray:
+        return self._maps(kind)[0]
 
     # ------------------------------------------------------------------ the file
     def save(self) -> bool:

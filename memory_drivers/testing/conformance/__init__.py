@@ -19,7 +19,7 @@ Every test's docstring says what a failure usually means. Most tests use a fast 
 embedder; the ``test_semantic_*`` tests use the real default model.
 
 Layout: the suite is one class made of one mixin per area (:mod:`.storage`, :mod:`.recall`,
-:mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
+:mod:`.ranking`, :mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
 :mod:`.equivalence`), each built on :class:`~.base.ConformanceBase` (fixtures and helpers).
 """
 
@@ -30,6 +30,7 @@ from .bad_input import BadInputTests
 from .equivalence import EquivalenceTests
 from .knowledge import KnowledgeTests
 from .maintenance import MaintenanceTests
+from .ranking import RankingTests
 from .recall import RecallTests
 from .storage import StorageTests
 
@@ -44,6 +45,7 @@ class MemoryDriverConformance(
     MaintenanceTests,
     AssociationTests,
     KnowledgeTests,
+    RankingTests,
     RecallTests,
     StorageTests,
 ):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from ...base import BaseMemoryDriver
 from ...config import Settings, build_settings
 from ...embeddings import Embedder
-from ...models import Memory, RecallHit
+from ...models import Memory, MemoryFilter, RecallHit
 from ..embedders import default_embedder, fast_embedder
+from ..reference import expected_hits
 
 __all__ = ["ConformanceBase", "DriverFactory", "MakeDriver", "at", "contents"]
 
@@ -82,6 +83,33 @@ class ConformanceBase:
     def put(driver: BaseMemoryDriver, content: str, user: str = "u1", **fields: Any) -> Memory:
         """Store one memory through ``store_many`` (so ``created_at`` can be fixed)."""
         return driver.store_many([{"user_id": user, "content": content, **fields}])[0]
+
+    #: What hybrid search is on this driver: "hybrid" (the shared fusion), or the mode a
+    #: backend's own ranking matches (the automem driver leaves hybrid search to AutoMem,
+    #: whose recall ranks by its vectors against ``memory-drivers serve``).
+    hybrid_ranks_as: ClassVar[str] = "hybrid"
+
+    def expected(
+        self,
+        driver: BaseMemoryDriver,
+        memories: list[Memory],
+        memory_filter: MemoryFilter,
+        **kwargs: Any,
+    ) -> list[RecallHit]:
+        """The reference answer (testing.reference) with the driver's embedder and ranking
+        settings."""
+        mode = kwargs.get("search") or driver.settings.recall_search
+        if kwargs.get("query") is not None and mode == "hybrid":
+            kwargs["search"] = self.hybrid_ranks_as
+        return expected_hits(
+            memories,
+            memory_filter,
+            embedder=driver.embedder,
+            rules=driver.ranking,
+            context_window=driver.context_window,
+            question_words=frozenset(driver.settings.keyword_query_stopwords),
+            **kwargs,
+        )
 
     @staticmethod
     def assert_unchanged(driver: BaseMemoryDriver, before: int) -> None:

@@ -155,16 +155,21 @@ class EquivalenceTests(ConformanceBase):
             ]
             queries = [q for q, _ in self.EQUIVALENCE_QUERIES]
             for number, chosen in enumerate(filters):
-                for mode in ("vector", "keyword", "recent"):
+                for mode in ("hybrid", "vector", "keyword", "recent"):
                     query = None if mode == "recent" else queries[number % len(queries)]
                     if mode == "keyword":
                         query = "user preference food color music work"
-                    kwargs = {**chosen, "query": query, "use_vector": mode != "keyword"}
+                    kwargs = {**chosen, "query": query}
+                    if mode != "recent":
+                        kwargs["search"] = mode
                     context = f"{mode} {query!r} {chosen}"
-                    everything = reference.recall("u1", top_k=1000, **kwargs)
+                    same = dict(kwargs)
+                    if mode == "hybrid":
+                        same["search"] = self.hybrid_ranks_as
+                    everything = reference.recall("u1", top_k=1000, **same)
                     for top_k in (1, 3, 20):
                         got = driver.recall("u1", top_k=top_k, **kwargs)
-                        if self.exact_scores or mode != "vector":
+                        if self.exact_scores or mode not in ("vector", "hybrid"):
                             assert_same_hits(
                                 got, everything, top_k, tol=1e-4, context=f"{context} top_k={top_k}"
                             )

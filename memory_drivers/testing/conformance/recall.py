@@ -1,4 +1,4 @@
-"""Conformance: recall (by vector, by keyword, newest first) and every filter."""
+"""Conformance: recall (hybrid, by vector, by keyword, newest first) and every filter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from ...base import BaseMemoryDriver
 from ...models import MemoryFilter
-from ..reference import assert_same_hits, expected_hits
+from ..reference import assert_same_hits
 from .base import ConformanceBase, at, contents
 
 __all__ = ["RecallTests"]
@@ -33,9 +33,9 @@ class RecallTests(ConformanceBase):
             "green",
         ]
         stored = driver.store_many([{"user_id": "u1", "content": t} for t in texts])
-        hits = driver.recall("u1", query="green tea", top_k=5)
-        expected = expected_hits(
-            stored, MemoryFilter(user_id="u1"), top_k=5, query="green tea", embedder=driver.embedder
+        hits = driver.recall("u1", query="green tea", top_k=5, search="vector")
+        expected = self.expected(
+            driver, stored, MemoryFilter(user_id="u1"), top_k=5, query="green tea", search="vector"
         )
         assert_same_hits(hits, expected, 5)
         scores = [h.score for h in hits]
@@ -46,7 +46,7 @@ class RecallTests(ConformanceBase):
         """A query equal to a memory's text scores 1.0 (cosine of a vector with itself)."""
         driver.store("u1", "exactly this sentence")
         driver.store("u1", "something unrelated entirely")
-        hits = driver.recall("u1", query="exactly this sentence", top_k=1)
+        hits = driver.recall("u1", query="exactly this sentence", top_k=1, search="vector")
         assert hits[0].memory.content == "exactly this sentence"
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
 
@@ -56,6 +56,7 @@ class RecallTests(ConformanceBase):
         assert len(driver.recall("u1", query="note", top_k=50)) == 12
         assert len(driver.recall("u1", top_k=3)) == 3
         assert len(driver.recall("u1", query="note", top_k=4, use_vector=False)) == 4
+        assert len(driver.recall("u1", query="note", top_k=4, search="vector")) == 4
         assert len(driver.recall("u1", query="note")) == 10, "top_k defaults to 10"
 
     def test_filters_apply_before_top_k(self, driver: BaseMemoryDriver) -> None:
@@ -87,11 +88,11 @@ class RecallTests(ConformanceBase):
             {"min_importance": 0.8},
             {"metadata": {"k": 1}},
         ):
-            for use_vector in (True, False):
-                q = query if use_vector else "apple zebra"
-                hits = driver.recall("u1", query=q, top_k=3, use_vector=use_vector, **filters)
+            for search in ("hybrid", "vector", "keyword"):
+                q = "apple zebra" if search == "keyword" else query
+                hits = driver.recall("u1", query=q, top_k=3, search=search, **filters)
                 assert sorted(contents(hits)) == [f"zebra quantum violin {i}" for i in range(3)], (
-                    f"filter {filters}, use_vector={use_vector}"
+                    f"filter {filters}, search={search}"
                 )
 
     # ================================================================== recall: other modes
@@ -115,35 +116,49 @@ class RecallTests(ConformanceBase):
             [{"user_id": "u1", "content": "same words", "created_at": at(0)} for _ in range(8)]
         )
         expected = [newer.id, *sorted(m.id for m in same_time), *sorted(m.id for m in older)]
-        for kwargs in ({}, {"query": "same words"}, {"query": "words", "use_vector": False}):
+        for kwargs in (
+            {},
+            {"query": "same words"},
+            {"query": "same words", "search": "vector"},
+            {"query": "words", "use_vector": False},
+        ):
             for top_k in (2, 4, 6, 20):
                 got = [h.memory.id for h in driver.recall("u1", top_k=top_k, **kwargs)]
                 assert got == expected[:top_k], f"{kwargs} top_k={top_k}"
 
     def test_keyword_recall_matches_terms(self, driver: BaseMemoryDriver) -> None:
-        """``use_vector=False`` matches shared terms (case, accents and word endings aside) and
-        scores by the share of query terms found. Failing usually means the backend's full-text
-        search tokenizes differently from memory_drivers.text."""
+        """``search="keyword"`` (or ``use_vector=False``) matches shared terms (case, accents
+        and word endings aside) and scores them with BM25 (docs/semantics.md). Failing usually
+        means the backend's full-text search tokenizes differently from memory_drivers.text, or
+        its statistics (scope size, lengths, postings) are read wrong."""
         stored = driver.store_many(
             [
                 {"user_id": "u1", "content": "The user loves hiking in the Alps"},
                 {"user_id": "u1", "content": "Hiking boots are in the CAFÉ closet"},
                 {"user_id": "u1", "content": "Cooking pasta on Sundays"},
                 {"user_id": "u1", "content": "the and of"},
+                {"user_id": "u2", "content": "hiking hiking alps cafe sunday"},
             ]
         )
-        for query in ("hikes alps", "cafe", "Cooking boots", "Sunday"):
-            hits = driver.recall("u1", query=query, use_vector=False, top_k=10)
-            expected = expected_hits(
-                stored, MemoryFilter(user_id="u1"), top_k=10, query=query, use_vector=False
+        for query in ("hikes alps", "cafe", "Cooking boots", "Sunday", "Ünïcödé hïkïng"):
+            hits = driver.recall("u1", query=query, search="keyword", top_k=10)
+            expected = self.expected(
+                driver, stored, MemoryFilter(user_id="u1"), top_k=10, query=query, search="keyword"
             )
-            assert_same_hits(hits, expected, 10, context=query)
+            assert_same_hits(hits, expected, 10, tol=1e-6, context=query)
             assert hits, f"nothing found for {query!r}"
         hits = driver.recall("u1", query="hiking alps", use_vector=False)
-        assert contents(hits)[0] == "The user loves hiking in the Alps"
-        assert [h.score for h in hits] == [1.0, 0.5]
+        assert contents(hits) == [
+            "The user loves hiking in the Alps",
+            "Hiking boots are in the CAFÉ closet",
+        ]
+        assert hits[0].score is not None and hits[1].score is not None
+        assert hits[0].score > hits[1].score > 0
         assert driver.recall("u1", query="the of and", use_vector=False) == [], (
             "a query of stop words only matches nothing"
+        )
+        assert driver.recall("u1", query="What did you do?", search="keyword") == [], (
+            "a query of stop words and question words only matches nothing"
         )
         assert driver.recall("u1", query="xylophone", use_vector=False) == []
 
@@ -152,7 +167,12 @@ class RecallTests(ConformanceBase):
         driver.store("u1", "in c1", conversation_id="c1")
         driver.store("u1", "in c2", conversation_id="c2")
         driver.store("u1", "in none")
-        for kwargs in ({}, {"query": "in"}, {"query": "c1 c2 none", "use_vector": False}):
+        for kwargs in (
+            {},
+            {"query": "in"},
+            {"query": "in", "search": "vector"},
+            {"query": "c1 c2 none", "use_vector": False},
+        ):
             assert contents(driver.recall("u1", "c1", **kwargs)) == ["in c1"]
 
     def test_memory_type_filter(self, driver: BaseMemoryDriver) -> None:
@@ -301,23 +321,26 @@ class RecallTests(ConformanceBase):
                 {"topic": "b", "n": 1},
             ],
         }
-        for case_number in range(45):
+        for case_number in range(60):
             user = rng.choice(["u1", "u2"])
             chosen = {k: rng.choice(v) for k, v in options.items()}
             chosen = {k: v for k, v in chosen.items() if v is not None}
             top_k = rng.choice([1, 3, 5, 10, 40])
-            mode = ("vector", "keyword", "recent")[case_number % 3]
+            mode = ("hybrid", "vector", "keyword", "recent")[case_number % 4]
             query = None if mode == "recent" else " ".join(rng.sample(words, 2))
             conversation = chosen.pop("conversation_id", None)
             memory_filter = MemoryFilter(user_id=user, conversation_id=conversation, **chosen)
-            hits = driver.recall(user, conversation, query, top_k, mode != "keyword", **chosen)
-            expected = expected_hits(
-                stored,
-                memory_filter,
-                top_k=top_k,
-                query=query,
-                use_vector=mode != "keyword",
-                embedder=driver.embedder,
+            search = None if mode == "recent" else mode
+            hits = driver.recall(
+                user,
+                conversation,
+                query,
+                top_k,
+                search=search,  # type: ignore[arg-type]
+                **chosen,
+            )
+            expected = self.expected(
+                driver, stored, memory_filter, top_k=top_k, query=query, search=search
             )
             assert_same_hits(
                 hits,
@@ -349,11 +372,14 @@ class RecallTests(ConformanceBase):
             "drink": "What hot beverage does the user enjoy?",
         }
         for key, question in questions.items():
-            hits = driver.recall("u1", query=question, top_k=3)
-            assert hits[0].memory.id == stored[key].id, f"{question!r} -> {contents(hits)}"
-            assert all(h.memory.user_id == "u1" for h in hits)
+            for search in ("hybrid", "vector"):
+                hits = driver.recall("u1", query=question, top_k=3, search=search)
+                assert hits[0].memory.id == stored[key].id, (
+                    f"{search}: {question!r} -> {contents(hits)}"
+                )
+                assert all(h.memory.user_id == "u1" for h in hits)
             assert hits[0].score is not None and 0.3 < hits[0].score <= 1.0
-        exact = driver.recall("u1", query=facts["pet"], top_k=1)[0]
+        exact = driver.recall("u1", query=facts["pet"], top_k=1, search="vector")[0]
         assert exact.score == pytest.approx(1.0, abs=1e-4)
 
     def test_semantic_knowledge_recall(self, semantic_driver: BaseMemoryDriver) -> None:

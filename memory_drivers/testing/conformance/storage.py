@@ -13,7 +13,7 @@ from ...base import BaseMemoryDriver
 from ...errors import NotFoundError, ValidationError
 from ...models import Memory, MemoryFilter, RecallHit
 from ..embedders import RecordingEmbedder, fast_embedder
-from ..reference import assert_same_hits, expected_hits
+from ..reference import assert_same_hits
 from .base import ConformanceBase, MakeDriver, at, contents
 
 __all__ = ["StorageTests"]
@@ -170,7 +170,7 @@ class StorageTests(ConformanceBase):
         ) == ("The user moved to Lisbon", 0.9, ["home", "moved"], {"b": 2}, "fact")
         assert updated.created_at == m.created_at and updated.updated_at > m.updated_at
         assert driver.get(m.id) == updated
-        hit = driver.recall("u1", query="The user moved to Lisbon", top_k=1)[0]
+        hit = driver.recall("u1", query="The user moved to Lisbon", top_k=1, search="vector")[0]
         assert hit.memory.id == m.id and hit.score == pytest.approx(1.0, abs=1e-5)
         assert [h.memory.id for h in driver.recall("u1", query="lisbon", use_vector=False)] == [
             m.id
@@ -217,22 +217,24 @@ class StorageTests(ConformanceBase):
         first = driver.store("u1", "alpha bravo charlie")
         assert contents(driver.recall("u1", query="alpha bravo charlie")) == ["alpha bravo charlie"]
         second = driver.store("u1", "delta echo foxtrot")
-        hits = driver.recall("u1", query="delta echo foxtrot", top_k=1)
+        hits = driver.recall("u1", query="delta echo foxtrot", top_k=1, search="vector")
         assert hits[0].memory.id == second.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
         driver.update(first.id, content="golf hotel india")
-        hits = driver.recall("u1", query="golf hotel india", top_k=1)
+        hits = driver.recall("u1", query="golf hotel india", top_k=1, search="vector")
         assert hits[0].memory.id == first.id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert [h.memory.id for h in driver.recall("u1", query="golf", search="keyword")] == [
+            first.id
+        ]
         driver.delete(second.id)
         assert [h.memory.id for h in driver.recall("u1", query="delta echo foxtrot")] == [first.id]
         batch = driver.store_many([{"user_id": "u1", "content": f"juliet {i}"} for i in range(5)])
         found = {h.memory.id for h in driver.recall("u1", query="juliet", top_k=10)}
         assert {m.id for m in batch} <= found
         driver.store_global_knowledge("kilo lima mike", category="c", doc_id="K")
-        assert driver.recall_global_knowledge("kilo lima mike")[0].score == pytest.approx(
-            1.0, abs=1e-5
-        )
+        top = driver.recall_global_knowledge("kilo lima mike", search="vector")[0]
+        assert top.score == pytest.approx(1.0, abs=1e-5)
         driver.store_global_knowledge("november oscar papa", category="c", doc_id="K")
-        hit = driver.recall_global_knowledge("november oscar papa", top_k=1)[0]
+        hit = driver.recall_global_knowledge("november oscar papa", top_k=1, search="vector")[0]
         assert hit.chunk.content == "november oscar papa"
         assert hit.score == pytest.approx(1.0, abs=1e-5)
 
@@ -301,10 +303,12 @@ class StorageTests(ConformanceBase):
         assert exported == [m]
 
     def test_recall_stays_exact_through_deletes_and_updates(self, driver: BaseMemoryDriver) -> None:
-        """Stores, deletes and content updates of three users, interleaved with recalls: after
-        every step each user's recall equals the reference answer over what the store holds.
-        Failing means an index kept beside the store lost track of which vector is whose (a
-        tenant leak) or of a change."""
+        """Stores, deletes and content updates of three users in two conversations each,
+        interleaved with recalls: after every step each user's recall, in every search mode,
+        equals the reference answer over what the store holds. Failing means an index kept
+        beside the store lost track of which vector is whose (a tenant leak) or of a change, or
+        conversation context (the terms a memory is indexed with from the ones before it) did
+        not follow a neighbour that changed or went."""
         rng = random.Random(7)
         words = "amber birch cedar dune ember fjord grove heath inlet juniper".split()
         users = ["u1", "u2", "u3"]
@@ -314,7 +318,12 @@ class StorageTests(ConformanceBase):
             if action == "store" or not existing:
                 driver.store_many(
                     [
-                        {"user_id": rng.choice(users), "content": " ".join(rng.sample(words, 3))}
+                        {
+                            "user_id": rng.choice(users),
+                            "conversation_id": rng.choice(["c1", "c2", None]),
+                            "content": " ".join(rng.sample(words, 3)),
+                            "created_at": at(rng.randint(0, 40)),
+                        }
                         for _ in range(rng.randint(1, 6))
                     ]
                 )
@@ -323,19 +332,23 @@ class StorageTests(ConformanceBase):
                     driver.delete(memory.id)
             else:
                 memory = rng.choice(existing)
-                driver.update(memory.id, content=" ".join(rng.sample(words, 4)))
+                driver.update(memory.id, content=" ".join(rng.sample(words, 2)))
             everything = list(driver.iter_memories())
             query = " ".join(rng.sample(words, 2))
             for user in users:
-                expected = expected_hits(
-                    everything,
-                    MemoryFilter(user_id=user),
-                    top_k=5,
-                    query=query,
-                    embedder=driver.embedder,
-                )
-                got = driver.recall(user, query=query, top_k=5)
-                assert_same_hits(got, expected, 5, context=f"step {step} ({action}), {user}")
+                for search in ("hybrid", "vector", "keyword"):
+                    expected = self.expected(
+                        driver,
+                        everything,
+                        MemoryFilter(user_id=user),
+                        top_k=5,
+                        query=query,
+                        search=search,
+                    )
+                    got = driver.recall(user, query=query, top_k=5, search=search)
+                    assert_same_hits(
+                        got, expected, 5, context=f"step {step} ({action}), {user}, {search}"
+                    )
 
     def test_concurrent_imports_of_one_id_have_one_winner(self, make_driver: MakeDriver) -> None:
         """Two openers of the same store import batches with the same ids at the same moment:

@@ -1,0 +1,256 @@
+"""Keyword search on Chroma: conversation context kept in the records, and BM25's evidence.
+
+A memory's indexed terms (memory_drivers.ranking.context) are its ``terms`` metadata (a string
+array, which a ``$contains`` filter matches). Writes re-index the memories after the ones they
+change, under the process's write lock; a store indexed with another ``CONTEXT_WINDOW`` (or by
+a version without context) is re-indexed once when opened. Keyword and hybrid search read every
+record of the scope in one request and build the evidence here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ...models import Memory, MemoryFilter
+from ...ranking import KeywordEvidence
+from ...ranking import context as ctx
+from ...text import document_terms
+from .records import (
+    EMPTY,
+    EPOCH,
+    ID_BATCH,
+    K_CONVERSATION,
+    K_CREATED,
+    K_TAGS,
+    K_TERMS,
+    K_USER,
+    MICROSECOND,
+    array,
+    batches,
+    memory_from_record,
+    typed_metadata,
+    words,
+)
+from .store import ChromaStore
+
+__all__ = ["ChromaKeywords", "where_is_exact"]
+
+log = logging.getLogger(__name__)
+
+#: Store info: the version of the records' arrays (1, or absent: empty arrays left out and no
+#: terms on knowledge chunks; 2: every array present, see records.EMPTY).
+RECORDS_KEY = "records"
+RECORDS_VERSION = "2"
+
+
+def moment(micros: int) -> datetime:
+    return EPOCH + micros * MICROSECOND
+
+
+def where_is_exact(f: MemoryFilter) -> bool:
+    """Whether ``memory_where(f)`` selects exactly what ``f.matches`` accepts (then records
+    need no decoding to be checked): not for metadata values a typed key cannot hold."""
+    for value in (f.metadata or {}).values():
+        typed = typed_metadata("k", value)
+        if typed is None or (
+            isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53
+        ):
+            return False
+    return f.memory_types != () and f.tags != () and f.exclude_tags != ()
+
+
+class ChromaKeywords(ChromaStore):
+    """Conversation context and keyword evidence over the memories collection."""
+
+    def _after_open(self) -> None:
+        self._check_keyword_index()
+
+    # ------------------------------------------------------------------ context on writes
+    def _conversation(self, user_id: str, conversation_id: str) -> list[ctx.ContextRow[str]]:
+        where = {"$and": [{K_USER: {"$eq": user_id}}, {K_CONVERSATION: {"$eq": conversation_id}}]}
+        result = self._get(self._memories, where=where, include=["metadatas", "documents"])
+        rows = [
+            ctx.ContextRow(mid, moment(meta[K_CREATED]), mid, doc or "", " ".join(words(meta)))
+            for mid, meta, doc in zip(
+                result["ids"], result["metadatas"], result["documents"], strict=True
+            )
+        ]
+        return sorted(rows, key=lambda r: (r.created_at, r.id))
+
+    def _context_changes(
+        self,
+        new: Sequence[Memory] = (),
+        places: Sequence[tuple[str, str, datetime, str]] = (),
+    ) -> dict[str, str]:
+        """The indexed terms (by id) that change when ``new`` memories are inserted, or the
+        memories at ``places`` (user, conversation, created_at, id) are re-worded or deleted.
+        Call it under the write lock, after deletes and re-wordings and before inserts."""
+        window = self.context_window
+        if window <= 0:
+            return {}
+        groups: dict[tuple[str, str], tuple[list[ctx.Position], list[ctx.ContextRow[str]]]] = {}
+        for user, conversation, created, mid in places:
+            groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
+        for m in new:
+            if m.conversation_id is not None:
+                row = ctx.ContextRow(m.id, m.created_at, m.id, m.content, "")
+                groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
+        result: dict[str, str] = {}
+        for (user, conversation), (at, rows) in groups.items():
+            stored = self._conversation(user, conversation)
+
+            def read(
+                low: ctx.Position,
+                high: ctx.Position,
+                stored: list[ctx.ContextRow[str]] = stored,
+            ) -> ctx.Stretch[str]:
+                place = [(r.created_at, r.id) for r in stored]
+                before = [r for r, p in zip(stored, place, strict=True) if p < low][-window:]
+                inside = [r for r, p in zip(stored, place, strict=True) if low <= p <= high]
+                after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
+                return ctx.Stretch(before, inside, after)
+
+            result.update(ctx.plan(at, rows, window, read))
+        return result
+
+    def _write_terms(self, collection: Any, indexed: Mapping[str, str]) -> None:
+        """Set the ``terms`` metadata of existing records."""
+        items = list(indexed.items())
+        for batch in batches(items, min(self._max_batch, ID_BATCH)):
+            self._call(
+                collection.update,
+                ids=[mid for mid, _ in batch],
+                metadatas=[{K_TERMS: array(terms)} for _, terms in batch],
+            )
+
+    def _check_keyword_index(self) -> None:
+        """Re-index once: memories when ``CONTEXT_WINDOW`` differs from the store's; and every
+        record's arrays when the store was written by an earlier version (which left empty
+        arrays out, see ``records.EMPTY``, and gave knowledge chunks no terms)."""
+        info = self._read_store_info()
+        repair = info.get(RECORDS_KEY) != RECORDS_VERSION
+        stored = int(info.get(ctx.STORE_KEY) or 0)
+        if stored == self.context_window and not repair:
+            return
+        log.info(
+            "chroma: re-indexing keyword terms (CONTEXT_WINDOW=%d, the store has %d%s)",
+            self.context_window,
+            stored,
+            "; arrays written by an earlier version" if repair else "",
+        )
+        with self._write_lock:
+            if repair:
+                chunks = {
+                    cid: document_terms(document)
+                    for cid, (meta, document) in self._scan_with_documents(self._knowledge)
+                    if words(meta) != document_terms(document).split()
+                }
+                self._write_terms(self._knowledge, chunks)
+            groups: dict[tuple[str, str | None], list[tuple[datetime, str, str, Any]]] = {}
+            for mid, (meta, document) in self._scan_with_documents(self._memories):
+                key = (meta[K_USER], meta.get(K_CONVERSATION))
+                groups.setdefault(key, []).append((moment(meta[K_CREATED]), mid, document, meta))
+            changes: dict[str, str] = {}
+            tags: dict[str, list[str]] = {}
+            for (_, conversation), rows in groups.items():
+                rows.sort(key=lambda row: row[:2])
+                own = [document_terms(document) for _, _, document, _ in rows]
+                wanted = ctx.indexed_terms(own, self.context_window) if conversation else own
+                for (_, mid, document, meta), terms in zip(rows, wanted, strict=True):
+                    if terms.split() != words(meta) or (repair and not meta.get(K_TERMS)):
+                        changes[mid] = terms
+                    if repair:
+                        true_tags = memory_from_record(mid, document, meta).tags or [EMPTY]
+                        if list(meta.get(K_TAGS) or ()) != true_tags:
+                            tags[mid] = true_tags
+            self._write_terms(self._memories, changes)
+            for batch in batches(list(tags.items()), min(self._max_batch, ID_BATCH)):
+                self._call(
+                    self._memories.update,
+                    ids=[mid for mid, _ in batch],
+                    metadatas=[{K_TAGS: value} for _, value in batch],
+                )
+            self._write_store_info(
+                {ctx.STORE_KEY: str(self.context_window), RECORDS_KEY: RECORDS_VERSION}
+            )
+        log.info("chroma: re-indexed %d memories, repaired the tags of %d", len(changes), len(tags))
+
+    def _scan_with_documents(self, collection: Any) -> list[tuple[str, tuple[Any, str]]]:
+        """(id, (metadata, document)) of every record."""
+        found = []
+        offset = 0
+        while True:
+            page = self._get(
+                collection, include=["metadatas", "documents"], limit=2000, offset=offset
+            )
+            found += [
+                (rid, (meta, doc or ""))
+                for rid, meta, doc in zip(
+                    page["ids"], page["metadatas"], page["documents"], strict=True
+                )
+            ]
+            if len(page["ids"]) < 2000:
+                return found
+            offset += 2000
+
+    # ------------------------------------------------------------------ evidence
+    @staticmethod
+    def _evidence(
+        ids: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]],
+        terms: Sequence[str],
+        *,
+        conversations: bool,
+    ) -> KeywordEvidence[str]:
+        """The keyword evidence of these records (the whole scope)."""
+        if conversations:
+            order = sorted(
+                range(len(ids)),
+                key=lambda i: (
+                    metadatas[i].get(K_CONVERSATION) is not None,
+                    metadatas[i].get(K_CONVERSATION) or "",
+                    metadatas[i][K_CREATED],
+                    ids[i],
+                ),
+            )
+        else:
+            order = list(range(len(ids)))
+        wanted = set(terms)
+        lengths = np.zeros(len(order), dtype=np.int64)
+        continues = np.zeros(len(order), dtype=bool)
+        postings: dict[str, list[str]] = {term: [] for term in wanted}
+        previous = None
+        for n, i in enumerate(order):
+            held = words(metadatas[i])
+            lengths[n] = len(held)
+            for term in wanted.intersection(held):
+                postings[term].append(ids[i])
+            conversation = metadatas[i].get(K_CONVERSATION) if conversations else None
+            continues[n] = conversation is not None and conversation == previous
+            previous = conversation
+        return KeywordEvidence([ids[i] for i in order], lengths, continues, postings)
+
+    def _scope(
+        self, f: MemoryFilter, where: Any, *, embeddings: bool
+    ) -> tuple[list[str], list[Any], list[str], list[Any]]:
+        """Every record of the scope: ids, metadatas, documents, embeddings (one request)."""
+        include = ["metadatas", "documents", *(["embeddings"] if embeddings else [])]
+        result = self._get(self._memories, where=where, include=include)
+        ids, metas, docs = result["ids"], result["metadatas"], result["documents"]
+        vectors = list(result["embeddings"]) if embeddings else [None] * len(ids)
+        if where_is_exact(f):
+            return list(ids), list(metas), list(docs), vectors
+        keep = [
+            i for i in range(len(ids)) if f.matches(memory_from_record(ids[i], docs[i], metas[i]))
+        ]
+        return (
+            [ids[i] for i in keep],
+            [metas[i] for i in keep],
+            [docs[i] for i in keep],
+            [vectors[i] for i in keep],
+        )
