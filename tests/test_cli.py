@@ -512,6 +512,28 @@ def test_import_rejects_bad_lines(cli: Run, store_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------- knowledge
+def test_too_long_names_the_setting_that_limits_it(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An over-long document names KNOWLEDGE_MAX_CONTENT_LENGTH (and does not suggest storing
+    it as global knowledge, which it is); an over-long memory names MEMORY_MAX_CONTENT_LENGTH
+    and suggests global knowledge."""
+    monkeypatch.setenv("KNOWLEDGE_MAX_CONTENT_LENGTH", "40")
+    monkeypatch.setenv("MEMORY_MAX_CONTENT_LENGTH", "20")
+    (store_dir / "long.txt").write_text("a long policy document " * 3, encoding="utf-8")
+    document = cli("knowledge", "add", "--category", "policies", "long.txt")
+    assert document.code == 2
+    assert "is 69 characters long; the maximum is 40 (KNOWLEDGE_MAX_CONTENT_LENGTH)" in document.err
+    assert "MEMORY_MAX_CONTENT_LENGTH" not in document.err
+    assert "global knowledge" not in document.err
+    memory = cli("store", "--user", "u1", "a memory well over twenty characters")
+    assert memory.code == 2
+    assert "the maximum is 20 (MEMORY_MAX_CONTENT_LENGTH)" in memory.err
+    assert "global knowledge" in memory.err
+    short = cli("knowledge", "add", "--category", "policies", "-", stdin="within the limit")
+    assert short.code == 0, short.err
+
+
 def test_knowledge_add_search_delete(cli: Run, store_dir: Path) -> None:
     (store_dir / "tea.txt").write_text(
         "Office tea policy. Green tea is served in the kitchen at ten every morning.",
