@@ -428,6 +428,43 @@ def test_drivers_and_migrate_status(cli: Run) -> None:
     assert cli("migrate", "--bogus").code == 2
 
 
+@pytest.mark.parametrize("driver", ["chroma", "automem"])
+def test_migrate_refuses_a_driver_without_sql_schema(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    """migrate with a driver that keeps no SQL schema (from MEMORY_DRIVER or --driver) says
+    so, exits 2 like any configuration error, and creates no SQLite file."""
+    for args, env in (((f"--driver={driver}",), None), ((), driver)):
+        if env:
+            monkeypatch.setenv("MEMORY_DRIVER", env)
+        for action in ("status", "upgrade"):
+            result = cli(*args, "migrate", action)
+            assert result.code == 2, result.err
+            assert result.out == ""
+            assert f"the {driver!r} driver keeps no SQL schema" in result.err
+    assert list(store_dir.iterdir()) == [], "no database may be created"
+    # --url names a database explicitly: that one is migrated.
+    url = f"sqlite:///{store_dir}/other.db"
+    assert cli("migrate", "--url", url).code == 0
+    assert cli("migrate", "status", "--url", url).lines[-1] == "up to date"
+
+
+def test_migrate_follows_the_driver_option(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--driver picks migrate's database as for every other command: pgvector's DATABASE_URL
+    (here unset), not the sqlite file; a misspelt name gets the registry's suggestion."""
+    monkeypatch.setenv("MEMORY_DRIVER", "chroma")
+    postgres = cli("--driver", "pgvector", "migrate", "status")
+    assert postgres.code == 2
+    assert "DATABASE_URL is not set" in postgres.err
+    misspelt = cli("--driver", "sqlit", "migrate", "status")
+    assert misspelt.code == 2
+    assert "Did you mean 'sqlite'?" in misspelt.err
+    assert cli("--driver", "sqlite", "migrate", "status").code == 0
+    assert (store_dir / "m.db").exists()
+
+
 # ---------------------------------------------------------------------- cleanup
 def test_cleanup_dry_run_then_yes(cli: Run) -> None:
     keep = store(cli, "--user", "u1", "--importance", "0.9", "keep me")

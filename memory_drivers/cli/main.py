@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             try:
-                return maintenance.run_migrate(rest or [])
+                return maintenance.run_migrate(rest or [], session)
             except SystemExit as exc:
                 return exit_code(exc)
         return int(args.func(session))
