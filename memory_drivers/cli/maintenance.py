@@ -14,7 +14,7 @@ from typing import Any
 from ..base import BaseMemoryDriver
 from ..errors import ConfigurationError, MemoryDriverError
 from ..manager import MemoryDriverManager
-from .options import PROG, command
+from .options import PROG, Parser, command
 from .output import plural, print_json, print_mapping
 from .session import Session
 
@@ -89,11 +89,11 @@ def cmd_drivers(s: Session) -> int:
 
 
 def run_migrate(argv: Sequence[str], s: Session) -> int:
-    """``memory-drivers migrate ...`` on the database of the session's driver; failures raise
-    (``main`` reports them)."""
+    """``memory-drivers migrate ...`` on the database of the session's driver; usage errors
+    and failures raise (``main`` reports them)."""
     from ..sql import migrate
 
-    args = migrate.build_parser(f"{PROG} migrate").parse_args(list(argv))
+    args = migrate.build_parser(f"{PROG} migrate", Parser).parse_args(list(argv))
     settings = s.settings
     if s.args.driver:
         settings = settings.replace(memory_driver=s.args.driver)
