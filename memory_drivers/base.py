@@ -719,7 +719,12 @@ class BaseMemoryDriver(ABC):
         """
         self._check_open()
         s = self.settings
-        text = check.content(content, s.knowledge_max_content_length)
+        text = check.content(
+            content,
+            s.knowledge_max_content_length,
+            setting="KNOWLEDGE_MAX_CONTENT_LENGTH",
+            advice="Split the document into several, or raise KNOWLEDGE_MAX_CONTENT_LENGTH.",
+        )
         cat = check.identifier(category, "category")
         if title is not None and (not isinstance(title, str) or not title.strip()):
             raise ValidationError(f"title must be a non-empty string or None, got {title!r}")

@@ -45,8 +45,22 @@ def identifier(value: Any, name: str, *, optional: bool = False) -> str | None:
     return value
 
 
-def content(value: Any, max_length: int, name: str = "content") -> str:
-    """Memory or document text: a string with something besides whitespace, within the maximum."""
+MEMORY_LENGTH_ADVICE = "Split it, or store it as global knowledge, which is chunked."
+
+
+def content(
+    value: Any,
+    max_length: int,
+    name: str = "content",
+    *,
+    setting: str = "MEMORY_MAX_CONTENT_LENGTH",
+    advice: str = MEMORY_LENGTH_ADVICE,
+) -> str:
+    """Memory or document text: a string with something besides whitespace, within the maximum.
+
+    ``setting`` is the variable that sets ``max_length`` and ``advice`` what to do instead; both
+    go into the over-length message (the defaults are a memory's).
+    """
     if not isinstance(value, str):
         raise ValidationError(f"{name} must be a string, got {type(value).__name__} {_show(value)}")
     if not value.strip():
@@ -54,8 +68,7 @@ def content(value: Any, max_length: int, name: str = "content") -> str:
     if len(value) > max_length:
         raise ValidationError(
             f"{name} is {len(value)} characters long; the maximum is {max_length} "
-            "(MEMORY_MAX_CONTENT_LENGTH). Split it, or store it as global knowledge, "
-            "which is chunked."
+            f"({setting}). {advice}"
         )
     return value
 

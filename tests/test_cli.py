@@ -7,6 +7,7 @@ embedder, so no model is loaded.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -187,6 +188,61 @@ def test_usage_errors_exit_2(cli: Run) -> None:
     assert "--user" in missing_user.err
     assert cli("store", "--user", "u", "x", "--importance", "high").code == 2
     assert cli("knowledge").code == 2
+
+
+def test_version_is_the_installed_one(cli: Run) -> None:
+    """--version prints the version pip installed (pyproject's, not a stale copy)."""
+    result = cli("--version")
+    assert result.code == 0
+    assert result.out == f"memory-drivers {importlib.metadata.version('memory-drivers')}\n"
+
+
+def json_error(result: Result) -> dict[str, Any]:
+    """The error object a ``--json`` run printed: stdout empty, one JSON line on stderr."""
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    error: dict[str, Any] = json.loads(lines[0])["error"]
+    assert set(error) == {"type", "message", "exit_code"}
+    assert error["exit_code"] == result.code
+    return error
+
+
+def test_json_errors_are_json_objects_on_stderr(cli: Run, store_dir: Path) -> None:
+    """With --json (before or after the command) every error, usage errors included, is one
+    JSON object on stderr with the error's type and message; the exit code is unchanged."""
+    invalid = json_error(cli("--json", "store", "--user", "alice", "--importance", "5", "x"))
+    assert invalid["type"] == "ValidationError" and invalid["exit_code"] == 2
+    assert "importance must be from 0 to 1" in invalid["message"]
+    after = json_error(cli("store", "--user", "alice", "--importance", "5", "x", "--json"))
+    assert after == invalid
+
+    usage = json_error(cli("recall", "tea", "--json"))
+    assert usage["type"] == "UsageError" and usage["exit_code"] == 2
+    assert "--user" in usage["message"]
+    assert json_error(cli("--json", "--bogus", "stats"))["type"] == "UsageError"
+    assert json_error(cli("--json"))["exit_code"] == 2  # no command at all
+
+    missing = json_error(cli("get", "3f2b8c1e-4d5a-4b6c-9d7e-8f9a0b1c2d3e", "--json"))
+    assert missing["type"] == "NotFoundError" and missing["exit_code"] == 1
+    unreadable = json_error(cli("--json", "import", "missing.jsonl"))
+    assert unreadable["type"] == "CliError" and unreadable["exit_code"] == 1
+    unknown = json_error(cli("--json", "--driver", "sqlit", "stats"))
+    assert unknown["type"] == "DriverNotFoundError"
+    assert "Did you mean 'sqlite'?" in unknown["message"]
+    migrate = json_error(cli("--json", "migrate", "rollback", "--steps", "0"))
+    assert migrate["type"] == "ValidationError" and "--steps" in migrate["message"]
+    migrate_usage = json_error(cli("--json", "migrate", "--bogus"))
+    assert migrate_usage["type"] == "UsageError" and migrate_usage["exit_code"] == 2
+
+    # Without --json: text, and argparse's own usage message for usage errors.
+    text = cli("recall", "tea")
+    assert text.code == 2 and text.out == ""
+    assert text.err.startswith("usage: memory-drivers recall ")
+    assert text.err.rstrip().endswith(
+        "memory-drivers recall: error: the following arguments are required: --user"
+    )
+    assert cli("get", "3f2b8c1e-4d5a-4b6c-9d7e-8f9a0b1c2d3e").err.startswith("error: no memory")
 
 
 # ---------------------------------------------------------------------- store and recall
@@ -442,6 +498,43 @@ def test_drivers_and_migrate_status(cli: Run) -> None:
     assert cli("migrate", "--bogus").code == 2
 
 
+@pytest.mark.parametrize("driver", ["chroma", "automem"])
+def test_migrate_refuses_a_driver_without_sql_schema(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch, driver: str
+) -> None:
+    """migrate with a driver that keeps no SQL schema (from MEMORY_DRIVER or --driver) says
+    so, exits 2 like any configuration error, and creates no SQLite file."""
+    for args, env in (((f"--driver={driver}",), None), ((), driver)):
+        if env:
+            monkeypatch.setenv("MEMORY_DRIVER", env)
+        for action in ("status", "upgrade"):
+            result = cli(*args, "migrate", action)
+            assert result.code == 2, result.err
+            assert result.out == ""
+            assert f"the {driver!r} driver keeps no SQL schema" in result.err
+    assert list(store_dir.iterdir()) == [], "no database may be created"
+    # --url names a database explicitly: that one is migrated.
+    url = f"sqlite:///{store_dir}/other.db"
+    assert cli("migrate", "--url", url).code == 0
+    assert cli("migrate", "status", "--url", url).lines[-1] == "up to date"
+
+
+def test_migrate_follows_the_driver_option(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--driver picks migrate's database as for every other command: pgvector's DATABASE_URL
+    (here unset), not the sqlite file; a misspelt name gets the registry's suggestion."""
+    monkeypatch.setenv("MEMORY_DRIVER", "chroma")
+    postgres = cli("--driver", "pgvector", "migrate", "status")
+    assert postgres.code == 2
+    assert "DATABASE_URL is not set" in postgres.err
+    misspelt = cli("--driver", "sqlit", "migrate", "status")
+    assert misspelt.code == 2
+    assert "Did you mean 'sqlite'?" in misspelt.err
+    assert cli("--driver", "sqlite", "migrate", "status").code == 0
+    assert (store_dir / "m.db").exists()
+
+
 # ---------------------------------------------------------------------- cleanup
 def test_cleanup_dry_run_then_yes(cli: Run) -> None:
     keep = store(cli, "--user", "u1", "--importance", "0.9", "keep me")
@@ -526,6 +619,28 @@ def test_import_rejects_bad_lines(cli: Run, store_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------- knowledge
+def test_too_long_names_the_setting_that_limits_it(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An over-long document names KNOWLEDGE_MAX_CONTENT_LENGTH (and does not suggest storing
+    it as global knowledge, which it is); an over-long memory names MEMORY_MAX_CONTENT_LENGTH
+    and suggests global knowledge."""
+    monkeypatch.setenv("KNOWLEDGE_MAX_CONTENT_LENGTH", "40")
+    monkeypatch.setenv("MEMORY_MAX_CONTENT_LENGTH", "20")
+    (store_dir / "long.txt").write_text("a long policy document " * 3, encoding="utf-8")
+    document = cli("knowledge", "add", "--category", "policies", "long.txt")
+    assert document.code == 2
+    assert "is 69 characters long; the maximum is 40 (KNOWLEDGE_MAX_CONTENT_LENGTH)" in document.err
+    assert "MEMORY_MAX_CONTENT_LENGTH" not in document.err
+    assert "global knowledge" not in document.err
+    memory = cli("store", "--user", "u1", "a memory well over twenty characters")
+    assert memory.code == 2
+    assert "the maximum is 20 (MEMORY_MAX_CONTENT_LENGTH)" in memory.err
+    assert "global knowledge" in memory.err
+    short = cli("knowledge", "add", "--category", "policies", "-", stdin="within the limit")
+    assert short.code == 0, short.err
+
+
 def test_knowledge_add_search_delete(cli: Run, store_dir: Path) -> None:
     (store_dir / "tea.txt").write_text(
         "Office tea policy. Green tea is served in the kitchen at ten every morning.",
@@ -651,3 +766,6 @@ def test_errors_in_a_real_process_have_no_traceback(store_dir: Path) -> None:
     )
     assert unknown.code == 2
     assert "Did you mean 'sqlite'?" in unknown.err and "Traceback" not in unknown.err
+    as_json = spawn([str(SCRIPT), "--json", "--driver", "sqlit", "health"], store_dir)
+    assert as_json.code == 2 and as_json.out == ""
+    assert json.loads(as_json.err)["error"]["type"] == "DriverNotFoundError"

@@ -1,13 +1,15 @@
-"""The schema comes from Alembic migrations: ``python migrate.py`` and the driver's own upgrade.
+"""The schema comes from Alembic migrations: ``memory-drivers migrate`` and the driver's own
+upgrade.
 
-``migrate.py`` runs as a real subprocess (as a user runs it), on a SQLite file in ``tmp_path``
-given through ``MEMORY_DB_URL``. The database is inspected with the ``sqlite3`` module, not
-through the code under test.
+``memory-drivers migrate`` runs as a real subprocess (the installed console script, as a user
+runs it), on a SQLite file in ``tmp_path`` given through ``MEMORY_DB_URL``. The database is
+inspected with the ``sqlite3`` module, not through the code under test.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,7 @@ from memory_drivers.sql import migrations
 from memory_drivers.sql.schema import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).parent / "memory-drivers"
 SCHEMA_TABLES = {
     "memory_store_info",
     "memories",
@@ -40,14 +43,18 @@ SQLITE_ONLY_TABLES = {
 }
 
 
-def migrate(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python migrate.py ARGS`` with MEMORY_DB_URL pointing at ``db`` and no terminal."""
+def migrate(
+    db: Path, *args: str, command: tuple[str, ...] = (str(SCRIPT), "migrate"), **env_vars: str
+) -> subprocess.CompletedProcess[str]:
+    """``memory-drivers migrate ARGS`` with MEMORY_DB_URL pointing at ``db``, ``env_vars`` set
+    and no terminal, in ``db``'s folder (``command`` replaces ``memory-drivers migrate``)."""
     fields = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in fields}
     env["MEMORY_DB_URL"] = f"sqlite:///{db}"
+    env.update(env_vars)
     return subprocess.run(
-        [sys.executable, "migrate.py", *args],
-        cwd=ROOT,
+        [*command, *args],
+        cwd=db.parent,
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -78,9 +85,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_status_upgrade_status(db: Path) -> None:
-    """status lists 0001 as pending on an empty database; migrate.py applies it (tables, FTS5,
-    vector log and triggers created); status then says up to date. A failure means migrate.py
-    cannot find the scripts, or the initial migration is incomplete."""
+    """status lists 0001 as pending on an empty database; migrate applies it (tables, FTS5,
+    vector log and triggers created); status then says up to date. A failure means migrate
+    cannot find the scripts (are they in the wheel?), or the initial migration is incomplete."""
     status = migrate(db, "status")
     assert status.returncode == 0, status.stderr
     assert "pending:  0001" in status.stdout and "pending:  0002" in status.stdout
@@ -135,7 +142,7 @@ def test_fresh_drops_everything_only_when_confirmed(db: Path) -> None:
 
 
 def test_rollback_then_upgrade(db: Path) -> None:
-    """rollback removes the schema (tables, FTS5, vector log, triggers); migrate.py restores
+    """rollback removes the schema (tables, FTS5, vector log, triggers); migrate restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
     rollback = migrate(db, "rollback", "--steps", "3")
@@ -162,14 +169,79 @@ def test_driver_creates_the_schema_itself(db: Path) -> None:
 
 
 def test_auto_migrate_off_refuses_an_empty_database(db: Path) -> None:
-    """MEMORY_AUTO_MIGRATE=false on an empty database raises SchemaError naming migrate.py
-    and creates nothing; after python migrate.py the same settings open it."""
-    with pytest.raises(SchemaError, match=r"python migrate\.py"):
+    """MEMORY_AUTO_MIGRATE=false on an empty database raises SchemaError giving the command
+    that migrates it (``memory-drivers migrate --url ...``, which pip installs) and creates
+    nothing; after running that very command the same settings open it."""
+    with pytest.raises(SchemaError) as refused:
         open_store(db, memory_auto_migrate=False)
     assert objects(db) == set()
-    assert migrate(db).returncode == 0
+    advice = re.search(r"Run: memory-drivers migrate (--url \S+)", str(refused.value))
+    assert advice, str(refused.value)
+    other = db.with_name("unrelated.db")  # the URL in the message, not MEMORY_DB_URL, is used
+    assert migrate(other, *advice.group(1).split()).returncode == 0
+    assert not other.exists()
     with open_store(db, memory_auto_migrate=False) as driver:
         assert driver.count() == 0
+
+
+def test_rollback_past_the_first_migration_is_refused(db: Path) -> None:
+    """rollback --steps N with N above the applied migrations exits 2 with a message saying
+    how many steps there are (not Alembic's traceback), and changes nothing."""
+    assert migrate(db).returncode == 0
+    applied = len(migrations.known_revisions())  # every one, after an upgrade
+    too_many = migrate(db, "rollback", "--steps", str(applied + 1))
+    assert too_many.returncode == 2
+    assert "Traceback" not in too_many.stderr
+    assert too_many.stderr.startswith(f"error: --steps {applied + 1} is more than the {applied}")
+    assert f"--steps {applied} rolls back to an empty database" in too_many.stderr
+    assert "up to date" in migrate(db, "status").stdout
+    half = migrate(db, "rollback")  # now one is applied: --steps 2 is one too many
+    assert half.returncode == 0, half.stderr
+    one_left = migrate(db, "rollback", "--steps", "2")
+    assert one_left.returncode == 2
+    assert "more than the 1 migration applied" in one_left.stderr
+    assert migrate(db, "rollback", "--steps", "1").returncode == 0
+    assert migrate(db, "rollback").stdout.endswith("has no schema; nothing to roll back\n")
+
+
+@pytest.mark.parametrize("driver", ["chroma", "automem"])
+def test_no_sql_schema_no_database(tmp_path: Path, driver: str) -> None:
+    """MEMORY_DRIVER=chroma or automem: status and upgrade say there is no SQL schema to
+    migrate (exit 2, as for other configuration errors) and create no SQLite file, neither
+    MEMORY_DB_URL's nor the default one."""
+    db = tmp_path / "m.db"
+    for action in ("status", "upgrade"):
+        result = migrate(db, action, MEMORY_DRIVER=driver)
+        assert result.returncode == 2
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        assert result.stderr == (
+            f"error: the {driver!r} driver keeps no SQL schema, so there is nothing to migrate "
+            "(migrate works on the databases of the sqlite and pgvector drivers); pass --url to "
+            "migrate a SQL database anyway\n"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_migrate_py_in_a_checkout(db: Path) -> None:
+    """The checkout's ``python migrate.py`` is the same command as ``memory-drivers migrate``."""
+    wrapper = (sys.executable, str(ROOT / "migrate.py"))
+    assert migrate(db, command=wrapper).returncode == 0
+    status = migrate(db, "status", command=wrapper)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout == migrate(db, "status").stdout
+    assert "up to date" in status.stdout
+
+
+def test_docs_and_messages_give_the_installed_command() -> None:
+    """``migrate.py`` is not in the wheel: the README, the docs, .env.example and the package's
+    messages tell users to run ``memory-drivers migrate``, mentioning ``python migrate.py``
+    only as the checkout's equivalent."""
+    files = [ROOT / "README.md", ROOT / ".env.example", *sorted((ROOT / "docs").rglob("*.md"))]
+    files += sorted((ROOT / "memory_drivers").rglob("*.py"))
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "python migrate.py" in line:
+                assert "checkout" in line, f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
 
 
 def test_two_processes_create_a_new_store_at_once(tmp_path: Path) -> None:
@@ -244,7 +316,7 @@ def test_schema_module_matches_the_migrations(db: Path) -> None:
 def test_database_from_a_newer_version_is_refused(db: Path) -> None:
     """A database stamped with a revision this version does not know is refused with a
     SchemaError saying it was made by a newer version, by the driver (migrating or not) and
-    by migrate.py (a message, not a traceback); nothing is changed."""
+    by migrate (a message, not a traceback); nothing is changed."""
     assert migrate(db).returncode == 0
     with connect(db) as connection:
         connection.execute(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '9999_future'")

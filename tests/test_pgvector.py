@@ -269,7 +269,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     status = run_migrate(pg_database, "status")
     assert status.returncode == 0, status.stderr
     assert all(f"pending:  000{n}" in status.stdout for n in (1, 2, 3))
-    with pytest.raises(SchemaError, match=r"python migrate\.py"):
+    with pytest.raises(SchemaError, match=r"memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
@@ -310,7 +310,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0003.*python migrate\.py"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0003.*memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )

@@ -2,7 +2,9 @@
 
 ``memory-drivers --help`` lists every command; ``python -m memory_drivers`` is the same program.
 The store is the configured one (environment and ``.env``, see ``.env.example``); ``--driver``
-picks another driver. Every command prints human-readable text, or JSON with ``--json``.
+picks another driver. Every command prints human-readable text, or JSON with ``--json``;
+errors go to stderr, with ``--json`` as one JSON object (see :mod:`.output`). ``--version``
+prints the version.
 
 Exit codes: 0 success, 1 failure (not found, backend unavailable, unhealthy store, ...),
 2 invalid arguments or configuration (including a store made by another embedder).

@@ -14,10 +14,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import MemoryDriverError
 from . import bench, consolidate, knowledge, maintenance, memories, serve, transfer
-from .options import PROG, TopFormatter
-from .output import CliError, error_code, exit_code, fail
+from .options import PROG, Parser, TopFormatter
+from .output import CliError, exit_code, fail, fail_with, wants_json
 from .session import Session
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -33,19 +34,21 @@ examples:
 
 The store is configured by the environment or .env (MEMORY_DRIVER, MEMORY_DB_URL,
 EMBEDDING_PROVIDER, ...; see .env.example). Exit codes: 0 ok, 1 failure, 2 invalid
-arguments or configuration.
+arguments or configuration. Errors go to stderr; with --json, as one JSON object:
+{"error": {"type": ..., "message": ..., "exit_code": ...}}.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``memory-drivers``."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Store, recall and maintain the long-term memories of AI agents,\n"
         "on any memory-drivers backend.",
         epilog=EPILOG,
         formatter_class=TopFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
         "--driver",
         metavar="NAME",
@@ -77,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``memory-drivers`` with ``argv`` (default: the process's arguments); the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    as_json = wants_json(args_list)
     parser = build_parser()
     try:
         head, rest = maintenance.split_passthrough(parser, args_list)
         args = parser.parse_args(head)
-    except SystemExit as exc:
+    except CliError as exc:
+        return fail_with(exc, as_json=as_json)
+    except SystemExit as exc:  # --help, --version
         return exit_code(exc)
+    as_json = as_json or bool(args.json)
     if args.verbose:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -91,16 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             try:
-                return maintenance.run_migrate(rest or [])
-            except SystemExit as exc:
+                return maintenance.run_migrate(rest or [], session)
+            except SystemExit as exc:  # migrate --help
                 return exit_code(exc)
         return int(args.func(session))
-    except MemoryDriverError as exc:
-        return fail(str(exc), error_code(exc))
-    except CliError as exc:
-        return fail(str(exc), exc.code)
+    except (MemoryDriverError, CliError) as exc:
+        return fail_with(exc, as_json=as_json)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        return fail("interrupted", 130, as_json=as_json, error_type="KeyboardInterrupt")
     except BrokenPipeError:
         # The reader went away (``memory-drivers export | head``): stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -110,7 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             session.close()
         except MemoryDriverError as exc:
-            fail(f"while closing the driver: {exc}", 1)
+            fail(
+                f"while closing the driver: {exc}",
+                1,
+                as_json=as_json,
+                error_type=type(exc).__name__,
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
 """Looking after a store: health, stats, rebuild-index, reembed, migrate and drivers.
 
-``migrate`` hands its arguments, untouched, to the parser of ``python migrate.py``
-(:func:`memory_drivers.sql.migrations.main`).
+``migrate`` hands its arguments, untouched, to its own parser
+(:func:`memory_drivers.sql.migrate.build_parser`; ``python migrate.py`` in a checkout uses the
+same one), and takes the driver from ``--driver`` like every other command.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from ..base import BaseMemoryDriver
 from ..errors import ConfigurationError, MemoryDriverError
 from ..manager import MemoryDriverManager
-from .options import PROG, command
+from .options import PROG, Parser, command
 from .output import plural, print_json, print_mapping
 from .session import Session
 
@@ -87,11 +88,16 @@ def cmd_drivers(s: Session) -> int:
     return 0
 
 
-def run_migrate(argv: Sequence[str]) -> int:
-    """``memory-drivers migrate ...``: the same as ``python migrate.py ...``."""
+def run_migrate(argv: Sequence[str], s: Session) -> int:
+    """``memory-drivers migrate ...`` on the database of the session's driver; usage errors
+    and failures raise (``main`` reports them)."""
     from ..sql import migrate
 
-    return migrate.main(list(argv), prog=f"{PROG} migrate")
+    args = migrate.build_parser(f"{PROG} migrate", Parser).parse_args(list(argv))
+    settings = s.settings
+    if s.args.driver:
+        settings = settings.replace(memory_driver=s.args.driver)
+    return migrate.run(args, settings)
 
 
 def split_passthrough(

@@ -1,17 +1,27 @@
-"""The parser pieces every command module uses: the program's name, the help layout, ``--json``
-after the command, and :func:`command`, which adds one subcommand."""
+"""The parser pieces every command module uses: the program's name, the parser class, the help
+layout, ``--json`` after the command, and :func:`command`, which adds one subcommand."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from .output import UsageError
 from .session import Session
 
-__all__ = ["PROG", "Formatter", "TopFormatter", "add_json", "command"]
+__all__ = ["PROG", "Formatter", "Parser", "TopFormatter", "add_json", "command"]
 
 PROG = "memory-drivers"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors raise :class:`~.output.UsageError` instead of
+    printing and exiting, so that ``main`` reports them like any other error (JSON with
+    ``--json``). Subcommand parsers are of the same class (argparse's default)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, prog=self.prog, usage=self.format_usage())
 
 
 class Formatter(argparse.HelpFormatter):

@@ -1,7 +1,16 @@
 """What commands print, in one place: text or ``--json``, progress bars, errors and exit codes.
 
 Exit codes: 0 success, 1 failure (not found, backend unavailable, unhealthy store, ...),
-2 invalid arguments or configuration (including a store made by another embedder).
+2 invalid arguments or configuration (including a store made by another embedder and usage
+errors), 130 interrupted.
+
+Errors go to stderr, as ``error: MESSAGE`` or, with ``--json``, as one line of JSON::
+
+    {"error": {"type": "ValidationError", "message": "...", "exit_code": 2}}
+
+``type`` is the exception's class (``UsageError`` for a bad command line, ``CliError`` for a
+file the command cannot read or write). Stdout holds only results, so a failed command never
+leaves a partial JSON document there that looks like an answer.
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ from ..models import Memory
 
 __all__ = [
     "CliError",
+    "UsageError",
     "error_code",
     "exit_code",
     "fail",
+    "fail_with",
     "memory_line",
     "one_line",
     "plural",
@@ -30,6 +41,7 @@ __all__ = [
     "progress_bar",
     "scalar",
     "score_text",
+    "wants_json",
 ]
 
 
@@ -39,6 +51,15 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class UsageError(CliError):
+    """A bad command line (argparse's error), with the usage of the (sub)command."""
+
+    def __init__(self, message: str, *, prog: str, usage: str) -> None:
+        super().__init__(message, 2)
+        self.prog = prog
+        self.usage = usage
 
 
 # ---------------------------------------------------------------------- JSON
@@ -124,9 +145,35 @@ def error_code(exc: MemoryDriverError) -> int:
     return 2 if isinstance(exc, ValidationError | ConfigurationError) else 1
 
 
-def fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def fail(message: str, code: int, *, as_json: bool = False, error_type: str = "CliError") -> int:
+    """Report an error on stderr (text, or JSON with ``as_json``); returns ``code``."""
+    if as_json:
+        error = {"type": error_type, "message": message, "exit_code": code}
+        print(json.dumps({"error": error}, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def fail_with(exc: MemoryDriverError | CliError, *, as_json: bool = False) -> int:
+    """Report ``exc`` and return its exit code. A usage error is shown as argparse shows it
+    (the usage, then ``PROG: error: MESSAGE``), unless ``as_json``."""
+    code = exc.code if isinstance(exc, CliError) else error_code(exc)
+    if isinstance(exc, UsageError) and not as_json:
+        print(f"{exc.usage.rstrip()}\n{exc.prog}: error: {exc}", file=sys.stderr)
+        return code
+    return fail(str(exc), code, as_json=as_json, error_type=type(exc).__name__)
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Whether ``argv`` asks for ``--json`` (before a ``--``), for errors found before (or
+    while) it is parsed; argparse also accepts a prefix such as ``--js``."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg.startswith("--j") and "--json".startswith(arg):
+            return True
+    return False
 
 
 def exit_code(exc: SystemExit) -> int:

@@ -4,7 +4,7 @@ Environment::
 
     MEMORY_DRIVER=pgvector
     DATABASE_URL=postgresql://user:password@host:5432/dbname
-    MEMORY_AUTO_MIGRATE=false            # default: require `python migrate.py` first
+    MEMORY_AUTO_MIGRATE=false            # default: require `memory-drivers migrate` first
     PGVECTOR_MEMORY_HNSW=false           # true: an HNSW index over memories too (see below)
     PGVECTOR_EXACT_SCAN_LIMIT=20000      # with that index: candidate sets up to this size scan
 
@@ -15,7 +15,7 @@ Python::
         driver.store(user_id="u1", content="Prefers the aisle seat")
 
 Memories, knowledge chunks, links and embeddings live in one database, so every write is one
-transaction. Create the schema with ``python migrate.py`` (it also runs
+transaction. Create the schema with ``memory-drivers migrate`` (it also runs
 ``CREATE EXTENSION IF NOT EXISTS vector`` and creates the HNSW and GIN indexes).
 
 Vector recall ranks by pgvector's cosine distance (score = 1 - distance). A memory recall is
@@ -237,7 +237,7 @@ class PgVectorDriver(SQLDriver):
                     else (f"is at schema revision {current}, behind {head}")
                 )
                 raise SchemaError(
-                    f"{self._label} {state}. Run: DATABASE_URL=... python migrate.py "
+                    f"{self._label} {state}. Run: DATABASE_URL=... memory-drivers migrate "
                     "(or set MEMORY_AUTO_MIGRATE=true to migrate on open)"
                 )
             prepare_database(connection, self._label)

@@ -1,8 +1,8 @@
 """Alembic environment for memory-drivers.
 
-Run migrations through ``python migrate.py`` (or ``memory-drivers migrate``), which hands this
-file a connection inside a write transaction. Plain ``alembic`` commands fall back to
-``MEMORY_DB_URL``.
+Run migrations through ``memory-drivers migrate`` (or ``python migrate.py`` in a checkout),
+which hands this file a connection inside a write transaction. Plain ``alembic`` commands fall
+back to ``MEMORY_DB_URL``.
 """
 
 from __future__ import annotations

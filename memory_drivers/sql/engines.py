@@ -222,5 +222,5 @@ def prepare_database(connection: Connection, where: str) -> None:
         raise SchemaError(
             f"pgvector is installed on the server but not enabled in {where}, and user "
             f"{user!r} may not enable it. Ask a superuser to run in that database: "
-            "CREATE EXTENSION vector;  then run python migrate.py again"
+            "CREATE EXTENSION vector;  then run memory-drivers migrate again"
         ) from None

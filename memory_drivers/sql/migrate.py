@@ -1,5 +1,10 @@
-"""``python migrate.py`` and ``memory-drivers migrate``: create, inspect, roll back or recreate
-the schema of the configured SQL driver's database (or of ``--url``).
+"""``memory-drivers migrate``: create, inspect, roll back or recreate the schema of the
+configured SQL driver's database (or of ``--url``). ``python migrate.py`` in a checkout is the
+same command.
+
+The database is the sqlite driver's ``MEMORY_DB_URL``, or the pgvector driver's
+``DATABASE_URL``; the other drivers (chroma, automem) keep no SQL schema, so for them
+``migrate`` refuses unless ``--url`` names a database.
 
 Exit codes: 0 done, 1 the database failed, 2 invalid arguments or configuration.
 """
@@ -34,12 +39,16 @@ from .engines import (
     write_connection,
 )
 
-__all__ = ["MigrationTarget", "main", "migration_target"]
+__all__ = ["MigrationTarget", "build_parser", "main", "migration_target", "run"]
+
+#: The registry names whose database ``migrate`` finds by itself, and the setting naming it.
+SQLITE_DRIVERS = frozenset({"sqlite"})
+POSTGRES_DRIVERS = frozenset({"pgvector", "postgres"})
 
 
 @dataclass
 class MigrationTarget:
-    """The database ``migrate.py`` works on, and files derived from it."""
+    """The database ``migrate`` works on, and files derived from it."""
 
     engine: Engine
     label: str
@@ -90,6 +99,14 @@ class MigrationTarget:
                 if current is None:
                     print(f"{self.label} has no schema; nothing to roll back")
                     return 0
+                applied = migrations.applied_revisions(connection)
+                if steps > len(applied):
+                    raise ValidationError(
+                        f"--steps {steps} is more than the {len(applied)} migration"
+                        f"{'s' if len(applied) != 1 else ''} applied to {self.label} "
+                        f"({', '.join(applied)}); --steps {len(applied)} rolls back to an "
+                        "empty database"
+                    )
                 migrations.downgrade(connection, f"-{steps}", **attributes)
                 now = migrations.current_revision(connection)
                 print(f"rolled back {current} -> {now or '(empty)'}")
@@ -121,13 +138,26 @@ def _confirm(label: str) -> bool:
 
 def migration_target(settings: Settings, url: str | None = None) -> MigrationTarget:
     """The database of the configured SQL driver (or of ``url``): DATABASE_URL for pgvector,
-    MEMORY_DB_URL otherwise."""
+    MEMORY_DB_URL for sqlite. Any other driver keeps no SQL schema: ConfigurationError, without
+    touching a database (an unknown name: DriverNotFoundError)."""
     if url is None:
-        wants_postgres = settings.memory_driver.strip().lower() in {"pgvector", "postgres"}
-        url = settings.database_url if wants_postgres else settings.memory_db_url
-        if not url:
+        driver = settings.memory_driver.strip().lower()
+        if driver in POSTGRES_DRIVERS:
+            url = settings.database_url
+            if not url:
+                raise ConfigurationError(
+                    f"MEMORY_DRIVER is {driver} but DATABASE_URL is not set; set it or pass --url"
+                )
+        elif driver in SQLITE_DRIVERS:
+            url = settings.memory_db_url
+        else:
+            from ..manager import MemoryDriverManager
+
+            MemoryDriverManager._resolve(driver)  # an unknown name: "Did you mean ...?"
             raise ConfigurationError(
-                "MEMORY_DRIVER is pgvector but DATABASE_URL is not set; set it or pass --url"
+                f"the {driver!r} driver keeps no SQL schema, so there is nothing to migrate "
+                "(migrate works on the databases of the sqlite and pgvector drivers); "
+                "pass --url to migrate a SQL database anyway"
             )
     try:
         backend = make_url(url).get_backend_name()
@@ -158,15 +188,17 @@ def migration_target(settings: Settings, url: str | None = None) -> MigrationTar
             derived_files=(index,) if index is not None else (),
         )
     raise ConfigurationError(
-        f"migrate.py handles sqlite:/// and postgresql:// URLs; {url!r} uses {backend!r}"
+        f"migrate handles sqlite:/// and postgresql:// URLs; {url!r} uses {backend!r}"
     )
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "migrate.py") -> int:
-    """Command line: ``migrate.py [upgrade|fresh|status|rollback] [--url URL]``.
-
-    Exit codes: 0 done, 1 the database failed, 2 invalid arguments or configuration."""
-    parser = argparse.ArgumentParser(
+def build_parser(
+    prog: str = "memory-drivers migrate",
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """The parser of ``migrate [upgrade|fresh|status|rollback] [--url URL] [--steps N] [--yes]``
+    (``parser_class``: the CLI's, which reports usage errors its own way)."""
+    parser = parser_class(
         prog=prog,
         description="Create or update the memory-drivers schema (SQLite or PostgreSQL).",
     )
@@ -181,10 +213,24 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "migrate.py") -> int:
     parser.add_argument("--url", help="database URL (default: the configured driver's database)")
     parser.add_argument("--steps", type=int, default=1, help="rollback: how many steps")
     parser.add_argument("--yes", "-y", action="store_true", help="fresh: do not ask")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the parsed ``args`` on the configured database; the exit code. Failures raise
+    :class:`~memory_drivers.errors.MemoryDriverError` (the caller reports them)."""
+    target = migration_target(settings, args.url)
+    return target.run(args.action, steps=args.steps, confirmed=args.yes)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "memory-drivers migrate") -> int:
+    """A standalone run (``python migrate.py`` in a checkout): parse ``argv``, run, and report
+    a failure as ``error: ...``.
+
+    Exit codes: 0 done, 1 the database failed, 2 invalid arguments or configuration."""
+    args = build_parser(prog).parse_args(argv)
     try:
-        target = migration_target(get_settings(), args.url)
-        return target.run(args.action, steps=args.steps, confirmed=args.yes)
+        return run(args, get_settings())
     except MemoryDriverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigurationError | ValidationError) else 1

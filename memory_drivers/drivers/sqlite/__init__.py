@@ -16,7 +16,7 @@ Python::
 SQLite holds everything, embeddings included; FAISS is a derived index, rebuilt from SQLite
 when its file is missing, stale or corrupt (``rebuild_index()`` does it on demand). Pending
 migrations are applied on open (set ``MEMORY_AUTO_MIGRATE=false`` to require
-``python migrate.py`` instead). Several processes may share the files.
+``memory-drivers migrate`` instead). Several processes may share the files.
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ class SQLiteDriver(SQLDriver):
             raise SchemaError(
                 f"the SQLite store {self._label} is at schema revision "
                 f"{current or '(none)'}, but this version of memory-drivers needs {head}. "
-                "Run: python migrate.py  (or set MEMORY_AUTO_MIGRATE=true)"
+                f"Run: memory-drivers migrate --url {self.settings.memory_db_url}  "
+                "(or set MEMORY_AUTO_MIGRATE=true)"
             )
         with self._write() as connection:
             current = migrations.current_revision(connection)

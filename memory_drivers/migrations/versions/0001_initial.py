@@ -93,7 +93,7 @@ def _embedding_type() -> Any:
     if not dimension:
         raise RuntimeError(
             "creating the PostgreSQL schema needs the embedding dimension; run it through "
-            "python migrate.py (which reads it from the configured embedder)"
+            "memory-drivers migrate (which reads it from the configured embedder)"
         )
     from pgvector.sqlalchemy import VECTOR
 
