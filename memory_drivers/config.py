@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     memory_server_port: int = Field(8001, ge=0, le=65535)
     memory_server_api_token: SecretStr | None = None
     memory_server_default_user: str = "automem"
+    memory_server_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    memory_server_max_head_bytes: int = Field(1024 * 1024, ge=1024)
+    memory_server_head_timeout: float = Field(10.0, gt=0)
+    memory_server_body_timeout: float = Field(60.0, gt=0)
+    memory_server_keep_alive_timeout: int = Field(5, ge=1)
+    memory_server_max_connections: int = Field(100, ge=1)
 
     # --- chroma driver ----------------------------------------------------------------
     chroma_path: Path = Path("storage/chromadb")

@@ -589,6 +589,23 @@ def test_serve_command_binds_loopback_and_checks_the_token(
 
 
 @pytest.mark.slow
+def test_serve_command_verbose_log_redacts_a_query_token(serve_command: Any) -> None:
+    """``memory-drivers -v serve`` logs every request, with a token sent as ``?api_key=``
+    replaced by ``[redacted]``: the token never reaches the log."""
+    port = free_port()
+    secret = "s3cret-sent-in-the-query"
+    process = serve_command("-v", "serve", "--port", str(port), "--token", secret)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url, process)
+    assert httpx.get(f"{url}/recall", params={"api_key": secret, "limit": 2}).status_code == 200
+    process.terminate()
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert "GET /recall?api_key=[redacted]&limit=2" in out + err
+    assert secret not in out + err
+
+
+@pytest.mark.slow
 def test_serve_command_refuses_an_open_address_without_a_token(serve_command: Any) -> None:
     process = serve_command("serve", "--host", "0.0.0.0", "--port", str(free_port()))
     _, err = process.communicate(timeout=60)

@@ -21,7 +21,7 @@ def _secret(value: Any) -> str | None:
 
 
 def cmd_serve(s: Session) -> int:
-    from ..server import create_app, serve
+    from ..server import ServerLimits, create_app, serve
 
     settings = s.settings
     host = s.args.host or settings.memory_server_host
@@ -39,7 +39,12 @@ def cmd_serve(s: Session) -> int:
             2,
         )
     driver = s.driver
-    app = create_app(driver, api_token=token, default_user=settings.memory_server_default_user)
+    app = create_app(
+        driver,
+        api_token=token,
+        default_user=settings.memory_server_default_user,
+        limits=ServerLimits.from_settings(settings),
+    )
     shown = f"[{host}]" if ":" in host else host
     print(
         f"memory-drivers serve: AutoMem's API for the {driver.name} store on "

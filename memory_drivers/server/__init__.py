@@ -35,7 +35,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         'Install with: pip install "memory-drivers[server]"'
     ) from exc
 
+from . import access_log
 from .app import UNSUPPORTED_ROUTES, create_app
+from .limits import ServerLimits
 from .parsing import ApiError
 from .service import MemoryService
 
@@ -43,6 +45,7 @@ __all__ = [
     "UNSUPPORTED_ROUTES",
     "ApiError",
     "MemoryService",
+    "ServerLimits",
     "ServerThread",
     "create_app",
     "serve",
@@ -51,26 +54,27 @@ __all__ = [
 
 log = logging.getLogger("memory_drivers.server")
 
-#: Largest request head uvicorn accepts: a recall may carry an ``embedding`` of a few thousand
-#: numbers in its URL, and a by-tag lookup a hundred ids.
-MAX_REQUEST_HEAD = 1 << 20
-
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def uvicorn_config(app: ASGIApp, host: str, port: int, log_level: str = "info") -> Any:
-    """uvicorn's configuration for the server (h11, big enough request heads, no banner)."""
-    return uvicorn.Config(
+    """uvicorn's configuration for the server: h11 with the app's limits
+    (``app.state.limits``, set by :func:`create_app`; defaults for any other app), no banner,
+    and tokens redacted from the access log."""
+    state = getattr(app, "state", None)
+    limits = getattr(state, "limits", None) or ServerLimits()
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
-        http="h11",
-        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         server_header=False,
         access_log=log_level in ("debug", "info"),
         lifespan="off",
+        **limits.uvicorn_options(),
     )
+    access_log.install()  # after uvicorn.Config has set up logging
+    return config
 
 
 class _Stopped(Exception):

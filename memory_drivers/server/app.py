@@ -3,6 +3,10 @@
 Every answer is JSON. Errors have AutoMem's shape, ``{"status": "error", "code": 400,
 "message": "..."}``; an unexpected failure is logged here with its traceback and answered with
 ``{"status": "error", "code": 500, "message": "Internal server error"}``, never the traceback.
+
+The edge, outermost first: :class:`~.limits.RequestLimits` (body size and time), the token
+check, then routing. A JSON body holding text that UTF-8 cannot encode is refused with 400
+before any route sees it (:func:`~.responses.check_text`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..base import BaseMemoryDriver
 from ..errors import EmbeddingError, MemoryDriverError
+from .access_log import TOKEN_PARAMETERS
+from .limits import RequestLimits, ServerLimits
 from .parsing import ApiError
+from .responses import ServerJSONResponse, check_text, error_response
 from .service import DRIVER_ERRORS, MemoryService
 
 __all__ = ["UNSUPPORTED_ROUTES", "create_app"]
@@ -65,11 +71,7 @@ _HTTP_MESSAGES = {
 }
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"status": "error", "code": status, "message": message}, status)
-
-
-def _as_response(exc: Exception) -> JSONResponse:
+def _as_response(exc: Exception) -> ServerJSONResponse:
     """The answer for an exception raised while handling a request."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message)
@@ -88,33 +90,35 @@ def _as_response(exc: Exception) -> JSONResponse:
     return error_response(500, "Internal server error")
 
 
-Handler = Callable[[Request], Awaitable[JSONResponse]]
+Handler = Callable[[Request], Awaitable[ServerJSONResponse]]
 
 
 def _endpoint(func: Callable[[Request], Awaitable[Any]]) -> Handler:
     """Turn a handler's result (a body, or a body and a status) or exception into JSON."""
 
     @functools.wraps(func)
-    async def wrapper(request: Request) -> JSONResponse:
+    async def wrapper(request: Request) -> ServerJSONResponse:
         try:
             result = await func(request)
         except Exception as exc:
             return _as_response(exc)
         body, status = result if isinstance(result, tuple) else (result, 200)
-        return JSONResponse(body, status)
+        return ServerJSONResponse(body, status)
 
     return wrapper
 
 
 async def _json(request: Request) -> Any:
-    """The request's JSON body, or None when there is none or it is not JSON."""
+    """The request's JSON body, or None when there is none or it is not JSON; 400 when it
+    holds text that cannot be served back (:func:`~.responses.check_text`)."""
     raw = await request.body()
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except ValueError:
         return None
+    return check_text(body)
 
 
 class TokenCheck:
@@ -147,7 +151,7 @@ def _token(request: Request) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
-    param = request.query_params.get("api_key")
+    param = request.query_params.get(TOKEN_PARAMETERS[0])
     return param.strip() if param else None
 
 
@@ -156,14 +160,18 @@ def create_app(
     *,
     api_token: str | None = None,
     default_user: str = "automem",
+    limits: ServerLimits | None = None,
 ) -> Starlette:
     """AutoMem's REST API over ``driver``.
 
     ``api_token``: the token clients must send (None: no check). ``default_user``: the user of
-    memories stored by AutoMem clients that do not use the memory-drivers convention. The
-    driver stays open; the caller closes it. ``app.state.service`` is the
+    memories stored by AutoMem clients that do not use the memory-drivers convention.
+    ``limits``: request sizes, timeouts and connections (default: from the driver's settings,
+    ``MEMORY_SERVER_*``); ``serve`` and ``ServerThread`` read them from ``app.state.limits``.
+    The driver stays open; the caller closes it. ``app.state.service`` is the
     :class:`~memory_drivers.server.service.MemoryService` (its ``driver`` may be replaced).
     """
+    limits = limits or ServerLimits.from_settings(driver.settings)
     service = MemoryService(driver, default_user=default_user)
 
     def checked(method: Callable[..., Any], *args: Any) -> Any:
@@ -211,7 +219,7 @@ def create_app(
     async def related(request: Request) -> Any:
         return await call(service.related, request.path_params["memory_id"], request.query_params)
 
-    async def unsupported(request: Request) -> JSONResponse:
+    async def unsupported(request: Request) -> ServerJSONResponse:
         return error_response(
             501,
             f"{request.method} {request.url.path} is an AutoMem feature that needs AutoMem "
@@ -219,12 +227,12 @@ def create_app(
             "provide it",
         )
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> ServerJSONResponse:
         assert isinstance(exc, HTTPException)
         message = _HTTP_MESSAGES.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, message)
 
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    async def server_error(request: Request, exc: Exception) -> ServerJSONResponse:
         return _as_response(exc)
 
     routes = [
@@ -243,5 +251,7 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.service = service
+    app.state.limits = limits
     app.add_middleware(TokenCheck, token=api_token)
+    app.add_middleware(RequestLimits, limits=limits)  # added last: the outermost
     return app

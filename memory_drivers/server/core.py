@@ -3,9 +3,10 @@ are shown to AutoMem clients."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,8 +17,38 @@ from ..embeddings import check_vectors
 from ..errors import EmbeddingError
 from ..models import KnowledgeChunk, Memory, MemoryFilter
 from .parsing import ApiError, coerce_embedding
+from .responses import has_surrogates, replace_surrogates
 
 __all__ = ["ServiceBase"]
+
+log = logging.getLogger("memory_drivers.server")
+
+Record = TypeVar("Record", Memory, KnowledgeChunk)
+
+#: The text fields of memories and chunks (a record's ids are UUIDs).
+_TEXT_FIELDS = (
+    "user_id",
+    "conversation_id",
+    "doc_id",
+    "category",
+    "title",
+    "content",
+    "memory_type",
+    "tags",
+    "metadata",
+    "source",
+)
+
+
+def _servable(record: Record) -> Record:
+    """``record``, or a copy with U+FFFD for text UTF-8 cannot encode (a lone surrogate the
+    store already held), so that one bad record never makes every answer that reaches it a
+    500. The server refuses such text in requests; other writers of the store may not."""
+    present = {f: getattr(record, f) for f in _TEXT_FIELDS if hasattr(record, f)}
+    if not has_surrogates(present):
+        return record
+    log.warning("%s holds text that is not valid Unicode; shown with U+FFFD", record.id)
+    return record.model_copy(update=replace_surrogates(present))
 
 
 class ServiceBase:
@@ -42,6 +73,7 @@ class ServiceBase:
 
     def render_memory(self, memory: Memory, *, links: bool = False) -> dict[str, Any]:
         """A memory as AutoMem shows it (a graph node), the block included."""
+        memory = _servable(memory)
         body = wire.memory_payload(memory, self._links(memory.id) if links else None)
         return {
             "id": memory.id,
@@ -54,6 +86,7 @@ class ServiceBase:
         }
 
     def render_chunk(self, chunk: KnowledgeChunk) -> dict[str, Any]:
+        chunk = _servable(chunk)
         body = wire.chunk_payload(chunk)
         return {
             "id": chunk.id,

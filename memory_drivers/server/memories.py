@@ -88,13 +88,15 @@ class MemoryRoutes(ServiceBase):
             coerce_unit(payload.get("confidence"), "confidence")
         for name in ("t_valid", "t_invalid", "last_accessed"):
             if payload.get(name):
-                timestamp(payload[name], f"Invalid {name}: ")
+                timestamp(payload[name], name)
         coerce_embedding(payload.get("embedding"), self.driver.embedder.dimension)
-        created = timestamp(payload.get("timestamp"), "") if payload.get("timestamp") else None
-        updated = (
-            timestamp(payload["updated_at"], "Invalid updated_at: ")
-            if payload.get("updated_at")
+        created = (
+            timestamp(payload["timestamp"], "timestamp", prefix="")  # AutoMem's bare message
+            if payload.get("timestamp")
             else None
+        )
+        updated = (
+            timestamp(payload["updated_at"], "updated_at") if payload.get("updated_at") else None
         )
         if kind == "store_info":
             values = block.get("values") if isinstance(block, dict) else None
@@ -103,6 +105,8 @@ class MemoryRoutes(ServiceBase):
             return _Write("store_info", values={str(k): str(v) for k, v in values.items()})
         if kind == "knowledge":
             assert isinstance(block, dict)
+            if block.get("created_at"):
+                created = timestamp(block["created_at"], f"metadata.{wire.BLOCK_KEY}.created_at")
             full = block.get("content")
             if not (isinstance(full, str) and full.strip().startswith(content)):
                 full = content
@@ -112,7 +116,7 @@ class MemoryRoutes(ServiceBase):
                         **block,
                         "content": full,
                         "metadata": metadata,
-                        "created_at": block.get("created_at") or created or check.utcnow(),
+                        "created_at": created or check.utcnow(),
                     }
                 )
             except ValueError as exc:
@@ -324,7 +328,7 @@ class MemoryRoutes(ServiceBase):
         if "metadata" in payload:
             changes["metadata"] = {k: v for k, v in (metadata or {}).items() if k != wire.BLOCK_KEY}
         if payload.get("timestamp"):
-            created = timestamp(payload["timestamp"], "Invalid timestamp: ")
+            created = timestamp(payload["timestamp"], "timestamp")
             if created != current.created_at:
                 raise ApiError(
                     400,
@@ -332,12 +336,12 @@ class MemoryRoutes(ServiceBase):
                     "this server",
                 )
         if payload.get("updated_at"):
-            changes["updated_at"] = timestamp(payload["updated_at"], "Invalid updated_at: ")
+            changes["updated_at"] = timestamp(payload["updated_at"], "updated_at")
         if payload.get("confidence") is not None:
             coerce_unit(payload["confidence"], "confidence")
         for name in ("t_valid", "t_invalid", "last_accessed"):
             if payload.get(name):
-                timestamp(payload[name], f"Invalid {name}: ")
+                timestamp(payload[name], name)
         if changes:
             self._apply(current, changes)
         return {"status": "success", "memory_id": mid}

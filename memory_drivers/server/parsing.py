@@ -70,8 +70,13 @@ def coerce_unit(value: Any, name: str = "importance", default: float = 0.5) -> f
     return number
 
 
+class TimeOutOfRange(ValueError):
+    """A well-formed time that does not fit in the years 1 to 9999 once in UTC."""
+
+
 def normalizetimestamp(raw: Any) -> datetime:
-    """An ISO 8601 time in UTC (naive means UTC); ``ValueError`` with AutoMem's message."""
+    """An ISO 8601 time in UTC (naive means UTC); ``ValueError`` with AutoMem's message, or
+    :class:`TimeOutOfRange` (``0001-01-01T00:00:00+01:00`` is in year 0 in UTC)."""
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError("Timestamp must be a non-empty ISO formatted string")
     candidate = raw.strip()
@@ -83,7 +88,10 @@ def normalizetimestamp(raw: Any) -> datetime:
         raise ValueError("Invalid ISO timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise TimeOutOfRange(f"{raw.strip()!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_time_expression(
@@ -93,7 +101,8 @@ def parse_time_expression(
 
     ``today``, ``yesterday``, ``last 24 hours``, ``last 48 hours``, ``this week``, ``last
     week``, ``this month``, ``last month``, ``last N days``, ``this year``, ``last year``
-    (``past`` works for ``last``). Weeks start on Monday; times are UTC.
+    (``past`` works for ``last``). Weeks start on Monday; times are UTC. A window reaching
+    outside the years 1 to 9999 (``last 999999 days``) is :class:`ApiError` 400.
     """
     if not expression or not expression.strip():
         return None, None
@@ -127,7 +136,12 @@ def parse_time_expression(
             days = int(words[1])
         except ValueError:
             return None, None
-        return now - timedelta(days=days), now
+        try:
+            return now - timedelta(days=days), now
+        except OverflowError:
+            raise ApiError(
+                400, f"'time_query' {expression.strip()!r} reaches outside the years 1 to 9999"
+            ) from None
     year = month.replace(month=1)
     if expr == "this year":
         return year, year.replace(year=year.year + 1) if year.year < 9999 else now
@@ -244,11 +258,15 @@ def reserved_tag(tag: str) -> bool:
     return tag.strip().lower().startswith(wire.RESERVED_PREFIX)
 
 
-def timestamp(raw: Any, prefix: str) -> datetime:
+def timestamp(raw: Any, name: str, prefix: str | None = None) -> datetime:
+    """The time in the parameter or field ``name``; :class:`ApiError` 400 saying what is wrong
+    (after ``prefix``, default ``"Invalid <name>: "``), naming ``name`` when out of range."""
     try:
         return normalizetimestamp(raw)
+    except TimeOutOfRange as exc:
+        raise ApiError(400, f"'{name}' is out of range: {exc}") from None
     except ValueError as exc:
-        raise ApiError(400, f"{prefix}{exc}") from None
+        raise ApiError(400, f"{f'Invalid {name}: ' if prefix is None else prefix}{exc}") from None
 
 
 def block_time(block: Mapping[str, Any], key: str) -> datetime | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,9 @@ from .parsing import (
 )
 
 __all__ = ["RecallRoutes"]
+
+#: The latest time there is: an ``end`` there bounds nothing.
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 #: Sorts ``GET /recall`` accepts (anything else means ``score``, as in AutoMem).
 SORTS = ("score", "time_desc", "time_asc", "updated_desc", "updated_asc")
@@ -57,9 +60,9 @@ class RecallRoutes(ServiceBase):
         embedding = args.get("embedding")
         start, end = parse_time_expression(args.get("time_query") or args.get("time"))
         if args.get("start"):
-            start = timestamp(args.get("start"), "Invalid start time: ")
+            start = timestamp(args.get("start"), "start", "Invalid start time: ")
         if args.get("end"):
-            end = timestamp(args.get("end"), "Invalid end time: ")
+            end = timestamp(args.get("end"), "end", "Invalid end time: ")
         state_mode = (args.get("state_mode") or "").strip().lower()
         if state_mode and state_mode not in ("current", "history"):
             raise ApiError(400, "'state_mode' must be 'current' or 'history'")
@@ -122,7 +125,7 @@ class RecallRoutes(ServiceBase):
             return []
         if start is not None:
             fields["since"] = start
-        if end is not None:
+        if end is not None and end < _LATEST:
             fields["until"] = end + timedelta(microseconds=1)  # AutoMem's end is inclusive
         if start is not None and end is not None and start > end:
             return []
