@@ -32,6 +32,7 @@ from .manager import MemoryDriverManager, get_memory_driver, register_driver, se
 from .models import (
     Association,
     CleanupResult,
+    Explanation,
     KnowledgeChunk,
     KnowledgeDocument,
     KnowledgeHit,
@@ -55,6 +56,7 @@ __all__ = [
     "DriverNotFoundError",
     "EmbedderMismatchError",
     "EmbeddingError",
+    "Explanation",
     "KnowledgeChunk",
     "KnowledgeDocument",
     "KnowledgeHit",

@@ -52,6 +52,7 @@ from .errors import (
 from .models import (
     Association,
     CleanupResult,
+    Explanation,
     KnowledgeChunk,
     KnowledgeDocument,
     KnowledgeHit,
@@ -136,6 +137,15 @@ class MemorySearch:
     text: str | None = None
     periods: tuple[Period, ...] = ()
     now: datetime | None = None
+    #: with ``explain=True`` a driver passes this dict to the ranking functions, which put the
+    #: parts of each score in it, and attaches them to its hits (:meth:`explanation`)
+    details: dict[Any, dict[str, Any]] | None = None
+
+    def explanation(self, key: Any) -> Explanation | None:
+        """The parts of the score of the memory the driver knows as ``key`` (when asked)."""
+        if self.details is None or key not in self.details:
+            return None
+        return Explanation.model_validate(self.details[key])
 
 
 @dataclass(frozen=True)
@@ -473,6 +483,7 @@ class BaseMemoryDriver(ABC):
         *,
         search: SearchMode | None = None,
         now: datetime | str | None = None,
+        explain: bool = False,
         memory_types: list[str] | None = None,
         tags: list[str] | None = None,
         tag_mode: Literal["any", "all"] = "any",
@@ -490,7 +501,8 @@ class BaseMemoryDriver(ABC):
         search, as in the seed signature. Time expressions in the query ("last week") are
         resolved against ``now`` (default: the current time) into a soft preference of hybrid
         search. Without a query the newest come first. Filters apply before ``top_k`` is cut.
-        See :class:`~memory_drivers.models.MemoryFilter` for each filter.
+        See :class:`~memory_drivers.models.MemoryFilter` for each filter. ``explain=True`` puts
+        the parts of each hit's score in ``hit.explanation``.
         """
         self._check_open()
         if unknown:
@@ -502,6 +514,7 @@ class BaseMemoryDriver(ABC):
                 "use_vector",
                 "search",
                 "now",
+                "explain",
                 *RECALL_FILTERS,
             )
             raise ValidationError(
@@ -522,6 +535,9 @@ class BaseMemoryDriver(ABC):
         )
         k = check.top_k(top_k)
         mode = self._search_mode(search, use_vector)
+        if not isinstance(explain, bool):
+            raise ValidationError(f"explain must be True or False, got {explain!r}")
+        details: dict[Any, dict[str, Any]] | None = {} if explain else None
         moment = check.timestamp(now, "now") if now is not None else None
         if query is None:
             return self._search_memories(MemorySearch(memory_filter, k, "recent"))
@@ -537,12 +553,21 @@ class BaseMemoryDriver(ABC):
             hits = self._search_memories(
                 MemorySearch(memory_filter, depth, "vector", vector=vector, text=query)
             )
+            if explain:
+                hits = [
+                    h.model_copy(
+                        update={"explanation": Explanation(search="vector", cosine=h.score)}
+                    )
+                    for h in hits
+                ]
         elif mode == "keyword":
             terms = query_terms(query, self._question_words)
             if not terms:
                 return []
             hits = self._search_memories(
-                MemorySearch(memory_filter, depth, "keyword", terms=terms, text=query)
+                MemorySearch(
+                    memory_filter, depth, "keyword", terms=terms, text=query, details=details
+                )
             )
         else:
             moment = moment or check.utcnow()
@@ -557,6 +582,7 @@ class BaseMemoryDriver(ABC):
                 text=query,
                 periods=periods,
                 now=moment,
+                details=details,
             )
             hits = self._search_memories(search_)
         return self._rerank(query, hits, k)
@@ -594,9 +620,14 @@ class BaseMemoryDriver(ABC):
                 f"reranker {self.reranker.name!r} returned {len(scores)} scores for "
                 f"{len(hits)} candidates"
             )
-        reranked = [
-            RecallHit(memory=h.memory, score=float(s)) for h, s in zip(hits, scores, strict=True)
-        ]
+        reranked = []
+        for hit, score in zip(hits, scores, strict=True):
+            explanation = hit.explanation
+            if explanation is not None:
+                explanation = explanation.model_copy(update={"first_stage": hit.score})
+            reranked.append(
+                RecallHit(memory=hit.memory, score=float(score), explanation=explanation)
+            )
         return sorted(reranked, key=hit_order)[:top_k]
 
     def count(self, user_id: str | None = None) -> int:

@@ -87,16 +87,40 @@ class MemoryInput(BaseModel):
     updated_at: Any = None
 
 
+class Explanation(_Model):
+    """Why a memory came back: the parts of its score (docs/semantics.md, "Search modes and
+    scores"). Parts a search mode does not use are None."""
+
+    #: the search mode that scored it: "hybrid", "vector" or "keyword"
+    search: str
+    #: the query's keyword terms the memory is indexed with (its own words and its context)
+    terms: list[str] = []
+    #: the keyword score: BM25 plus the neighbour share
+    keyword: float | None = None
+    #: the part of ``keyword`` that came from a neighbouring memory of the conversation
+    neighbour: float | None = None
+    #: hybrid: the keyword score divided by the query's keyword weight
+    coverage: float | None = None
+    #: the cosine similarity of the query's and the memory's embeddings
+    cosine: float | None = None
+    #: hybrid: what the time preference (time expressions, recency) added
+    time: float | None = None
+    #: the score before a reranker re-scored it (None without a reranker)
+    first_stage: float | None = None
+
+
 class RecallHit(_Model):
     """A recalled memory and its score.
 
-    ``score`` is the cosine similarity for vector recall (higher is better, in [-1, 1]), the
-    share of the query's terms found for keyword recall (in (0, 1]), and ``None`` when no query
-    was given (most recent first).
+    ``score`` is the hybrid score for hybrid recall (the default), the cosine similarity for
+    vector recall (in [-1, 1]), the BM25 keyword score for keyword recall (higher is better
+    every time; docs/semantics.md), and ``None`` when no query was given (most recent first).
+    ``explanation`` holds the parts of the score when ``recall(..., explain=True)``.
     """
 
     memory: Memory
     score: float | None
+    explanation: Explanation | None = None
 
 
 class KnowledgeChunk(_Model):

@@ -54,6 +54,7 @@ from ..errors import (
 )
 from ..models import (
     Association,
+    Explanation,
     KnowledgeChunk,
     KnowledgeHit,
     Memory,
@@ -506,8 +507,14 @@ class AutoMemDriver(BaseMemoryDriver):
             # signals (docs/drivers/automem.md), so scores are AutoMem's.
             assert search.vector is not None
             window, _, _ = self._window(f, self._query_params(search.text, search.vector))
+            # AutoMem returns its blended score, not its parts: an explanation names the mode.
+            explained = Explanation(search="hybrid") if search.details is not None else None
+            if search.mode == "vector":
+                explained = None
             hits = [
-                RecallHit(memory=m, score=s) for m, s in window if f.matches(m) and s is not None
+                RecallHit(memory=m, score=s, explanation=explained)
+                for m, s in window
+                if f.matches(m) and s is not None
             ]
             return sorted(hits, key=hit_order)[: search.top_k]
         window, complete, deduplicated = self._window(f, None)
@@ -528,9 +535,12 @@ class AutoMemDriver(BaseMemoryDriver):
         scope = [m for m in everyone if f.matches(m)]
         indexed = indexed_terms_of(everyone, self.context_window)
         evidence = evidence_from_memories(scope, indexed, search.terms)
-        ranked = rank_keyword(search.terms, evidence, self.ranking, search.top_k)
+        ranked = rank_keyword(search.terms, evidence, self.ranking, search.top_k, search.details)
         by_id = {m.id: m for m in scope}
-        hits = [RecallHit(memory=by_id[key], score=score) for key, score in ranked]
+        hits = [
+            RecallHit(memory=by_id[key], score=score, explanation=search.explanation(key))
+            for key, score in ranked
+        ]
         hits.sort(key=hit_order)
         return hits if search.top_k is None else hits[: search.top_k]
 

@@ -79,21 +79,48 @@ class KeywordEvidence(Generic[Key]):
     postings: Mapping[str, Collection[Key]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class KeywordScores(Generic[Key]):
+    """The keyword side of a search, over ``keys`` (the scope, in evidence order)."""
+
+    keys: Sequence[Key]
+    #: BM25 alone, and with the neighbour share (the keyword score)
+    bm25: np.ndarray
+    total: np.ndarray
+    #: the query's keyword weight (the sum of its terms' idf)
+    weight: float
+    #: each distinct query term, with the positions of the memories holding it
+    postings: Mapping[str, np.ndarray]
+
+    def terms_of(self, position: int) -> list[str]:
+        """The query terms the memory at ``position`` holds."""
+        return [term for term, at in self.postings.items() if position in at]
+
+    def details(self, position: int) -> dict[str, Any]:
+        return {
+            "terms": self.terms_of(position),
+            "keyword": float(self.total[position]),
+            "neighbour": float(self.total[position] - self.bm25[position]),
+        }
+
+
 def keyword_scores(
     terms: Sequence[str], evidence: KeywordEvidence[Key], rules: RankingRules
-) -> tuple[np.ndarray, float]:
+) -> KeywordScores[Key]:
     """The keyword score of every memory of the scope, in ``evidence.keys`` order, and the
     query's keyword weight (see :func:`.keyword.bm25`)."""
     keys = evidence.keys
-    if not len(keys):
-        return np.zeros(0), 0.0
     position = dict(zip(keys, range(len(keys)), strict=True))
-    postings = []
+    postings: dict[str, np.ndarray] = {}
     for term in dict.fromkeys(terms):
         found = [position[k] for k in evidence.postings.get(term, ()) if k in position]
-        postings.append(np.asarray(found, dtype=np.int64))
-    scores, weight = bm25(evidence.lengths, postings, rules.k1, rules.b)
-    return with_neighbours(scores, evidence.continues, rules.neighbour_share), weight
+        postings[term] = np.asarray(found, dtype=np.int64)
+    if not len(keys):
+        empty = np.zeros(0)
+        return KeywordScores(keys, empty, empty, 0.0, postings)
+    scores, weight = bm25(evidence.lengths, list(postings.values()), rules.k1, rules.b)
+    total = with_neighbours(scores, evidence.continues, rules.neighbour_share)
+    return KeywordScores(keys, scores, total, weight, postings)
 
 
 def _best(keys: Sequence[Key], scores: np.ndarray, top_k: int | None) -> list[tuple[Key, float]]:
@@ -113,11 +140,18 @@ def rank_keyword(
     evidence: KeywordEvidence[Key],
     rules: RankingRules,
     top_k: int | None,
+    details: dict[Key, dict[str, Any]] | None = None,
 ) -> list[tuple[Key, float]]:
-    """Keyword search: the memories with a keyword score above 0, best first."""
-    scores, _ = keyword_scores(terms, evidence, rules)
-    hits = np.flatnonzero(scores > 0)
-    return _best([evidence.keys[int(i)] for i in hits], scores[hits], top_k)
+    """Keyword search: the memories with a keyword score above 0, best first. With a
+    ``details`` dict, the parts of each returned memory's score go in it (models.Explanation)."""
+    found = keyword_scores(terms, evidence, rules)
+    hits = np.flatnonzero(found.total > 0)
+    ranked = _best([evidence.keys[int(i)] for i in hits], found.total[hits], top_k)
+    if details is not None and ranked:
+        position = dict(zip(evidence.keys, range(len(evidence.keys)), strict=True))
+        for key, _ in ranked:
+            details[key] = {"search": "keyword", **found.details(position[key])}
+    return ranked
 
 
 #: Extra memories asked of the nearest-neighbour search beyond ``top_k`` (ties at the cut).
@@ -135,6 +169,7 @@ def rank_hybrid(
     periods: Sequence[Period] = (),
     now: datetime | None = None,
     created_at: Callable[[Sequence[Key]], Mapping[Key, datetime]] | None = None,
+    details: dict[Key, dict[str, Any]] | None = None,
 ) -> list[tuple[Key, float]]:
     """Hybrid search (see :mod:`.hybrid`) over the scope, exactly, without scoring all of it.
 
@@ -145,14 +180,16 @@ def rank_hybrid(
     no memory outside them could reach the ``top_k``-th score.
 
     With time ``periods`` in the query, or a recency half-life, each candidate gains up to
-    ``time_weight`` for each (see :mod:`.timeframe`), through ``created_at``.
+    ``time_weight`` for each (see :mod:`.timeframe`), through ``created_at``. With a
+    ``details`` dict, the parts of each returned memory's score go in it.
     """
     coverage: dict[Key, float] = {}
+    words: KeywordScores[Key] | None = None
     if evidence is not None and terms:
-        found, weight = keyword_scores(terms, evidence, rules)
-        if weight > 0:
-            for i in np.flatnonzero(found):
-                coverage[evidence.keys[int(i)]] = float(found[i]) / weight
+        words = keyword_scores(terms, evidence, rules)
+        if words.weight > 0:
+            for i in np.flatnonzero(words.total):
+                coverage[evidence.keys[int(i)]] = float(words.total[i]) / words.weight
     w = rules.vector_weight
     recency = rules.recency_half_life_days
     timed = rules.time_weight > 0 and (bool(periods) or bool(recency))
@@ -177,12 +214,40 @@ def rank_hybrid(
             np.fromiter((similarity[key] for key in keys), np.float64, len(keys)),
             w,
         ) + np.fromiter((gains.get(key, 0.0) for key in keys), np.float64, len(keys))
-        if asked is None or len(near) < asked or top_k is None:
-            return _best(keys, scores, top_k)  # every memory of the scope was a candidate
-        kth = -float(np.partition(-scores, top_k - 1)[top_k - 1])
-        if w * near[-1][1] + bound < kth - TIE:
-            return _best(keys, scores, top_k)  # nothing left out could reach the cut
-        asked *= 4
+        # Done when every memory of the scope was a candidate, or nothing left out could
+        # reach the cut.
+        done = asked is None or len(near) < asked or top_k is None
+        if not done:
+            assert top_k is not None
+            kth = -float(np.partition(-scores, top_k - 1)[top_k - 1])
+            done = w * near[-1][1] + bound < kth - TIE
+        if done:
+            ranked = _best(keys, scores, top_k)
+            if details is not None:
+                _explain_hybrid(ranked, words, coverage, similarity, gains, details)
+            return ranked
+        asked = asked * 4 if asked is not None else None
+
+
+def _explain_hybrid(
+    ranked: Sequence[tuple[Key, float]],
+    words: KeywordScores[Key] | None,
+    coverage: Mapping[Key, float],
+    similarity: Mapping[Key, float],
+    gains: Mapping[Key, float],
+    details: dict[Key, dict[str, Any]],
+) -> None:
+    position = dict(zip(words.keys, range(len(words.keys)), strict=True)) if words else {}
+    for key, _ in ranked:
+        parts: dict[str, Any] = {"search": "hybrid", "keyword": 0.0, "neighbour": 0.0}
+        if words is not None and key in position:
+            parts.update(words.details(position[key]))
+        parts.update(
+            coverage=coverage.get(key, 0.0),
+            cosine=similarity[key],
+            time=gains.get(key, 0.0),
+        )
+        details[key] = parts
 
 
 def scored_in_memory(

@@ -54,6 +54,7 @@ N = TypeVar("N", int, float)
 _RECALL_DEFAULTS: dict[str, Any] = {
     "search": None,
     "now": None,
+    "explain": False,
     "memory_types": None,
     "tags": None,
     "tag_mode": "any",

@@ -670,7 +670,7 @@ class SQLDriver(BaseMemoryDriver):
             )
         if search.mode == "keyword":
             assert evidence is not None
-            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k)
+            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k, search.details)
         else:
             assert vector is not None
             if scope is not None:
@@ -697,9 +697,14 @@ class SQLDriver(BaseMemoryDriver):
                 periods=search.periods,
                 now=search.now,
                 created_at=lambda pks: self._created_at(connection, pks),
+                details=search.details,
             )
         found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
-        hits = [RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found]
+        hits = [
+            RecallHit(memory=found[pk], score=score, explanation=search.explanation(pk))
+            for pk, score in ranked
+            if pk in found
+        ]
         return sorted(hits, key=hit_order)[: search.top_k]
 
     def _keyword_evidence(

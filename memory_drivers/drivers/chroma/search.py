@@ -96,7 +96,7 @@ class ChromaSearch(ChromaKeywords):
         ids, metas, docs, vectors = self._scope(f, memory_where(f), embeddings=hybrid)
         evidence = self._evidence(ids, metas, terms, conversations=True)
         if not hybrid:
-            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k)
+            ranked = rank_keyword(terms, evidence, self.ranking, search.top_k, search.details)
         else:
             assert search.vector is not None
             cosine = _scores(vectors, search.vector) if ids else np.zeros(0)
@@ -112,10 +112,15 @@ class ChromaSearch(ChromaKeywords):
                 periods=search.periods,
                 now=search.now,
                 created_at=lambda keys: {k: moment(metas[position[k]][K_CREATED]) for k in keys},
+                details=search.details,
             )
         at = {mid: i for i, mid in enumerate(ids)}
         hits = [
-            RecallHit(memory=memory_from_record(k, docs[at[k]], metas[at[k]]), score=score)
+            RecallHit(
+                memory=memory_from_record(k, docs[at[k]], metas[at[k]]),
+                score=score,
+                explanation=search.explanation(k),
+            )
             for k, score in ranked
         ]
         return sorted(hits, key=hit_order)[: search.top_k]

@@ -190,6 +190,44 @@ class RankingTests(ConformanceBase):
         if self.hybrid_ranks_as != "hybrid":
             pytest.skip("this driver's hybrid search is its backend's own ranking")
 
+    def test_explain_gives_the_parts_of_each_score(self, driver: BaseMemoryDriver) -> None:
+        """``recall(..., explain=True)`` puts the parts of each score on the hit: the query
+        terms the memory is indexed with, its keyword score (and the neighbour's part of it),
+        coverage, cosine and time gain, consistent with the scores of each mode. Failing
+        means a driver drops the explanation or reports parts that do not add up."""
+        self._chat(driver)
+        query = "puppy name"
+        vector = {
+            h.memory.id: h.score
+            for h in driver.recall("u1", query=query, top_k=20, search="vector")
+        }
+        keyword = {
+            h.memory.id: h.score
+            for h in driver.recall("u1", query=query, top_k=20, search="keyword")
+        }
+        plain = driver.recall("u1", query=query, top_k=5)
+        hits = driver.recall("u1", query=query, top_k=5, explain=True)
+        assert [(h.memory.id, h.score) for h in hits] == [(h.memory.id, h.score) for h in plain]
+        assert all(h.explanation is None for h in plain), "no explanation unless asked"
+        for hit in hits:
+            why = hit.explanation
+            assert why is not None and why.search == "hybrid"
+            if self.hybrid_ranks_as != "hybrid":
+                continue  # the backend's own blend: its parts are not reported
+            assert why.cosine == pytest.approx(vector[hit.memory.id], abs=1e-5)
+            assert why.keyword == pytest.approx(keyword.get(hit.memory.id, 0.0), abs=1e-6)
+            assert set(why.terms) <= {"puppi", "name"}
+            assert bool(why.terms) or not why.keyword or (why.neighbour or 0) > 0
+            w = driver.ranking.vector_weight
+            assert hit.score == pytest.approx(
+                (1 - w) * (why.coverage or 0) + w * why.cosine + (why.time or 0), abs=1e-9
+            )
+        for hit in driver.recall("u1", query=query, search="keyword", explain=True):
+            assert hit.explanation is not None and hit.explanation.keyword == hit.score
+            assert hit.explanation.terms or hit.explanation.neighbour
+        for hit in driver.recall("u1", query=query, search="vector", top_k=3, explain=True):
+            assert hit.explanation is not None and hit.explanation.cosine == hit.score
+
     # ================================================================== time
     def test_time_expressions_prefer_their_period(self, driver: BaseMemoryDriver) -> None:
         """ "last week" is read against ``now``: of two memories with the same words, the one
@@ -238,15 +276,20 @@ class RankingTests(ConformanceBase):
         texts = ["tea with a long description of leaves", "tea", "tea and cake", "coffee"]
         for text in texts:
             driver.store("u1", text)
+        first_stage = {h.memory.id: h.score for h in driver.recall("u1", query="tea", top_k=4)}
         reranker = ReverseReranker()
         driver.reranker = reranker
         try:
             hits = driver.recall("u1", query="tea", top_k=2)
+            explained = driver.recall("u1", query="tea", top_k=2, explain=True)
         finally:
             driver.reranker = None
+        assert [h.explanation.first_stage for h in explained if h.explanation] == [
+            first_stage[h.memory.id] for h in explained
+        ]
         assert contents(hits) == ["tea", "coffee"], "the reranker's order, not the first stage's"
         assert hits[0].score == pytest.approx(1 / 4)
-        assert reranker.calls == [("tea", 4)], "every candidate up to RERANK_DEPTH is read"
+        assert reranker.calls[0] == ("tea", 4), "every candidate up to RERANK_DEPTH is read"
 
     def test_knowledge_search_modes(self, driver: BaseMemoryDriver) -> None:
         """Knowledge recall has the same modes; keyword search finds exact words that meaning
