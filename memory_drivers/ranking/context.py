@@ -15,14 +15,23 @@ window re-indexes every memory once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from ..models import Memory
 from ..text import document_terms
 
-__all__ = ["STORE_KEY", "ContextRow", "Stretch", "indexed_terms", "plan", "refresh"]
+__all__ = [
+    "STORE_KEY",
+    "ContextRow",
+    "Stretch",
+    "changes",
+    "indexed_terms",
+    "plan",
+    "refresh",
+]
 
 #: The store-info key holding the window a store's terms were indexed with (absent: 0).
 STORE_KEY = "context_window"
@@ -115,3 +124,36 @@ def plan(
     context = list(stretch.before)[-window:] if window > 0 else []
     # Inserted rows carry an impossible "indexed" value, so they are always written.
     return refresh([*context, *rows], len(context), window)
+
+
+def changes(
+    places: Iterable[tuple[str, str, datetime, str]],
+    new: Iterable[Memory],
+    window: int,
+    read: Callable[[str, str, Position, Position], Stretch[str]],
+) -> dict[str, str]:
+    """The indexed terms (by memory id) that change when ``new`` memories are inserted, or
+    memories at ``places`` (user, conversation, ``created_at``, id) are re-worded or deleted.
+
+    ``read(user, conversation, low, high)`` gives what the store holds around a stretch of a
+    conversation (see :func:`plan`); it is called once per conversation changed.
+    """
+    if window <= 0:
+        return {}
+    groups: dict[tuple[str, str], tuple[list[Position], list[ContextRow[str]]]] = {}
+    for user, conversation, created, mid in places:
+        groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
+    for m in new:
+        if m.conversation_id is not None:
+            row = ContextRow(m.id, m.created_at, m.id, m.content, "")
+            groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
+    result: dict[str, str] = {}
+    for (user, conversation), (at, rows) in groups.items():
+
+        def stretch(
+            low: Position, high: Position, user: str = user, conversation: str = conversation
+        ) -> Stretch[str]:
+            return read(user, conversation, low, high)
+
+        result.update(plan(at, rows, window, stretch))
+    return result

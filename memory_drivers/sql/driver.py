@@ -382,28 +382,15 @@ class SQLDriver(BaseMemoryDriver):
         """The indexed terms (by memory id) that change when ``new`` memories are inserted,
         the memories ``changed`` (pks) are re-worded, or memories at ``places`` are deleted
         (see :mod:`memory_drivers.ranking.context`); run inside the write transaction."""
-        window = self.context_window
-        if window <= 0:
-            return {}
-        groups: dict[tuple[str, str], tuple[list[ctx.Position], list[ctx.ContextRow[str]]]]
-        groups = {}
-        for user, conversation, created, mid in [
-            *places,
-            *self._conversation_places(connection, changed),
-        ]:
-            groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
-        for m in new:
-            if m.conversation_id is not None:
-                row = ctx.ContextRow(m.id, m.created_at, m.id, m.content, "")
-                groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
-        result: dict[str, str] = {}
-        for (user, conversation), (at, rows) in groups.items():
-
-            def read(low: ctx.Position, high: ctx.Position) -> ctx.Stretch[str]:
-                return self._stretch(connection, user, conversation, low, high)  # noqa: B023
-
-            result.update(ctx.plan(at, rows, window, read))
-        return result
+        places = [*places, *self._conversation_places(connection, changed)]
+        return ctx.changes(
+            places,
+            new,
+            self.context_window,
+            lambda user, conversation, low, high: self._stretch(
+                connection, user, conversation, low, high
+            ),
+        )
 
     def _stretch(
         self,

@@ -91,32 +91,18 @@ class ChromaKeywords(ChromaStore):
         memories at ``places`` (user, conversation, created_at, id) are re-worded or deleted.
         Call it under the write lock, after deletes and re-wordings and before inserts."""
         window = self.context_window
-        if window <= 0:
-            return {}
-        groups: dict[tuple[str, str], tuple[list[ctx.Position], list[ctx.ContextRow[str]]]] = {}
-        for user, conversation, created, mid in places:
-            groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
-        for m in new:
-            if m.conversation_id is not None:
-                row = ctx.ContextRow(m.id, m.created_at, m.id, m.content, "")
-                groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
-        result: dict[str, str] = {}
-        for (user, conversation), (at, rows) in groups.items():
+
+        def read(
+            user: str, conversation: str, low: ctx.Position, high: ctx.Position
+        ) -> ctx.Stretch[str]:
             stored = self._conversation(user, conversation)
+            place = [(r.created_at, r.id) for r in stored]
+            before = [r for r, p in zip(stored, place, strict=True) if p < low][-window:]
+            inside = [r for r, p in zip(stored, place, strict=True) if low <= p <= high]
+            after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
+            return ctx.Stretch(before, inside, after)
 
-            def read(
-                low: ctx.Position,
-                high: ctx.Position,
-                stored: list[ctx.ContextRow[str]] = stored,
-            ) -> ctx.Stretch[str]:
-                place = [(r.created_at, r.id) for r in stored]
-                before = [r for r, p in zip(stored, place, strict=True) if p < low][-window:]
-                inside = [r for r, p in zip(stored, place, strict=True) if low <= p <= high]
-                after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
-                return ctx.Stretch(before, inside, after)
-
-            result.update(ctx.plan(at, rows, window, read))
-        return result
+        return ctx.changes(places, new, window, read)
 
     def _write_terms(self, collection: Any, indexed: Mapping[str, str]) -> None:
         """Set the ``terms`` metadata of existing records."""

@@ -220,7 +220,7 @@ class RankingTests(ConformanceBase):
             assert bool(why.terms) or not why.keyword or (why.neighbour or 0) > 0
             w = driver.ranking.vector_weight
             assert hit.score == pytest.approx(
-                (1 - w) * (why.coverage or 0) + w * why.cosine + (why.time or 0), abs=1e-9
+                (1 - w) * (why.coverage or 0) + w * (why.cosine or 0) + (why.time or 0), abs=1e-9
             )
         for hit in driver.recall("u1", query=query, search="keyword", explain=True):
             assert hit.explanation is not None and hit.explanation.keyword == hit.score
