@@ -195,12 +195,12 @@ def test_rollback_past_the_first_migration_is_refused(db: Path) -> None:
     assert too_many.stderr.startswith(f"error: --steps {applied + 1} is more than the {applied}")
     assert f"--steps {applied} rolls back to an empty database" in too_many.stderr
     assert "up to date" in migrate(db, "status").stdout
-    half = migrate(db, "rollback")  # now one is applied: --steps 2 is one too many
+    half = migrate(db, "rollback")  # one fewer is applied: --steps {applied} is one too many
     assert half.returncode == 0, half.stderr
-    one_left = migrate(db, "rollback", "--steps", "2")
-    assert one_left.returncode == 2
-    assert "more than the 1 migration applied" in one_left.stderr
-    assert migrate(db, "rollback", "--steps", "1").returncode == 0
+    fewer = migrate(db, "rollback", "--steps", str(applied))
+    assert fewer.returncode == 2
+    assert f"more than the {applied - 1} migration" in fewer.stderr
+    assert migrate(db, "rollback", "--steps", str(applied - 1)).returncode == 0
     assert migrate(db, "rollback").stdout.endswith("has no schema; nothing to roll back\n")
 
 
