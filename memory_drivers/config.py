@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     memory_server_keep_alive_timeout: int = Field(5, ge=1)
     memory_server_max_connections: int = Field(100, ge=1)
 
+    # --- memory-drivers mcp (the memory tools over the Model Context Protocol) -----------
+    mcp_user_id: str | None = None
+    mcp_host: str = "127.0.0.1"
+    mcp_port: int = Field(8002, ge=0, le=65535)
+    mcp_api_token: SecretStr | None = None
+
     # --- chroma driver ----------------------------------------------------------------
     chroma_path: Path = Path("storage/chromadb")
     chroma_url: str | None = None

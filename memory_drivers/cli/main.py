@@ -1,7 +1,7 @@
 """The ``memory-drivers`` program: its parser, built from the command modules, and :func:`main`.
 
 Each command module (``memories``, ``transfer``, ``knowledge``, ``maintenance``, ``serve``,
-``consolidate``, ``bench``) adds its own subcommands with a ``register(sub)`` function;
+``mcp``, ``consolidate``, ``bench``) adds its own subcommands with a ``register(sub)`` function;
 :data:`COMMAND_MODULES` lists them in the order ``--help`` shows them. What they print, and how
 errors become exit codes, is in :mod:`.output`.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MemoryDriverError
-from . import bench, consolidate, knowledge, maintenance, memories, serve, transfer
+from . import bench, consolidate, knowledge, maintenance, mcp, memories, serve, transfer
 from .options import PROG, Parser, TopFormatter
 from .output import CliError, exit_code, fail, fail_with, wants_json
 from .session import Session
@@ -24,7 +24,7 @@ from .session import Session
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: The command modules, in the order ``memory-drivers --help`` lists their commands.
-COMMAND_MODULES = (memories, transfer, knowledge, maintenance, serve, consolidate, bench)
+COMMAND_MODULES = (memories, transfer, knowledge, maintenance, serve, mcp, consolidate, bench)
 
 EPILOG = """\
 examples:
