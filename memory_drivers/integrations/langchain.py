@@ -232,8 +232,11 @@ class MemoryVectorStore(VectorStore):
                     **options,
                 }
             )
+        given = set(ids or [])  # ids made here are new; only given ones may exist
         existing = {
-            item["id"] for item in items if self.driver.get(item["id"], self.user_id) is not None
+            item["id"]
+            for item, doc in zip(items, doc_ids, strict=True)
+            if doc in given and self.driver.get(item["id"], self.user_id) is not None
         }
         limit = self.driver.settings.memory_max_content_length
         for index, item in enumerate(items):  # the replacements are checked before any write
