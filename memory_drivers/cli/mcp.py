@@ -10,14 +10,10 @@ from typing import Any
 
 from .options import command
 from .output import CliError
-from .serve import LOOPBACK_HOSTS
+from .serve import LOOPBACK_HOSTS, secret_text
 from .session import Session
 
 __all__ = ["register"]
-
-
-def _secret(value: Any) -> str | None:
-    return value.get_secret_value() or None if value is not None else None
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -54,7 +50,7 @@ def cmd_mcp(s: Session) -> int:
     http = args.transport == "http"
     host = args.host or settings.mcp_host
     port = args.port if args.port is not None else settings.mcp_port
-    token = args.token or _secret(settings.mcp_api_token)
+    token = args.token or secret_text(settings.mcp_api_token)
     if http and not token and host not in LOOPBACK_HOSTS and not args.insecure:
         raise CliError(
             f"refusing to serve MCP on {host} without a token: anyone who can reach it could "

@@ -10,13 +10,14 @@ from .options import command
 from .output import CliError
 from .session import Session
 
-__all__ = ["LOOPBACK_HOSTS", "register"]
+__all__ = ["LOOPBACK_HOSTS", "register", "secret_text"]
 
 #: Hosts ``serve`` listens on without a token (only this machine can reach them).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-def _secret(value: Any) -> str | None:
+def secret_text(value: Any) -> str | None:
+    """The text of a secret setting (``SecretStr``), None when unset or empty."""
     return value.get_secret_value() or None if value is not None else None
 
 
@@ -28,8 +29,8 @@ def cmd_serve(s: Session) -> int:
     port = s.args.port if s.args.port is not None else settings.memory_server_port
     token = (
         s.args.token
-        or _secret(settings.memory_server_api_token)
-        or _secret(settings.automem_api_token)
+        or secret_text(settings.memory_server_api_token)
+        or secret_text(settings.automem_api_token)
     )
     if not token and host not in LOOPBACK_HOSTS and not s.args.insecure:
         raise CliError(
