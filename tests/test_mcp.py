@@ -125,7 +125,9 @@ def test_stdio_tools_act_for_the_fixed_user(tmp_path: Path) -> None:
                 )
             )
             seen["recall_keyword"] = structured(
-                await client.call_tool("recall_memories", {"query": "hiking", "search": "keyword"})
+                await client.call_tool(
+                    "recall_memories", {"query": "hiking", "search": "keyword", "explain": True}
+                )
             )
             seen["recent"] = structured(await client.call_tool("recall_memories", {}))
             seen["get"] = structured(await client.call_tool("get_memory", {"memory_id": tea["id"]}))
@@ -198,6 +200,8 @@ def test_stdio_tools_act_for_the_fixed_user(tmp_path: Path) -> None:
     assert seen["recall"][0]["memory"]["id"] == tea["id"]
     assert [h["memory"]["id"] for h in seen["recall_tagged"]] == [hike["id"]]
     assert [h["memory"]["id"] for h in seen["recall_keyword"]] == [hike["id"]]
+    assert seen["recall_keyword"][0]["explanation"] is not None
+    assert seen["recall"][0]["explanation"] is None
     assert [h["memory"]["id"] for h in seen["recent"]] == [hike["id"], tea["id"]]
     assert all(h["score"] is None for h in seen["recent"])
     assert seen["get"]["content"] == "Alice drinks green tea every morning"

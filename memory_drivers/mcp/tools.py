@@ -204,6 +204,10 @@ class MemoryTools:
             datetime | None,
             Field(description="The time that time words in the query are read against."),
         ] = None,
+        explain: Annotated[
+            bool,
+            Field(description="Add each hit's explanation: the parts its score is made of."),
+        ] = False,
     ) -> list[RecallHit]:
         """Recall the memories that best answer a query, best first, each with its score.
 
@@ -226,6 +230,7 @@ class MemoryTools:
             until=until,
             min_importance=min_importance,
             metadata=metadata,
+            explain=explain,
         )
 
     def get_memory(self, user_id: UserId, memory_id: MemoryId) -> Memory | None:
