@@ -178,6 +178,9 @@ def test_what_memory_drivers_refuses(store: MemoryStore) -> None:
         store.put(("alice", "a.b"), "k", {"text": "x"})
     with pytest.raises(ValidationError, match="value"):
         store.batch([PutOp(("alice",), "k", {"text": float("nan")})])
+    with pytest.raises(ValidationError, match="255"):  # a key too long for its tag
+        store.batch([PutOp(("alice",), "ok", {"text": "fine"}), PutOp(("alice",), "k" * 300, {})])
+    assert store.get(("alice",), "ok") is None  # nothing of the refused batch was written
     with pytest.raises(NotImplementedError, match="TTL"):
         store.put(("alice",), "k", {"text": "x"}, ttl=5)
 

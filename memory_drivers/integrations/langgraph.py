@@ -47,6 +47,7 @@ from ..errors import MissingDependencyError, ValidationError
 from ..models import Memory, MemoryFilter, RecallHit
 from ..validation import content as check_content
 from ..validation import metadata as check_metadata
+from ..validation import tags as check_tags
 
 try:
     from langgraph.store.base import (
@@ -172,6 +173,7 @@ class MemoryStore(BaseStore):
         return _item(memory, Item)
 
     def _put(self, ops: Sequence[PutOp]) -> None:
+        """Every item is checked before anything is written."""
         last = {(tuple(op.namespace), op.key): op for op in ops}  # the last put of an item wins
         new: list[dict[str, Any]] = []
         replaced: list[dict[str, Any]] = []
@@ -190,10 +192,12 @@ class MemoryStore(BaseStore):
                 "user_id": user,
                 "content": check_content(self._text(value, op.index), self._limit),
                 "metadata": value,
-                "tags": [
-                    *(namespace_tag(namespace[:n]) for n in range(1, len(namespace) + 1)),
-                    KEY_TAG_PREFIX + key,
-                ],
+                "tags": check_tags(
+                    [
+                        *(namespace_tag(namespace[:n]) for n in range(1, len(namespace) + 1)),
+                        KEY_TAG_PREFIX + key,
+                    ]
+                ),
             }
             exists = self.driver.get(mid, user) is not None
             (replaced if exists else new).append(item)
