@@ -36,11 +36,13 @@ from .models import (
     KnowledgeChunk,
     KnowledgeDocument,
     KnowledgeHit,
+    KnowledgeSummary,
     Memory,
     MemoryFilter,
     MemoryInput,
     RecallHit,
     RelatedMemory,
+    UserSummary,
 )
 
 __version__ = "0.1.0"
@@ -60,6 +62,7 @@ __all__ = [
     "KnowledgeChunk",
     "KnowledgeDocument",
     "KnowledgeHit",
+    "KnowledgeSummary",
     "Memory",
     "MemoryDriverError",
     "MemoryDriverManager",
@@ -71,6 +74,7 @@ __all__ = [
     "RelatedMemory",
     "SchemaError",
     "Settings",
+    "UserSummary",
     "ValidationError",
     "get_memory_driver",
     "get_settings",

@@ -56,11 +56,13 @@ from .models import (
     KnowledgeChunk,
     KnowledgeDocument,
     KnowledgeHit,
+    KnowledgeSummary,
     Memory,
     MemoryFilter,
     MemoryInput,
     RecallHit,
     RelatedMemory,
+    UserSummary,
 )
 from .ranking import Period, RankingRules, Reranker, find_periods, get_reranker
 from .ranking.timeframe import strip_periods
@@ -643,6 +645,14 @@ class BaseMemoryDriver(ABC):
         user = check.identifier(user_id, "user_id", optional=True)
         return self._iter_memories(user, check.top_k(batch_size, "batch_size"))
 
+    def list_users(self) -> list[UserSummary]:
+        """Every user with memories: their count and newest activity, most recently active
+        first (then by ``user_id``). Knowledge has no user and is not counted."""
+        self._check_open()
+        return sorted(
+            self._user_summaries(), key=lambda u: (-u.last_activity.timestamp(), u.user_id)
+        )
+
     def cleanup(
         self,
         user_id: str | None = None,
@@ -829,6 +839,28 @@ class BaseMemoryDriver(ABC):
             chunks=chunks,
         )
 
+    def list_global_knowledge(self, category: str | None = None) -> list[KnowledgeSummary]:
+        """The stored knowledge documents (of ``category`` when given) without their text,
+        ordered by category, then ``doc_id``."""
+        self._check_open()
+        cat = check.identifier(category, "category", optional=True)
+        documents: dict[str, KnowledgeSummary] = {}
+        for chunk in self._iter_knowledge(500):
+            if cat is not None and chunk.category != cat:
+                continue
+            known = documents.get(chunk.doc_id)
+            if known is not None:
+                documents[chunk.doc_id] = known.model_copy(update={"chunks": known.chunks + 1})
+                continue
+            documents[chunk.doc_id] = KnowledgeSummary(
+                doc_id=chunk.doc_id,
+                category=chunk.category,
+                title=chunk.title,
+                chunks=1,
+                created_at=chunk.created_at,
+            )
+        return sorted(documents.values(), key=lambda d: (d.category, d.doc_id))
+
     def delete_global_knowledge(self, doc_id: str) -> bool:
         """Delete a knowledge document and all its chunks. False if there was none."""
         self._check_open()
@@ -981,6 +1013,20 @@ class BaseMemoryDriver(ABC):
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
     ) -> None:
         """Replace the vectors of these memories or knowledge chunks (re-embedding)."""
+
+    def _user_summaries(self) -> list[UserSummary]:
+        """Each user's memory count and newest ``updated_at``, in any order. By default one
+        pass over :meth:`_iter_memories`; a driver may answer it with one query instead."""
+        counts: dict[str, int] = {}
+        newest: dict[str, datetime] = {}
+        for memory in self._iter_memories(None, 1000):
+            user = memory.user_id
+            counts[user] = counts.get(user, 0) + 1
+            if user not in newest or memory.updated_at > newest[user]:
+                newest[user] = memory.updated_at
+        return [
+            UserSummary(user_id=u, memories=n, last_activity=newest[u]) for u, n in counts.items()
+        ]
 
     def _before_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for drivers to prepare for vectors of another dimension."""

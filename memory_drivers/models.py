@@ -19,12 +19,14 @@ __all__ = [
     "KnowledgeChunk",
     "KnowledgeDocument",
     "KnowledgeHit",
+    "KnowledgeSummary",
     "Memory",
     "MemoryFilter",
     "MemoryInput",
     "RecallHit",
     "RelatedMemory",
     "Scalar",
+    "UserSummary",
 ]
 
 #: Relationship types an application may create (AutoMem's authorable relations).
@@ -146,6 +148,16 @@ class KnowledgeDocument(_Model):
     chunks: list[KnowledgeChunk]
 
 
+class KnowledgeSummary(_Model):
+    """A stored knowledge document without its text: what ``list_global_knowledge`` lists."""
+
+    doc_id: str
+    category: str
+    title: str | None = None
+    chunks: int
+    created_at: datetime
+
+
 class KnowledgeHit(_Model):
     """A recalled knowledge chunk and its cosine similarity (higher is better)."""
 
@@ -170,6 +182,15 @@ class RelatedMemory(_Model):
     relationship_type: str
     strength: float
     direction: Literal["outgoing", "incoming"]
+
+
+class UserSummary(_Model):
+    """A user of the store: how many memories they have, and the newest ``updated_at`` among
+    them (a memory's ``updated_at`` is its ``created_at`` until it is changed)."""
+
+    user_id: str
+    memories: int
+    last_activity: datetime
 
 
 class CleanupResult(_Model):

@@ -41,6 +41,7 @@ from ..models import (
     MemoryInput,
     RecallHit,
     RelatedMemory,
+    UserSummary,
 )
 from ..ranking import find_periods
 from ..validation import utcnow
@@ -514,6 +515,9 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
 
     def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
         return self.inner._iter_memories(user_id, batch_size)
+
+    def _user_summaries(self) -> list[UserSummary]:
+        return self.inner._user_summaries()
 
     def _replace_knowledge(self, doc_id: str, records: Sequence[KnowledgeRecord]) -> None:
         try:

@@ -59,6 +59,7 @@ from ..models import (
     RecallHit,
     RelatedMemory,
     Scalar,
+    UserSummary,
 )
 from ..ranking import KeywordEvidence, rank_hybrid, rank_keyword
 from ..ranking import context as ctx
@@ -760,6 +761,13 @@ class SQLDriver(BaseMemoryDriver):
             query = query.where(M.user_id == user_id)
         with self._read() as connection:
             return int(connection.execute(query).scalar_one())
+
+    @retried
+    def _user_summaries(self) -> list[UserSummary]:
+        query = select(M.user_id, func.count(), func.max(M.updated_at)).group_by(M.user_id)
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+        return [UserSummary(user_id=u, memories=n, last_activity=t) for u, n, t in rows]
 
     def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
         after: tuple[Any, str] | None = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ...base import BaseMemoryDriver
+from ...errors import ValidationError
 from ...models import KnowledgeDocument
 from ...text import chunk_text
 from .base import ConformanceBase, MakeDriver
@@ -76,3 +79,32 @@ class KnowledgeTests(ConformanceBase):
         assert driver.delete_global_knowledge("D") is False
         assert driver.get_global_knowledge("D") is None
         assert driver.recall_global_knowledge("to be removed") == []
+
+    def test_list_global_knowledge(self, driver: BaseMemoryDriver) -> None:
+        """``list_global_knowledge`` lists each document once with its chunk count, by
+        category then doc_id, and narrows to one category. A document counted once per chunk,
+        or still listed after its replacement or deletion, means the listing reads a stale or
+        per-chunk view of the store."""
+        assert driver.list_global_knowledge() == []
+        long_text = " ".join(f"word{i}" for i in range(driver.settings.knowledge_chunk_tokens * 2))
+        chunks = len(driver.store_global_knowledge(long_text, "manuals", doc_id="M-1").chunks)
+        assert chunks > 1
+        driver.store_global_knowledge("Lunch at noon", "facilities", title="Lunch", doc_id="F-2")
+        driver.store_global_knowledge("Parking on level 2", "facilities", doc_id="F-1")
+        listed = driver.list_global_knowledge()
+        assert [(d.category, d.doc_id, d.chunks) for d in listed] == [
+            ("facilities", "F-1", 1),
+            ("facilities", "F-2", 1),
+            ("manuals", "M-1", chunks),
+        ]
+        assert listed[1].title == "Lunch" and listed[0].title is None
+        assert [d.doc_id for d in driver.list_global_knowledge("manuals")] == ["M-1"]
+        driver.store_global_knowledge("Short now", "manuals", doc_id="M-1")
+        driver.delete_global_knowledge("F-2")
+        assert [(d.doc_id, d.chunks) for d in driver.list_global_knowledge()] == [
+            ("F-1", 1),
+            ("M-1", 1),
+        ]
+        assert driver.list_global_knowledge("nothing-here") == []
+        with pytest.raises(ValidationError, match="category"):
+            driver.list_global_knowledge(category="")

@@ -73,6 +73,26 @@ class MaintenanceTests(ConformanceBase):
         mine = list(driver.iter_memories("u1", batch_size=3))
         assert [m.id for m in mine] == [m.id for m in streamed if m.user_id == "u1"]
 
+    def test_list_users(self, driver: BaseMemoryDriver) -> None:
+        """``list_users`` gives each user's memory count and newest ``updated_at``, most
+        recently active first. A wrong count usually means knowledge or deleted memories are
+        counted; a wrong time, that ``created_at`` is read instead of ``updated_at``."""
+        assert driver.list_users() == []
+        self.put(driver, "a1", user="alice", created_at=at(1))
+        a2 = self.put(driver, "a2", user="alice", created_at=at(2))
+        self.put(driver, "b1", user="bob", created_at=at(5))
+        gone = self.put(driver, "c1", user="carol", created_at=at(9))
+        driver.store_global_knowledge("not a user's memory", "misc")
+        driver.delete(gone.id)
+        assert [(u.user_id, u.memories, u.last_activity) for u in driver.list_users()] == [
+            ("bob", 1, at(5)),
+            ("alice", 2, at(2)),
+        ]
+        changed = driver.update(a2.id, importance=0.9)
+        users = driver.list_users()
+        assert [(u.user_id, u.memories) for u in users] == [("alice", 2), ("bob", 1)]
+        assert users[0].last_activity == changed.updated_at
+
     # ================================================================== lifecycle
     def test_persists_across_close_and_reopen(self, make_driver: MakeDriver) -> None:
         """Everything written is there after close and reopen: memories, knowledge, links,
