@@ -23,7 +23,7 @@ MAX_LINES = 600
 LONG_REASON = "Why this module is long:"
 
 #: Front-ends: they translate a protocol into calls of the public API.
-FRONT_ENDS = ("cli", "server", "mcp", "integrations", "bench", "__main__")
+FRONT_ENDS = ("cli", "server", "ui", "mcp", "integrations", "bench", "__main__")
 #: Drivers: one backend each.
 DRIVERS = ("drivers",)
 #: Everything else except ``testing`` (the conformance kit, which compares every driver with

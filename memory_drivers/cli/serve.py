@@ -1,4 +1,5 @@
-"""``serve``: AutoMem's REST API on top of the driver (:mod:`memory_drivers.server`)."""
+"""``serve``: AutoMem's REST API on top of the driver (:mod:`memory_drivers.server`), with the
+memory browser (:mod:`memory_drivers.ui`) when ``--ui``; ``ui``: the memory browser alone."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def secret_text(value: Any) -> str | None:
 
 
 def cmd_serve(s: Session) -> int:
+    return _run(s, api=True, ui=bool(s.args.ui))
+
+
+def cmd_ui(s: Session) -> int:
+    return _run(s, api=False, ui=True)
+
+
+def _run(s: Session, *, api: bool, ui: bool) -> int:
     from ..server import ServerLimits, create_app, serve
 
     settings = s.settings
@@ -45,11 +54,17 @@ def cmd_serve(s: Session) -> int:
         api_token=token,
         default_user=settings.memory_server_default_user,
         limits=ServerLimits.from_settings(settings),
+        ui=ui,
+        api=api,
     )
-    shown = f"[{host}]" if ":" in host else host
+    shown = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    what = [
+        *(["AutoMem's API"] if api else []),
+        *([f"the memory browser at {shown}/ui/"] if ui else []),
+    ]
     print(
-        f"memory-drivers serve: AutoMem's API for the {driver.name} store on "
-        f"http://{shown}:{port} ({'token required' if token else 'no token'}); Ctrl-C stops",
+        f"memory-drivers {'serve' if api else 'ui'}: {' and '.join(what)} for the {driver.name} "
+        f"store on {shown} ({'token required' if token else 'no token'}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -58,7 +73,7 @@ def cmd_serve(s: Session) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``serve`` to ``sub``."""
+    """Add ``serve`` and ``ui`` to ``sub``."""
     p = command(
         sub,
         "serve",
@@ -68,8 +83,30 @@ def register(sub: Any) -> None:
         "AutoMem clients (the MCP server, scripts, the automem driver of other processes) use "
         "its store. Listens on 127.0.0.1 unless told otherwise. The token comes from --token, "
         "else MEMORY_SERVER_API_TOKEN, else AUTOMEM_API_TOKEN; without one, only loopback "
-        "addresses are allowed (or --insecure). See docs/server.md.",
+        "addresses are allowed (or --insecure). With --ui, also the memory browser at /ui/. See "
+        "docs/server.md.",
     )
+    _options(p)
+    p.add_argument(
+        "--ui",
+        action="store_true",
+        help="also serve the memory browser, a web page at /ui/ (docs/ui.md)",
+    )
+    p = command(
+        sub,
+        "ui",
+        cmd_ui,
+        "serve the memory browser, a web page to look into the store",
+        "Serve the memory browser at http://HOST:PORT/ui/: users, search with every filter and "
+        "why each memory matched, a memory's page (edit, delete, associations), knowledge, "
+        "health. Like `serve --ui` without AutoMem's API. The page asks for the token (from "
+        "--token, else MEMORY_SERVER_API_TOKEN, else AUTOMEM_API_TOKEN) in a login form; "
+        "without one, only loopback addresses are allowed (or --insecure). See docs/ui.md.",
+    )
+    _options(p)
+
+
+def _options(p: Any) -> None:
     p.add_argument(
         "--driver",
         default=argparse.SUPPRESS,

@@ -22,7 +22,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..base import BaseMemoryDriver
@@ -33,7 +34,7 @@ from .parsing import ApiError
 from .responses import ServerJSONResponse, check_text, error_response
 from .service import DRIVER_ERRORS, MemoryService
 
-__all__ = ["UNSUPPORTED_ROUTES", "create_app"]
+__all__ = ["UI_PATH", "UNSUPPORTED_ROUTES", "create_app"]
 
 log = logging.getLogger("memory_drivers.server")
 
@@ -121,20 +122,38 @@ async def _json(request: Request) -> Any:
     return check_text(body)
 
 
+#: Where the memory browser is mounted (memory_drivers.ui); it checks the token itself, with a
+#: login form and a session cookie.
+UI_PATH = "/ui"
+
+
 class TokenCheck:
     """AutoMem's token check: ``Authorization: Bearer <token>``, ``X-API-Key: <token>`` or
-    ``?api_key=<token>``. ``/health`` and CORS pre-flight requests need none."""
+    ``?api_key=<token>``. ``/health`` and CORS pre-flight requests need none, nor the memory
+    browser's paths when ``ui`` (the page asks for the token in its login form), nor ``/`` (a
+    redirect to the page) when ``ui_only``."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, ui: bool = False, ui_only: bool = False
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.ui = ui
+        #: "/" only sends the browser to the page when the page is all that is served
+        self.ui_only = ui_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token is None or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        if request.method == "OPTIONS" or request.url.path == "/health":
+        path = request.url.path
+        if request.method == "OPTIONS" or path == "/health":
+            await self.app(scope, receive, send)
+            return
+        if self.ui and (
+            path in (UI_PATH, "/" if self.ui_only else UI_PATH) or path.startswith(UI_PATH + "/")
+        ):
             await self.app(scope, receive, send)
             return
         given = _token(request)
@@ -161,6 +180,8 @@ def create_app(
     api_token: str | None = None,
     default_user: str = "automem",
     limits: ServerLimits | None = None,
+    ui: bool = False,
+    api: bool = True,
 ) -> Starlette:
     """AutoMem's REST API over ``driver``.
 
@@ -168,6 +189,9 @@ def create_app(
     memories stored by AutoMem clients that do not use the memory-drivers convention.
     ``limits``: request sizes, timeouts and connections (default: from the driver's settings,
     ``MEMORY_SERVER_*``); ``serve`` and ``ServerThread`` read them from ``app.state.limits``.
+    ``ui=True`` adds the memory browser at ``/ui/`` (:mod:`memory_drivers.ui`, behind the same
+    token, asked for by its login form); ``api=False`` leaves AutoMem's routes out (only
+    ``/health``, the page, and ``/`` sending the browser to it).
     The driver stays open; the caller closes it. ``app.state.service`` is the
     :class:`~memory_drivers.server.service.MemoryService` (its ``driver`` may be replaced).
     """
@@ -235,8 +259,7 @@ def create_app(
     async def server_error(request: Request, exc: Exception) -> ServerJSONResponse:
         return _as_response(exc)
 
-    routes = [
-        Route("/health", health, methods=["GET"]),
+    api_routes = [
         Route("/memory", store, methods=["POST"]),
         Route("/memory/batch", store_batch, methods=["POST"]),
         Route("/memory/by-tag", by_tag, methods=["GET", "DELETE"]),
@@ -246,12 +269,22 @@ def create_app(
         Route("/memories/{memory_id}/related", related, methods=["GET"]),
         *(Route(path, unsupported, methods=[method]) for method, path in UNSUPPORTED_ROUTES),
     ]
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=["GET"]),
+        *(api_routes if api else []),
+    ]
+    if ui:
+        from ..ui import create_ui
+
+        routes.append(Mount(UI_PATH, create_ui(lambda: service.driver, api_token)))
+        if not api:
+            routes.append(Route("/", lambda request: RedirectResponse(UI_PATH + "/")))
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     app.state.service = service
     app.state.limits = limits
-    app.add_middleware(TokenCheck, token=api_token)
+    app.add_middleware(TokenCheck, token=api_token, ui=ui, ui_only=ui and not api)
     app.add_middleware(RequestLimits, limits=limits)  # added last: the outermost
     return app
