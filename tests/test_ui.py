@@ -56,6 +56,19 @@ def test_a_wrong_token_is_refused_and_the_right_one_opens_a_session(page: Any, s
     assert urlsplit(page.url).path == "/ui/login"
 
 
+def test_guessing_the_token_is_slowed_down(site: Site) -> None:
+    """After MAX_FAILURES wrong tokens from one address, its logins are refused with 429,
+    even with the right token, so the token cannot be guessed at full speed."""
+    from memory_drivers.ui.auth import MAX_FAILURES
+
+    with httpx.Client(base_url=site.url, timeout=10) as client:
+        for _ in range(MAX_FAILURES):
+            assert client.post("/ui/login", data={"token": "guess"}).status_code == 401
+        refused = client.post("/ui/login", data={"token": TOKEN})
+        assert refused.status_code == 429 and "Too many wrong tokens" in refused.text
+        assert "set-cookie" not in refused.headers
+
+
 def test_users_list_counts_and_finds(page: Any, site: Site) -> None:
     log_in(page, site)
     rows = page.locator("tbody tr").all_inner_texts()

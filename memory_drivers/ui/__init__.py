@@ -21,6 +21,7 @@ See ``docs/ui.md``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from importlib.resources import files
 from urllib.parse import urlsplit
@@ -68,8 +69,20 @@ class Pages(MemoryPages, KnowledgePages):
             return self.render(request, "login.html", next=self._next(request, wanted))
         form = await request.form()
         wanted = self._next(request, str(form.get("next") or base + "/"))
+        address = request.client.host if request.client else ""
+        wait = self.sessions.wait_before_login(address)
+        if wait > 0:
+            return self.render(
+                request,
+                "login.html",
+                429,
+                next=wanted,
+                error=f"Too many wrong tokens from this address; try again in {math.ceil(wait)} "
+                "seconds.",
+            )
         token = form.get("token")
         if not isinstance(token, str) or not self.sessions.token_matches(token.strip()):
+            self.sessions.failed_login(address)
             return self.render(
                 request,
                 "login.html",

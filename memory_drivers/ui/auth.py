@@ -11,7 +11,9 @@
   every visitor still gets a session, so forms keep their CSRF check.
 
 Sessions live in this process's memory: a restart logs everyone out. Each lasts
-:data:`SESSION_SECONDS` from login.
+:data:`SESSION_SECONDS` from login. Guessing is slowed down: after :data:`MAX_FAILURES` wrong
+tokens from one address within :data:`FAILURE_WINDOW` seconds, that address's logins are
+refused (429) until the oldest failure is that old.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -33,6 +36,9 @@ COOKIE = "mdrv_ui_session"
 SESSION_SECONDS = 12 * 3600
 #: Sessions kept at most; beyond it, the oldest are dropped.
 MAX_SESSIONS = 1000
+#: Wrong tokens one address may send within :data:`FAILURE_WINDOW` seconds.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 300.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Sessions:
     def __init__(self, token: str | None) -> None:
         self._token = token.encode() if token else None
         self._sessions: dict[str, Session] = {}
+        self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -59,6 +66,26 @@ class Sessions:
         if self._token is None:
             return True
         return hmac.compare_digest(given.encode(), self._token)
+
+    def wait_before_login(self, address: str) -> float:
+        """Seconds ``address`` must wait before trying a token again (0: it may try now)."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._failures.get(address)
+            while failures and failures[0] <= now - FAILURE_WINDOW:
+                failures.popleft()
+            if not failures:
+                self._failures.pop(address, None)
+                return 0.0
+            if len(failures) < MAX_FAILURES:
+                return 0.0
+            return failures[0] + FAILURE_WINDOW - now
+
+    def failed_login(self, address: str) -> None:
+        with self._lock:
+            if address not in self._failures and len(self._failures) >= MAX_SESSIONS:
+                del self._failures[next(iter(self._failures))]
+            self._failures.setdefault(address, deque()).append(time.monotonic())
 
     def open(self) -> Session:
         """A new session."""
