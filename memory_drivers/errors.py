@@ -23,6 +23,7 @@ __all__ = [
     "MissingDependencyError",
     "NotFoundError",
     "SchemaError",
+    "StorageFullError",
     "ValidationError",
 ]
 
@@ -69,6 +70,11 @@ class ConflictError(MemoryDriverError, ValueError):
 
 class BackendUnavailableError(MemoryDriverError, ConnectionError):
     """The storage backend cannot be reached. The message names the host, URL or path."""
+
+
+class StorageFullError(MemoryDriverError, OSError):
+    """The disk (or quota) holding the store is full. Nothing of the write was stored; reads
+    keep working. Free space and retry: the store recovers by itself."""
 
 
 class DriverClosedError(MemoryDriverError, RuntimeError):

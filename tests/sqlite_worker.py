@@ -4,6 +4,7 @@
     python tests/sqlite_worker.py store  URL USER COUNT PREFIX PERSIST_EVERY
     python tests/sqlite_worker.py serve  URL PERSIST_EVERY
     python tests/sqlite_worker.py opener
+    python tests/sqlite_worker.py mix    URL ROLE SEED ROUNDS PERSIST_EVERY
 
 Every mode opens a ``SQLiteDriver`` on ``URL`` with the fast hashing embedder and prints one line
 per acknowledged operation, flushed at once, so the test knows exactly what was acknowledged
@@ -15,6 +16,9 @@ before it kills the process:
 - ``store`` prints ``ready``, waits for a line on stdin, then stores ``COUNT`` memories one by
   one (recalling now and then, so index saves and log compaction happen too) and prints ``done``.
 - ``serve`` answers JSON commands, one per line on stdin, with one JSON line on stdout.
+- ``mix`` prints ``ready``, waits for a line on stdin, then as ROLE ``writer`` stores ROUNDS
+  batches of 20 memories, or as ``reader`` recalls ROUNDS times (vector and hybrid), and prints
+  ``done`` and the driver's ``stats()["index"]`` as JSON on one line.
 - ``opener`` prints ``ready``, then for each URL read from stdin opens a driver on it (which
   creates the schema of a new database), stores one memory, closes it and prints
   ``opened <id>``, or ``error <type>: <message>`` when the open fails.
@@ -263,6 +267,26 @@ def serve(url: str, persist_every: int) -> None:
     driver.close()
 
 
+def mix(url: str, role: str, seed: str, rounds: int, persist_every: int) -> None:
+    rng = random.Random(seed)
+    driver = open_driver(url, persist_every)
+    say("ready")
+    sys.stdin.readline()
+    for n in range(rounds):
+        if role == "writer":
+            driver.store_many(
+                {"user_id": f"user{rng.randrange(8)}", "content": f"mix {seed} {n}.{i} word{i}"}
+                for i in range(20)
+            )
+        else:
+            user = f"user{rng.randrange(8)}"
+            driver.recall(user, query=f"mix {n} word{n % 20}", top_k=5, search="vector")
+            driver.recall(user, query=f"mix word{n % 20}", top_k=5)
+    say("done")
+    say(json.dumps(driver.stats()["index"]))
+    driver.close()
+
+
 def opener() -> None:
     say("ready")
     for line in sys.stdin:
@@ -287,6 +311,8 @@ def main(argv: list[str]) -> None:
         store(url, rest[0], int(rest[1]), rest[2], int(rest[3]))
     elif mode == "serve":
         serve(url, int(rest[0]))
+    elif mode == "mix":
+        mix(url, rest[0], rest[1], int(rest[2]), int(rest[3]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -8,6 +8,7 @@ rebuilt from SQLite.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -111,6 +112,25 @@ def assert_index_in_sync(driver: SQLiteDriver) -> None:
 def vector_log_rows(db: Path) -> int:
     with connect(db) as connection:
         return int(connection.execute("SELECT count(*) FROM vector_log").fetchone()[0])
+
+
+def saved_position(db: Path) -> int:
+    """The log position of the index file the database records as saved."""
+    with connect(db) as connection:
+        row = connection.execute(
+            "SELECT value FROM memory_store_info WHERE key = 'vector_log_compacted'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def log_floor(db: Path) -> int:
+    """Log entries up to here are deleted (an index older than this cannot replay)."""
+    with connect(db) as connection:
+        first, last = connection.execute(
+            "SELECT (SELECT min(seq) FROM vector_log), "
+            "(SELECT seq FROM sqlite_sequence WHERE name = 'vector_log')"
+        ).fetchone()
+    return int(last or 0) if first is None else int(first) - 1
 
 
 def sqlite_files(db: Path) -> list[Path]:
@@ -330,6 +350,47 @@ def test_two_processes_writing_at_once_both_land(db: Path, tmp_path: Path) -> No
             assert_found(driver, memory.id, memory.content)
 
 
+def test_writers_and_readers_at_once_never_rebuild(db: Path, tmp_path: Path) -> None:
+    """Three writers and three readers share a store whose index file exists; the writers'
+    saves replace the file several times meanwhile. No process rebuilds its index from SQLite
+    (each loads the file once and then follows the log), and a process opening afterwards
+    loads the last file. A failure means processes throw away each other's work: a file
+    overwritten by an older snapshot, a reader distrusting a file saved after its snapshot
+    began, or the log compacted before the others could replay it."""
+    url = url_of(db)
+    with open_store(url) as driver:
+        for user in range(8):
+            driver.store_many(
+                [{"user_id": f"user{user}", "content": f"seed {user} {i}"} for i in range(200)]
+            )
+    roles = ["writer", "reader"] * 3
+    workers = [
+        WorkerProcess("mix", url, role, str(i), "40", "50", stderr_path=tmp_path / f"{i}.err")
+        for i, role in enumerate(roles)
+    ]
+    try:
+        for worker in workers:
+            assert worker.read_line() == "ready"
+        for worker in workers:
+            worker.send("go")
+        reports = []
+        for worker in workers:
+            assert worker.read_line(timeout=120) == "done", worker.stderr()
+            reports.append(json.loads(worker.read_line()))
+            assert worker.wait() == 0, worker.stderr()
+    finally:
+        for worker in workers:
+            worker.close()
+    for role, report in zip(roles, reports, strict=True):
+        assert report["rebuilds"] == 0, f"a {role} rebuilt its index: {report}"
+        assert report["file_loads"] >= 1, report
+    assert sum(r["saves"] for r in reports) >= 2, f"the writers did not save: {reports}"
+    with open_store(url) as driver:
+        assert driver.count() == 1600 + 3 * 40 * 20
+        assert_index_in_sync(driver)
+        assert driver.stats()["index"]["rebuilds"] == 0
+
+
 # ---------------------------------------------------------------------- the index file
 def _store_with_data(url: str, label: str = "own", count: int = 20) -> tuple[dict[str, str], str]:
     with open_store(url) as driver:
@@ -416,6 +477,7 @@ def test_stale_index_file_is_caught_up_or_rebuilt(db: Path) -> None:
     index = db.with_suffix(".faiss")
     oldest = index.with_name("oldest.faiss")
     shutil.copy(index, oldest)
+    oldest_position = saved_position(db)
 
     # Writes without any recall leave the index file behind the vector log (not compacted).
     with open_store(url) as driver:
@@ -426,15 +488,16 @@ def test_stale_index_file_is_caught_up_or_rebuilt(db: Path) -> None:
     live = {k: v for k, v in {**memories, **more}.items() if k not in victims}
     _assert_store_answers(url, live, victims)  # replays the log on top of the file
 
-    # More writes, then closing saves and compacts the log past the oldest copy.
-    with open_store(url) as driver:
-        newest = populate(driver, "newest", 5)
+    # More writes, and saves that compact the log past the oldest copy.
+    with open_store(url, faiss_persist_every=5) as driver:
+        for label in ("newer", "newest"):
+            newest = populate(driver, label, 5)
+            live.update(newest)
         victim_id = next(iter(more))
         driver.delete(victim_id)
         driver.recall(USER, query="newest")
     victims[victim_id] = live.pop(victim_id)
-    live.update(newest)
-    assert vector_log_rows(db) == 0
+    assert log_floor(db) > oldest_position, "the log was not compacted past the oldest copy"
     shutil.copy(oldest, index)
     _assert_store_answers(url, live, victims)
 
@@ -548,20 +611,21 @@ def test_log_compaction_with_a_lagging_second_process(db: Path, tmp_path: Path) 
             changed_id = next(iter(mine))
             worker.call("update", id=changed_id, content=rewritten)
             worker.call("recall", user=USER, query="theirs")
-            # Still running: its saves every 5 changes compacted the log as it went.
-            assert vector_log_rows(db) < 5, "the vector log is not compacted after index saves"
-            with connect(db) as connection:
-                compacted = connection.execute(
-                    "SELECT value FROM memory_store_info WHERE key = 'vector_log_compacted'"
-                ).fetchone()
-            assert compacted is not None and int(compacted[0]) >= 50
+            # Still running: its saves compacted the log as it went, past the lagging index
+            # (each save keeps the entries after the previous file, a bounded number).
+            lagging_at = lagging.stats()["index"]["log_position"]
+            assert log_floor(db) > lagging_at, "the vector log is not compacted after saves"
+            assert vector_log_rows(db) < 30
+            assert saved_position(db) >= 40
             assert worker.call("close") is True
+        rebuilds = lagging.stats()["index"]["rebuilds"]
         mine[changed_id] = rewritten
         for memory_id, content in {**mine, **theirs}.items():
             assert_found(lagging, memory_id, content)
         for memory_id, content in removed.items():
             assert_gone(lagging, memory_id, content)
         assert_index_in_sync(lagging)
+        assert lagging.stats()["index"]["rebuilds"] == rebuilds, "it rebuilt instead of loading"
 
 
 def test_an_older_index_saved_last_does_not_hide_newer_changes(db: Path, tmp_path: Path) -> None:
@@ -577,12 +641,12 @@ def test_an_older_index_saved_last_does_not_hide_newer_changes(db: Path, tmp_pat
         a.recall(USER, query="mine")  # A's index: loaded, with unsaved changes
         with WorkerProcess("serve", url, "5", stderr_path=tmp_path / "serve.err") as b:
             assert b.read_line() == '{"ready": true}'
-            for memory_id in list(mine)[:5]:
+            for memory_id in list(mine):  # B saves every 5 changes, compacting behind it
                 mine[memory_id] = unique_content("rewritten by b", rng)
                 b.call("update", id=memory_id, content=mine[memory_id])
-            b.call("recall", user=USER, query="rewritten")  # B saves and compacts
+            b.call("recall", user=USER, query="rewritten")
             assert b.call("close") is True
-        assert vector_log_rows(db) == 0
+        assert log_floor(db) > a.stats()["index"]["log_position"]
         db.with_suffix(".faiss").unlink()
     finally:
         a.close()  # A saves its older snapshot

@@ -38,6 +38,7 @@ from ..errors import (
     ConflictError,
     DriverClosedError,
     NotFoundError,
+    StorageFullError,
     ValidationError,
 )
 from .associations import AssociationRoutes
@@ -105,6 +106,7 @@ DRIVER_ERRORS: tuple[tuple[type[Exception], int], ...] = (
     (ValidationError, 400),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (StorageFullError, 507),
     (BackendUnavailableError, 503),
     (DriverClosedError, 503),
 )

@@ -22,8 +22,10 @@ migrations are applied on open (set ``MEMORY_AUTO_MIGRATE=false`` to require
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +51,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ...config import Settings
 from ...embeddings import Embedder
-from ...errors import BackendUnavailableError, SchemaError
+from ...errors import BackendUnavailableError, SchemaError, StorageFullError
 from ...models import MemoryFilter, Scalar
 from ...sql import migrations
 from ...sql.driver import SQLDriver, plain_rows
@@ -71,6 +73,30 @@ log = logging.getLogger(__name__)
 #: shared order (newest first, then id) rather than by FAISS's internal order.
 TIE_MARGIN = 16
 
+#: After an index file could not be saved for want of space, wait this long before trying
+#: again (closing always tries).
+SAVE_RETRY_SECONDS = 30.0
+
+#: The index file is saved when the changes it lacks reach FAISS_PERSIST_EVERY or this share
+#: of the index, whichever is more: each vector is then written a bounded number of times
+#: however large the store grows, and reopening replays at most this share of the log.
+SAVE_SHARE = 0.25
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether SQLite (SQLITE_FULL) or the OS (ENOSPC, EDQUOT) says there is no space left."""
+    if isinstance(exc, StorageFullError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) == sqlite3.SQLITE_FULL
+    return "database or disk is full" in str(exc)
+
+
 _fts = table("memories_fts", column("rowid"))
 
 
@@ -88,11 +114,15 @@ class SQLiteDriver(SQLDriver):
     ) -> None:
         self._index: VectorIndexes | None = None
         self._index_lock = threading.Lock()
+        #: writes bring the index along (off while opening and re-embedding)
+        self._follow_writes = False
+        self._save_retry_at = 0.0
         super().__init__(
             settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
         )
         self.path = sqlite_path(self.settings.memory_db_url)
         self.index_path = faiss_index_path(self.settings)
+        self._follow_writes = True
 
     # ------------------------------------------------------------------ engine, transactions
     def _create_engine(self) -> Engine:
@@ -113,6 +143,12 @@ class SQLiteDriver(SQLDriver):
         try:
             yield
         except DBAPIError as exc:
+            if _disk_full(exc.orig):
+                raise StorageFullError(
+                    f"SQLite database {self._label}: the disk is full ({exc.orig}); nothing of "
+                    "this write was stored. Free space on the disk holding it and retry; "
+                    "reads keep working meanwhile."
+                ) from exc
             if (
                 not exc.connection_invalidated
                 and "locked" not in str(exc.orig)
@@ -129,16 +165,32 @@ class SQLiteDriver(SQLDriver):
     def _write(self) -> Iterator[Connection]:
         with self._translate_errors(), write_connection(self.engine) as connection:
             yield connection
+        if self._follow_writes:
+            self._after_write()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
         with self._translate_errors(), read_connection(self.engine) as connection:
             yield connection
         index = self._index
-        if index is not None and (
-            index.needs_save or index.unsaved >= self.settings.faiss_persist_every
-        ):
+        if index is not None and index.needs_save:  # rebuilt: repair the file
             self._persist()
+
+    def _after_write(self) -> None:
+        """Bring this process's index up to the write just committed, and save it when the
+        file lacks enough changes. Search never pays for a large load (the index already
+        holds it), and a process that only writes still leaves a current file behind."""
+        try:
+            with self._read() as connection:
+                index = self._vector_index(connection)
+                index.ensure_current(connection)
+            total = sum(i.ntotal for i in index.indexes.values())
+            if index.unsaved >= max(self.settings.faiss_persist_every, SAVE_SHARE * total):
+                self._persist()
+        except Exception:
+            # The write is committed and must be reported as done; the index catches up at
+            # the next search, which raises if the problem persists.
+            log.warning("the FAISS index could not follow a write", exc_info=True)
 
     def _prepare_schema(self) -> None:
         with self._read() as connection:
@@ -233,8 +285,8 @@ class SQLiteDriver(SQLDriver):
             return None
         index = self._vector_index(connection)
         index.ensure_current(connection)
-        found = index.scores_owner(vector, memory_filter.user_id)
-        return None if found is None else (found[0].tolist(), found[1])
+        pks, scores = index.scores_owner(vector, memory_filter.user_id)
+        return pks.tolist(), scores
 
     def _cosines(
         self, connection: Connection, table: Table, pks: Sequence[int], vector: np.ndarray
@@ -261,9 +313,7 @@ class SQLiteDriver(SQLDriver):
             and (memory_filter == MemoryFilter(user_id=memory_filter.user_id))
         ):
             # Scoped to one user and nothing else: the index knows each vector's owner.
-            found = index.search_owner(vector, top_k + TIE_MARGIN, memory_filter.user_id)
-            if found is not None:
-                return found
+            return index.search_owner(vector, top_k + TIE_MARGIN, memory_filter.user_id)
         candidates = None
         if where:
             candidates = connection.execute(select(table.c.pk).where(*where)).scalars().all()
@@ -279,46 +329,75 @@ class SQLiteDriver(SQLDriver):
                     store_id=info["store_id"],
                     embedder=info["embedder"],
                     dimension=int(info["dimension"]),
+                    latest=lambda: write_connection(self.engine),
                 )
             return self._index
 
-    def _persist(self) -> None:
-        """Save the index file, record its log position, and delete the log it covers.
+    def _persist(self, *, force: bool = False, compact: bool = False) -> bool:
+        """Save the index file if it is newer than the one recorded; True when saved.
 
-        Skipped when another process recorded a file at least as new (unless this index was
-        rebuilt because the file could not be trusted: then it is written to repair it).
+        The file is written to a temporary name first; renaming it into place, recording its
+        log position and deleting the log entries the previous file covered (or, ``compact``,
+        every entry this one covers) happen in one write transaction, which serializes saves
+        between processes. A full disk only logs a warning: the index in memory is current
+        and the database has everything, so searches go on; the save is tried again after
+        ``SAVE_RETRY_SECONDS`` (``force``: now).
         """
         index = self._index
-        if index is None or not index.loaded:
-            return
-        with index.lock:
-            with read_connection(self.engine) as connection:
-                _, recorded = log_position(connection)
-            if index.seq < recorded or (index.seq == recorded and not index.needs_save):
-                index.unsaved = 0
-                return
-            if not index.save():
-                return
-            saved = index.seq
-        with self._write() as connection:
-            connection.execute(delete(vector_log).where(vector_log.c.seq <= saved))
-            # Never move the mark back: another process may have saved a newer file meanwhile;
-            # a mismatch with the file only costs a rebuild, a mark moved back could make an
-            # old file trusted after its log entries are gone.
-            recorded = log_position(connection)[1]
-            connection.execute(delete(store_info).where(store_info.c.key == COMPACTED_KEY))
-            connection.execute(
-                insert(store_info).values(key=COMPACTED_KEY, value=str(max(saved, recorded)))
+        if index is None or not index.loaded or self.index_path is None:
+            return False
+        if not force and time.monotonic() < self._save_retry_at:
+            return False
+        try:
+            return self._save(index, compact)
+        except (OSError, StorageFullError) as exc:
+            if not _disk_full(exc):
+                raise
+            self._save_retry_at = time.monotonic() + SAVE_RETRY_SECONDS
+            log.warning(
+                "cannot save the FAISS index %s: the disk is full (%s). Nothing is lost: "
+                "searches go on from memory and the database; the save is tried again later.",
+                self.index_path,
+                exc,
             )
+            return False
+
+    def _save(self, index: VectorIndexes, compact: bool) -> bool:
+        with read_connection(self.engine) as connection:
+            saved = log_position(connection).saved
+        if index.seq < saved or (index.seq == saved and not index.needs_save):
+            index.saved = max(index.saved, saved)
+            return False  # another process saved one at least as new
+        snapshot = index.snapshot()
+        seq = snapshot[0]
+        tmp = index.write_temporary(snapshot)
+        try:
+            with self._translate_errors(), write_connection(self.engine) as connection:
+                saved = log_position(connection).saved
+                if seq < saved or (seq == saved and not index.needs_save):
+                    index.saved = max(index.saved, saved)
+                    return False
+                covered = seq if compact else min(saved, seq)
+                connection.execute(delete(vector_log).where(vector_log.c.seq <= covered))
+                connection.execute(delete(store_info).where(store_info.c.key == COMPACTED_KEY))
+                connection.execute(insert(store_info).values(key=COMPACTED_KEY, value=str(seq)))
+                # Renamed before the commit, under the write lock: a process that sees the
+                # file before the commit waits for it (VectorIndexes._now).
+                index.install(tmp, seq)
+                tmp = None
+            return True
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def rebuild_index(self, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Rebuild the FAISS indexes from SQLite and save them. ``progress`` gets row counts."""
         self._check_open()
         started = time.perf_counter()
-        with self._read() as connection:
+        with self._translate_errors(), read_connection(self.engine) as connection:
             index = self._vector_index(connection)
             index.rebuild(connection, progress)
-        self._persist()
+        self._persist(force=True, compact=True)
         return {
             "rebuilt": True,
             "memories": index.indexes["memories"].ntotal,
@@ -327,12 +406,16 @@ class SQLiteDriver(SQLDriver):
             "index_path": str(self.index_path) if self.index_path else None,
         }
 
+    def _before_reembed(self) -> None:
+        self._follow_writes = False  # the vectors change dimension on the way
+
     def _after_reembed(self) -> None:
         with self._index_lock:
             self._index = None
         if self.index_path is not None:
             self.index_path.unlink(missing_ok=True)
         self.rebuild_index()
+        self._follow_writes = True
 
     # ------------------------------------------------------------------ operations
     def _sizes(self) -> dict[str, Any]:
@@ -366,12 +449,16 @@ class SQLiteDriver(SQLDriver):
         }
 
     def _stats(self) -> dict[str, Any]:
-        return {**self._counts(), **self._sizes()}
+        index = self._index
+        counters = dict(index.counters) if index is not None else {}
+        if index is not None:
+            counters.update(log_position=index.seq, unsaved=index.unsaved)
+        return {**self._counts(), **self._sizes(), "index": counters}
 
     def _close(self) -> None:
         try:
             index = self._index
             if index is not None and (index.unsaved or index.needs_save):
-                self._persist()
+                self._persist(force=True)
         finally:
             self.engine.dispose()

@@ -7,6 +7,20 @@ So a write by this process, by another process, or before a crash is always seen
 memory is never found. The file beside the database is only a snapshot that saves a replay from
 zero on start; it carries the store's id, the embedder, the dimension, its ``seq`` and a checksum,
 and is rebuilt from SQLite when it is missing, stale, corrupt or from another store.
+
+Many processes share one file without throwing away each other's work:
+
+- a file is written to a temporary name, then renamed into place inside a write transaction
+  that records its log position (``vector_log_compacted``), only when it is newer than the one
+  recorded; so saves are serialized, an older snapshot never replaces a newer one, and the
+  recorded position always names the file on disk;
+- a process whose snapshot predates a save it sees on disk asks the database as it is now
+  (waiting for that save to commit) and loads the newer file instead of rebuilding;
+- a save deletes only the log entries the *previous* file covered, so a process a little
+  behind catches up by replaying the log instead of loading the file again;
+- writers follow their own writes and save (see ``SQLiteDriver._after_write``), so a process
+  that only writes still leaves a current file for the next reader.
+
 """
 
 from __future__ import annotations
@@ -17,18 +31,19 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
-from sqlalchemy import Column, Integer, MetaData, Table, Text, select
+from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
 from ...sql.schema import knowledge_chunks, memories, store_info
+from .rows import RowMap
 
-__all__ = ["VectorIndexes", "vector_log"]
+__all__ = ["LogPosition", "VectorIndexes", "log_position", "vector_log"]
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +79,26 @@ def _new_index(dimension: int) -> Any:
 _LOG_POSITION = select(
     select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log").scalar_subquery(),
     select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY).scalar_subquery(),
+    select(func.min(vector_log.c.seq)).scalar_subquery(),
 )
 
 
-def log_position(connection: Connection) -> tuple[int, int]:
-    """(last log seq ever written, log position of the last saved index file) in this
-    snapshot. The log is compacted up to the second: entries the file covers are deleted."""
-    row = connection.execute(_LOG_POSITION).one()
-    return int(row[0] or 0), int(row[1] or 0)
+class LogPosition(NamedTuple):
+    """Where the vector log stands in one snapshot of the database."""
+
+    #: the last log seq ever written
+    last: int
+    #: the log position of the index file the database records as saved
+    saved: int
+    #: entries up to here were deleted: an index older than this cannot catch up by replaying
+    floor: int
+
+
+def log_position(connection: Connection) -> LogPosition:
+    """The :class:`LogPosition` of ``connection``'s snapshot."""
+    last, saved, first = connection.execute(_LOG_POSITION).one()
+    last, saved = int(last or 0), int(saved or 0)
+    return LogPosition(last, saved, last if first is None else int(first) - 1)
 
 
 def _columns(kind: str) -> tuple[Any, ...]:
@@ -82,89 +109,143 @@ def _columns(kind: str) -> tuple[Any, ...]:
     return table.c.pk, table.c.embedding
 
 
-class VectorIndexes:
-    """The memories and knowledge indexes of one store, with their log position."""
+#: A snapshot of the indexes ready to be written: its log position and serialized parts.
+Snapshot = tuple[int, list[np.ndarray]]
 
-    def __init__(self, path: Path | None, *, store_id: str, embedder: str, dimension: int):
+
+class VectorIndexes:
+    """The memories and knowledge indexes of one store, with their log position.
+
+    ``latest`` opens a write transaction: it is used, rarely, to read the database's state as
+    it is now (waiting for a save being recorded by another process to commit), when an index
+    file or this index is newer than the caller's snapshot.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        store_id: str,
+        embedder: str,
+        dimension: int,
+        latest: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ):
         self.path = path
         self.store_id = store_id
         self.embedder = embedder
         self.dimension = dimension
+        self._latest = latest
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
-        #: per kind, row of each pk in the index's storage (-1: none); None when stale
-        self._rows: dict[str, tuple[np.ndarray, np.ndarray] | None] = {kind: None for kind in KINDS}
-        #: the owner (a code of ``_codes``) of each memories row, aligned with the storage;
-        #: None when not known (it is loaded when the index is opened)
-        self._owners: np.ndarray | None = np.zeros(0, dtype=np.int32)
+        self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
         self._codes: dict[str, int] = {}
+        #: the last log entry applied
         self.seq = 0
-        #: vector changes applied since the file was last written
-        self.unsaved = 0
+        #: the log position of the saved file, as last read from the database
+        self.saved = 0
         #: the file on disk cannot be trusted (rebuilt from SQLite): write it at the next chance
         self.needs_save = False
         self.loaded = False
+        #: full rebuilds from SQLite, loads of the file, log entries replayed, files saved
+        self.counters = {"rebuilds": 0, "file_loads": 0, "replayed": 0, "saves": 0}
         self.lock = threading.RLock()
+
+    @property
+    def unsaved(self) -> int:
+        """Vector changes this index holds that the saved file does not."""
+        return max(0, self.seq - self.saved)
 
     # ------------------------------------------------------------------ following SQLite
     def ensure_current(self, connection: Connection) -> None:
         """Bring the indexes to the snapshot of ``connection`` (a read transaction)."""
         with self.lock:
-            last, saved = log_position(connection)
-            if not self.loaded or self.seq < saved or self.seq > last:
-                # First use, or the log was compacted past us, or the database went back in
-                # time (restored from a backup): start again from the file or from SQLite.
-                self._open(connection, saved)
-            elif self.seq < last:
+            position = log_position(connection)
+            self.saved = max(self.saved, position.saved)
+            if not self.loaded:
+                self._open(connection, position.saved)
+            elif self.seq > position.last:
+                # Ahead of this snapshot: another thread of this process caught up in a newer
+                # one, which is harmless; unless the database went back in time (restored from
+                # a backup), which only the database as it is now can tell.
+                if self._now().last < self.seq:
+                    log.warning("the database %s is older than its FAISS index", self.path)
+                    self._open(connection, position.saved)
+            elif self.seq < position.floor:
+                # The log after this index was compacted: load the newest saved file.
+                self._open(connection, position.saved)
+            elif self.seq < position.last:
                 self._replay(connection)
+
+    def _now(self) -> LogPosition:
+        """The database's log position now, once saves under way are recorded."""
+        if self._latest is None:
+            raise IndexFileError("no way to read the database's current state")
+        with self._latest() as connection:
+            return log_position(connection)
 
     def _open(self, connection: Connection, saved: int) -> None:
         """Load the file if it is the one the database records as saved, else rebuild.
 
         The database records the log position of the last file saved, in the same transaction
-        that deletes the log entries the file covers. A file holding any other position is
-        not this database's latest (a crash between writing it and recording it, an older
-        process saving late, a database restored from a backup) and is not trusted.
+        that renames it into place. A file holding any other position is not this database's
+        latest (a crash between writing and recording it, a database restored from a backup)
+        and is not trusted. A file newer than the caller's snapshot may have been saved since
+        it began: then the database as it is now decides, and the file is caught up in a new
+        snapshot.
         """
         try:
             seq, indexes = self._read_file()
-            if seq != saved:
-                raise IndexFileError(
-                    f"it holds log position {seq}, but the database recorded {saved} as saved"
-                )
+            if seq == saved:
+                self._load(connection, seq, indexes)
+                return
+            if seq > saved and self._latest is not None:
+                with self._latest() as latest:
+                    now = log_position(latest)
+                    if seq == now.saved:
+                        self._load(latest, seq, indexes)
+                        return
+                    saved = now.saved
+            raise IndexFileError(
+                f"it holds log position {seq}, but the database recorded {saved} as saved"
+            )
         except FileNotFoundError:
             self.rebuild(connection)
         except IndexFileError as exc:
             log.warning("rebuilding the FAISS index %s from SQLite: %s", self.path, exc)
             self.rebuild(connection)
-        else:
-            self.indexes, self.seq, self.unsaved = indexes, seq, 0
-            self._rows = {kind: None for kind in KINDS}
-            self._owners = None
-            self._replay(connection)
-            drift = self._drift(connection)
-            if drift:
-                log.warning("rebuilding the FAISS index %s from SQLite: %s", self.path, drift)
-                self.rebuild(connection)
-            else:
-                self._load_owners(connection)
-        self.loaded = True
 
-    def _load_owners(self, connection: Connection) -> None:
-        """The owner of every memories row (the file does not hold them)."""
+    def _load(self, connection: Connection, seq: int, indexes: dict[str, Any]) -> None:
+        """Use the indexes read from the file (at ``seq``) and catch them up in ``connection``."""
+        if log_position(connection).floor > seq:
+            raise IndexFileError("the log after it was already compacted")
+        self.indexes, self.seq = indexes, seq
+        self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
+        for kind in KINDS:
+            ids = faiss.vector_to_array(indexes[kind].id_map).astype(np.int64, copy=False)
+            owners = self._owners_of(connection, ids) if kind == "memories" else None
+            self.rows[kind].append(ids, owners)
+        self._replay(connection)
+        drift = self._drift(connection)
+        if drift:
+            raise IndexFileError(drift)
+        self.loaded = True
+        self.counters["file_loads"] += 1
+
+    def _owners_of(self, connection: Connection, pks: np.ndarray) -> np.ndarray:
+        """The owner code of each memories pk (the file does not hold them); -1 for rows gone
+        since (the log replay removes them)."""
         rows = connection.execute(select(memories.c.pk, memories.c.user_id)).all()
-        row_of = self._row_map("memories")
-        owners = np.full(self.indexes["memories"].ntotal, -1, dtype=np.int32)
-        for pk, user in rows:
-            if pk < len(row_of) and row_of[pk] >= 0:
-                owners[row_of[pk]] = self._code(user)
-        self._owners = owners
+        if not rows or not len(pks):
+            return np.full(len(pks), -1, dtype=np.int32)
+        stored = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        codes = np.fromiter((self._code(row[1]) for row in rows), dtype=np.int32, count=len(rows))
+        table = np.full(max(int(stored.max()), int(pks.max())) + 1, -1, dtype=np.int32)
+        table[stored] = codes
+        return table[pks]
 
     def _code(self, user: str) -> int:
         return self._codes.setdefault(user, len(self._codes))
 
     def _drift(self, connection: Connection) -> str | None:
-        from sqlalchemy import func
-
         for kind, table in TABLES.items():
             rows = connection.execute(select(func.count()).select_from(table)).scalar_one()
             if rows != self.indexes[kind].ntotal:
@@ -185,30 +266,26 @@ class VectorIndexes:
         for kind, ops in final.items():
             if not ops:
                 continue
-            index = self.indexes[kind]
-            removed = np.fromiter(ops, dtype=np.int64, count=len(ops))
-            if kind == "memories" and self._owners is not None:
-                # FAISS compacts its storage in order: drop the same rows from the owners.
-                stored = faiss.vector_to_array(index.id_map)
-                self._owners = self._owners[~np.isin(stored, removed)]
-            self._rows[kind] = None
-            index.remove_ids(removed)
+            pks = np.fromiter(ops, dtype=np.int64, count=len(ops))
+            held = pks[self.rows[kind].contains(pks)]
+            if len(held):  # removed or re-embedded: FAISS compacts its storage, and so do we
+                self.indexes[kind].remove_ids(held)
+                self.rows[kind].remove(held)
             added = [pk for pk, op in ops.items() if op == "add"]
-            self._add_rows(connection, kind, TABLES[kind].c.pk.in_, added)
+            self._add_rows(connection, kind, added)
         self.seq = entries[-1].seq
-        self.unsaved += len(entries)
+        self.counters["replayed"] += len(entries)
 
-    def _add_rows(
-        self,
-        connection: Connection,
-        kind: str,
-        where: Callable[[Sequence[int]], ColumnElement[bool]],
-        pks: Sequence[int],
-    ) -> None:
+    def _add_rows(self, connection: Connection, kind: str, pks: Sequence[int]) -> None:
+        pk = TABLES[kind].c.pk
         for start in range(0, len(pks), READ_BATCH):
-            batch = pks[start : start + READ_BATCH]
-            rows = connection.execute(select(*_columns(kind)).where(where(batch))).all()
-            self._add(kind, rows)
+            batch = sorted(pks[start : start + READ_BATCH])
+            query = select(*_columns(kind))
+            if batch[-1] - batch[0] + 1 == len(batch):  # a run of new rows: a range, no list
+                query = query.where(pk >= batch[0], pk <= batch[-1])
+            else:
+                query = query.where(pk.in_(batch))
+            self._add(kind, connection.execute(query).all())
 
     def _add(self, kind: str, rows: Sequence[Any]) -> None:
         if not rows:
@@ -220,20 +297,19 @@ class VectorIndexes:
                 f"stored vectors have {vectors.shape[1]} dimensions, the index {self.dimension}"
             )
         self.indexes[kind].add_with_ids(vectors, ids)
-        self._rows[kind] = None
-        if kind == "memories" and self._owners is not None:
-            codes = np.fromiter((self._code(row[2]) for row in rows), np.int32, len(rows))
-            self._owners = np.concatenate([self._owners, codes])
+        owners = None
+        if kind == "memories":
+            owners = np.fromiter((self._code(row[2]) for row in rows), np.int32, len(rows))
+        self.rows[kind].append(ids, owners)
 
     def rebuild(
         self, connection: Connection, progress: Callable[[int], None] | None = None
     ) -> None:
         """Rebuild both indexes from the vectors in SQLite (the snapshot of ``connection``)."""
         with self.lock:
-            last, _ = log_position(connection)
+            position = log_position(connection)
             self.indexes = {kind: _new_index(self.dimension) for kind in KINDS}
-            self._rows = {kind: None for kind in KINDS}
-            self._owners = np.zeros(0, dtype=np.int32)
+            self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
             for kind, table in TABLES.items():
                 after = 0
                 while True:
@@ -249,9 +325,11 @@ class VectorIndexes:
                     if len(rows) < READ_BATCH:
                         break
                     after = rows[-1][0]
-            self.seq = last
+            self.seq = position.last
+            self.saved = position.saved
             self.needs_save = True
             self.loaded = True
+            self.counters["rebuilds"] += 1
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -277,31 +355,23 @@ class VectorIndexes:
             scores, ids = index.search(vector.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1]
 
-    def search_owner(
-        self, vector: np.ndarray, k: int, user_id: str
-    ) -> list[tuple[int, float]] | None:
-        """(pk, score) of the ``k`` best memories of ``user_id``, exactly; None when the owners
-        are not known (then ask with the user's candidates)."""
+    def search_owner(self, vector: np.ndarray, k: int, user_id: str) -> list[tuple[int, float]]:
+        """(pk, score) of the ``k`` best memories of ``user_id``, exactly."""
         with self.lock:
-            owners = self._owners
-            if owners is None or len(owners) != self.indexes["memories"].ntotal:
-                return None
             code = self._codes.get(user_id)
             if code is None:
                 return []
-            return self._score_at("memories", np.flatnonzero(owners == code), vector, k)
+            return self._score_at("memories", self.rows["memories"].owner_rows(code), vector, k)
 
-    def scores_owner(
-        self, vector: np.ndarray, user_id: str
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(pks, scores) of every memory of ``user_id``, exactly; None when the owners are
-        not known (then ask with the user's candidates)."""
+    def scores_owner(self, vector: np.ndarray, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(pks, scores) of every memory of ``user_id``, exactly."""
         with self.lock:
-            owners = self._owners
-            if owners is None or len(owners) != self.indexes["memories"].ntotal:
-                return None
             code = self._codes.get(user_id)
-            rows = np.flatnonzero(owners == code) if code is not None else np.zeros(0, np.int64)
+            rows = (
+                self.rows["memories"].owner_rows(code)
+                if code is not None
+                else np.zeros(0, np.int64)
+            )
             return self._scores_at("memories", rows, vector)
 
     def scores_rows(
@@ -312,10 +382,7 @@ class VectorIndexes:
             return self._scores_at(kind, self._rows_of(kind, candidates), vector)
 
     def _rows_of(self, kind: str, candidates: Sequence[int]) -> np.ndarray:
-        pks = np.asarray(candidates, dtype=np.int64)
-        rows_of = self._row_map(kind)
-        rows = rows_of[pks[pks < len(rows_of)]]
-        return rows[rows >= 0]
+        return self.rows[kind].rows_of(np.asarray(candidates, dtype=np.int64))
 
     def _score_rows(
         self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
@@ -332,7 +399,7 @@ class VectorIndexes:
         flat: Any = faiss.downcast_index(index.index)
         stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
         scores = stored.reshape(index.ntotal, self.dimension)[rows] @ vector
-        return self._maps(kind)[1][rows], scores
+        return self.rows[kind].ids[rows], scores
 
     def _score_at(
         self, kind: str, rows: np.ndarray, vector: np.ndarray, k: int
@@ -344,62 +411,62 @@ class VectorIndexes:
             best = np.argpartition(-scores, k - 1)[:k]
             pks, scores = pks[best], scores[best]
         order = np.argsort(-scores, kind="stable")
-        return [(int(pks[i]), float(scores[i])) for i in order]
-
-    def _maps(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """(pk -> row in the flat storage, -1 when absent; row -> pk), rebuilt after the
-        index changes (not on every search: copying the id map costs O(N))."""
-        maps = self._rows[kind]
-        if maps is None:
-            ids = faiss.vector_to_array(self.indexes[kind].id_map)
-            rows = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)
-            rows[ids] = np.arange(len(ids), dtype=np.int64)
-            maps = self._rows[kind] = (rows, ids)
-        return maps
-
-    def _row_map(self, kind: str) -> np.ndarray:
-        return self._maps(kind)[0]
+        return list(zip(pks[order].tolist(), scores[order].tolist(), strict=True))
 
     # ------------------------------------------------------------------ the file
-    def save(self) -> bool:
-        """Write a snapshot of the indexes beside the database, atomically (temporary file,
-        fsync, rename). False when there is no file (an in-memory database)."""
-        if self.path is None:
-            return False
+    def snapshot(self) -> Snapshot:
+        """The indexes serialized, with their log position (a copy: searches go on after)."""
         with self.lock:
-            parts = [faiss.serialize_index(self.indexes[kind]) for kind in KINDS]
-            crc = 0
-            for part in parts:
-                crc = zlib.crc32(part.data, crc)
-            header = json.dumps(
-                {
-                    "format": FORMAT,
-                    "store_id": self.store_id,
-                    "embedder": self.embedder,
-                    "dimension": self.dimension,
-                    "seq": self.seq,
-                    "sizes": [int(part.size) for part in parts],
-                    "crc32": crc,
-                }
-            ).encode()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._remove_abandoned_files()
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+            return self.seq, [faiss.serialize_index(self.indexes[kind]) for kind in KINDS]
+
+    def write_temporary(self, snapshot: Snapshot) -> Path:
+        """Write ``snapshot`` to a temporary file beside the index file, flushed to disk; the
+        caller renames it into place with :meth:`install` (or deletes it). Nothing is left
+        behind when writing fails (a full disk)."""
+        assert self.path is not None
+        seq, parts = snapshot
+        crc = 0
+        for part in parts:
+            crc = zlib.crc32(part.data, crc)
+        header = json.dumps(
+            {
+                "format": FORMAT,
+                "store_id": self.store_id,
+                "embedder": self.embedder,
+                "dimension": self.dimension,
+                "seq": seq,
+                "sizes": [int(part.size) for part in parts],
+                "crc32": crc,
+            }
+        ).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_abandoned_files()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
             with open(tmp, "wb") as handle:
                 handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
                 for part in parts:
                     handle.write(part.tobytes())
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-            self.unsaved = 0
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def install(self, tmp: Path, seq: int) -> None:
+        """Rename a file from :meth:`write_temporary` into place (atomic), durably."""
+        assert self.path is not None
+        os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        with self.lock:
+            self.saved = max(self.saved, seq)
             self.needs_save = False
-            return True
+            self.counters["saves"] += 1
 
     def _remove_abandoned_files(self) -> None:
         """Delete temporary files left by processes killed while saving."""
