@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         "sentence-transformers"
     )
     embedding_model: str = "all-MiniLM-L6-v2"
-    embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
+    embedding_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = "auto"
     embedding_cache_dir: Path | None = None
     embedding_api_url: str = "https://api.openai.com/v1"
     embedding_api_key: SecretStr | None = None

@@ -125,3 +125,24 @@ def test_bad_dataset_is_a_clear_error(tmp_path: Path, capsys: Any) -> None:
     broken.write_text("{not json")
     assert main(["bench", "quality", "--dataset", str(broken), "--out", "-"]) != 0
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_embedding_backends_run_side_by_side(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """--embedding-backends runs the whole benchmark once per backend of the real model: the
+    float ONNX model and its int8 variant, each its own vector space and row of the table."""
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "benchmarks.md"
+    args = ["bench", "quality", "--dataset", str(dataset), "--drivers", "sqlite"]
+    args += ["--modes", "vector", "--no-baselines", "--out", str(report), "--json"]
+    assert main([*args, "--embedding-backends", "onnx,onnx-int8"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    assert results["embedders"] == [model, f"{model}#onnx-int8"]
+    assert [r["embedder"] for r in results["runs"]] == results["embedders"]
+    text = report.read_text()
+    assert f"| sqlite vector ({model}) |" in text
+    assert f"| sqlite vector ({model}#onnx-int8) |" in text
+    assert main([*args, "--embedding-backends", "onnx,int4"]) != 0
+    assert "unknown embedding backend 'int4'" in capsys.readouterr().err

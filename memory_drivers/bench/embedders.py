@@ -13,7 +13,7 @@ from ..embeddings import Embedder
 
 __all__ = ["ReplayEmbedder", "measure_embedder", "real_embedder"]
 
-Backend = Literal["auto", "onnx", "torch"]
+Backend = Literal["auto", "onnx", "onnx-int8", "torch"]
 
 
 class ReplayEmbedder:

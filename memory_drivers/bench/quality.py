@@ -193,6 +193,8 @@ class QualityConfig:
     baselines: bool = True
     progress: bool = False
     settings: Settings | None = None
+    #: ``EMBEDDING_BACKEND`` values to compare (e.g. onnx and onnx-int8); none: as configured.
+    backends: list[str] = field(default_factory=list)
 
 
 class _Scores:
@@ -320,52 +322,71 @@ def _progress(items: Sequence[Question], label: str, show: bool) -> Any:
 
 
 def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every driver and mode over the dataset; the results as a JSON-able dict."""
+    """Run every embedder, driver and mode over the dataset; the results as a JSON-able dict."""
     data = load_locomo(config.dataset, limit=config.limit)
     settings = config.settings or build_settings()
-    embedder = CachingEmbedder(get_embedder(settings))
-    started = time.perf_counter()
-    embedder.warm([t.content for t in data.turns], [q.text for q in data.questions])
-    log(
-        f"embedded {len(data.turns)} turns and {len(data.questions)} questions "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
+    variants = [
+        settings.model_copy(update={"embedding_backend": backend}) for backend in config.backends
+    ] or [settings]
     results: dict[str, Any] = {
         "dataset": str(config.dataset),
         "conversations": len({t.user_id for t in data.turns}),
         "turns": len(data.turns),
         "questions": len(data.questions),
         "unresolved_evidence": data.unresolved,
-        "embedder": embedder.name,
         "runs": [],
     }
-    if config.baselines:
-        results["baselines"] = _baselines(data, embedder)
-    for name in config.drivers:
-        with tempfile.TemporaryDirectory(prefix=f"md-quality-{name}-") as tmp, ExitStack() as stack:
-            opened = _open_driver(name, embedder, Path(tmp), config.pg_url, stack, settings)
-            with opened as driver:
-                started = time.perf_counter()
-                _store(driver, data.turns)
-                seconds = time.perf_counter() - started
-                log(f"{name}: stored {len(data.turns)} memories in {seconds:.1f} s")
-                for mode in config.modes:
-                    scores = _Scores()
-                    for question in _progress(data.questions, f"{name} {mode}", config.progress):
-                        began = time.perf_counter()
-                        hits = driver.recall(
-                            user_id=question.user_id,
-                            query=question.text,
-                            top_k=10,
-                            search=mode,  # type: ignore[arg-type]
-                            now=question.now,
-                        )
-                        seconds = time.perf_counter() - began
-                        scores.add(question, [h.memory.id for h in hits], seconds)
-                    result = scores.result()
-                    log(f"{name} {mode}: R@5 {result['recall_at_5']} R@10 {result['recall_at_10']}")
-                    results["runs"].append({"driver": name, "mode": mode, **result})
+    for number, variant in enumerate(variants):
+        embedder = CachingEmbedder(get_embedder(variant))
+        started = time.perf_counter()
+        embedder.warm([t.content for t in data.turns], [q.text for q in data.questions])
+        log(
+            f"{embedder.name}: embedded {len(data.turns)} turns and {len(data.questions)} "
+            f"questions in {time.perf_counter() - started:.1f} s"
+        )
+        results.setdefault("embedder", embedder.name)
+        results.setdefault("embedders", []).append(embedder.name)
+        if config.baselines and number == 0:
+            results["baselines"] = _baselines(data, embedder)
+        for name in config.drivers:
+            results["runs"] += _run_driver(name, embedder, data, config, variant, log)
     return results
+
+
+def _run_driver(
+    name: str,
+    embedder: CachingEmbedder,
+    data: Dataset,
+    config: QualityConfig,
+    settings: Settings,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """One driver's runs: the dataset stored in a fresh store, then every mode's questions."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix=f"md-quality-{name}-") as tmp, ExitStack() as stack:
+        opened = _open_driver(name, embedder, Path(tmp), config.pg_url, stack, settings)
+        with opened as driver:
+            started = time.perf_counter()
+            _store(driver, data.turns)
+            seconds = time.perf_counter() - started
+            log(f"{name}: stored {len(data.turns)} memories in {seconds:.1f} s")
+            for mode in config.modes:
+                scores = _Scores()
+                for question in _progress(data.questions, f"{name} {mode}", config.progress):
+                    began = time.perf_counter()
+                    hits = driver.recall(
+                        user_id=question.user_id,
+                        query=question.text,
+                        top_k=10,
+                        search=mode,  # type: ignore[arg-type]
+                        now=question.now,
+                    )
+                    seconds = time.perf_counter() - began
+                    scores.add(question, [h.memory.id for h in hits], seconds)
+                result = scores.result()
+                log(f"{name} {mode}: R@5 {result['recall_at_5']} R@10 {result['recall_at_10']}")
+                runs.append({"driver": name, "mode": mode, "embedder": embedder.name, **result})
+    return runs
 
 
 MARK_START = "<!-- quality: written by memory-drivers bench quality -->"
@@ -386,7 +407,7 @@ def quality_section(results: dict[str, Any]) -> str:
             "quality`; see `memory_drivers/bench/quality.py` for how turns become memories). "
             "R@k: the share of a question's evidence turns among the first k hits, averaged; "
             f"categories: {names}. p50: recall latency with the query's vector known, on this "
-            f"machine; embedder: {results['embedder']}.",
+            f"machine; embedder: {', '.join(results.get('embedders') or [results['embedder']])}.",
             "",
             quality_table(results),
             "",
@@ -428,8 +449,10 @@ def quality_table(results: dict[str, Any]) -> str:
         cells.append(f"{latency:.2f}" if latency is not None else "")
         return "| " + " | ".join(cells) + " |"
 
+    several = len({run.get("embedder") for run in results["runs"]}) > 1
     for run in results["runs"]:
-        lines.append(row(f"{run['driver']} {run['mode']}", run))
+        label = f"{run['driver']} {run['mode']}"
+        lines.append(row(f"{label} ({run['embedder']})" if several else label, run))
     for name, run in results.get("baselines", {}).items():
         lines.append(row(f"baseline: {name}", run))
     return "\n".join(lines)

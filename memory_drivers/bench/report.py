@@ -244,15 +244,17 @@ def _embedders(results: Result) -> list[str]:
     if not rows:
         return []
     lines = [
-        "## Embedding model: ONNX and PyTorch backends",
+        "## Embedding model: ONNX, int8 ONNX and PyTorch backends",
         "",
         "The default model (all-MiniLM-L6-v2) as the library builds it for each "
         "`EMBEDDING_BACKEND`: sentences per second embedding "
         f"{rows[0]['sentences']:,} memory texts at batch 32 (median of "
         f"{rows[0].get('rounds', 1)} rounds), and the latency of embedding "
         f"one query ({rows[0]['queries']} queries, one at a time). The default backend is "
-        "ONNX when onnxruntime is installed. Throughput depends on the sentences' length: "
-        "tokens/sentence is their mean length in the model's tokens.",
+        "ONNX when onnxruntime is installed; `onnx-int8` is the same export with int8 weights "
+        "(an option: its vectors differ slightly, so it is a vector space of its own; its "
+        "retrieval quality is in the quality section). Throughput depends on the sentences' "
+        "length: tokens/sentence is their mean length in the model's tokens.",
         "",
         "| backend | class | sentences/s at batch 32 | tokens/sentence | one query p50 / p95 ms "
         "| load s | peak RSS MiB |",

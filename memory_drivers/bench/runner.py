@@ -238,7 +238,7 @@ def plan_jobs(config: BenchConfig, model: str) -> list[JobSpec]:
     }
     jobs: list[JobSpec] = []
     if config.embedder_speed:
-        for backend in ("onnx", "torch"):
+        for backend in ("onnx", "onnx-int8", "torch"):
             jobs.append(
                 JobSpec(
                     kind="embedder",

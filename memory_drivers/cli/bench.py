@@ -42,6 +42,10 @@ def cmd_bench_quality(s: Session) -> int:
     unknown = [m for m in modes if m not in ("hybrid", "vector", "keyword")]
     if unknown:
         raise CliError(f"unknown search mode {unknown[0]!r}; use hybrid, vector, keyword")
+    backends = [b.strip() for b in (a.embedding_backends or "").split(",") if b.strip()]
+    wrong = [b for b in backends if b not in ("auto", "onnx", "onnx-int8", "torch")]
+    if wrong:
+        raise CliError(f"unknown embedding backend {wrong[0]!r}; use onnx, onnx-int8, torch, auto")
     config = QualityConfig(
         dataset=Path(a.dataset),
         drivers=drivers,
@@ -51,6 +55,7 @@ def cmd_bench_quality(s: Session) -> int:
         baselines=a.baselines,
         progress=s.show_progress,
         settings=s.settings,
+        backends=backends,
     )
     try:
         results = run_quality(config, log=lambda line: print(line, file=sys.stderr))
@@ -198,6 +203,12 @@ def register(sub: Any) -> None:
         help="search modes (default hybrid,vector,keyword)",
     )
     q.add_argument("--limit", type=int, metavar="N", help="only the first N conversations")
+    q.add_argument(
+        "--embedding-backends",
+        metavar="LIST",
+        help="compare EMBEDDING_BACKEND values of the model, e.g. onnx,onnx-int8 (default: "
+        "the configured one)",
+    )
     q.add_argument(
         "--baselines",
         action=argparse.BooleanOptionalAction,

@@ -133,13 +133,14 @@ def _build(settings: Settings) -> Embedder:
             runtime = importlib.util.find_spec("onnxruntime") is not None
             local = local_model_path(settings.embedding_model) is not None
             backend = "onnx" if runtime and local and not settings.use_gpu else "torch"
-        if backend == "onnx":
+        if backend in ("onnx", "onnx-int8"):
             from .onnx import OnnxEmbedder
 
             return OnnxEmbedder(
                 settings.embedding_model,
                 batch_size=settings.embedding_batch_size,
                 cache_dir=settings.embedding_cache_dir,
+                quantized=backend == "onnx-int8",
             )
         return SentenceTransformerEmbedder(
             settings.embedding_model,
