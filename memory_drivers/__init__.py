@@ -7,11 +7,16 @@
     m = driver.store(user_id="u1", content="The user's favorite color is blue")
     hits = driver.recall(user_id="u1", query="What color does the user like?")
 
+    from memory_drivers import aget_memory_driver      # the same API as coroutines
+    driver = await aget_memory_driver()
+    hits = await driver.recall(user_id="u1", query="What color does the user like?")
+
 This module exports public names only and never imports a driver module.
 """
 
 from __future__ import annotations
 
+from .aio import AsyncMemoryDriver, aget_memory_driver, aset_memory_driver
 from .base import BaseMemoryDriver
 from .config import Settings, get_settings
 from .errors import (
@@ -49,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Association",
+    "AsyncMemoryDriver",
     "BackendUnavailableError",
     "BaseMemoryDriver",
     "CleanupResult",
@@ -76,6 +82,8 @@ __all__ = [
     "Settings",
     "UserSummary",
     "ValidationError",
+    "aget_memory_driver",
+    "aset_memory_driver",
     "get_memory_driver",
     "get_settings",
     "register_driver",

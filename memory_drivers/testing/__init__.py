@@ -11,6 +11,8 @@
                 return MyDriver(settings, embedder=embedder)
             yield factory
 
+The same suite through the async API: ``yield through_async(factory)``.
+
 Needs ``pip install "memory-drivers[testing]"``: pytest, the sqlite driver (the reference the
 equivalence test compares with) and the default embedding model (the ``test_semantic_*`` tests).
 """
@@ -32,6 +34,7 @@ from .embedders import (  # noqa: E402
     fast_embedder,
 )
 from .reference import assert_same_hits, expected_hits  # noqa: E402
+from .through_async import through_async  # noqa: E402
 
 __all__ = [
     "FaultyEmbedder",
@@ -41,4 +44,5 @@ __all__ = [
     "default_embedder",
     "expected_hits",
     "fast_embedder",
+    "through_async",
 ]

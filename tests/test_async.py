@@ -1,0 +1,347 @@
+"""The async API (memory_drivers.aio): the whole public API as coroutines, the event loop never
+blocked, the thread limit, cancellation, the registry, and 100 concurrent recalls on pgvector
+and automem that the backend serves at once rather than one after another.
+
+The conformance suite runs in full through the async API in test_async_conformance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from automem_support import TOKEN, sqlite_store
+
+from memory_drivers import (
+    AsyncMemoryDriver,
+    BaseMemoryDriver,
+    ConfigurationError,
+    DriverClosedError,
+    NotFoundError,
+    ValidationError,
+    aget_memory_driver,
+    aset_memory_driver,
+    get_memory_driver,
+)
+from memory_drivers.config import build_settings, get_settings
+from memory_drivers.drivers.automem import AutoMemDriver
+from memory_drivers.drivers.pgvector import PgVectorDriver
+from memory_drivers.drivers.sqlite import SQLiteDriver
+from memory_drivers.manager import MemoryDriverManager
+from memory_drivers.server import ServerThread, create_app
+from memory_drivers.testing import fast_embedder
+
+
+class SlowEmbedder:
+    """The fast test embedder, taking ``delay`` seconds per call and recording how many calls
+    run at once (embedding is CPU work that the async API must keep off the event loop)."""
+
+    def __init__(self, delay: float) -> None:
+        self.inner = fast_embedder()
+        self.delay = delay
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def _slowly(self, call: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            time.sleep(self.delay)
+            return call()
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        return self._slowly(lambda: self.inner.embed_documents(texts))
+
+    def embed_query(self, text: str) -> Any:
+        return self._slowly(lambda: self.inner.embed_query(text))
+
+
+def sqlite_driver(path: Path, embedder: Any = None, **settings: Any) -> SQLiteDriver:
+    return SQLiteDriver(
+        build_settings(_env_file=None, memory_db_url=f"sqlite:///{path}/m.db", **settings),
+        embedder=embedder or fast_embedder(),
+    )
+
+
+@pytest.fixture
+def adriver(tmp_path: Path) -> Iterator[AsyncMemoryDriver]:
+    driver = sqlite_driver(tmp_path)
+    try:
+        yield AsyncMemoryDriver(driver)
+    finally:
+        driver.close()
+
+
+# ======================================================================== the API
+
+
+def test_every_public_method_is_a_coroutine_with_the_same_parameters():
+    """Adding a public method to BaseMemoryDriver without its coroutine fails here."""
+    public = {
+        name: value
+        for name, value in vars(BaseMemoryDriver).items()
+        if not name.startswith("_") and inspect.isfunction(value)
+    }
+    assert public, "BaseMemoryDriver has no public methods?"
+    for name, method in public.items():
+        ours = getattr(AsyncMemoryDriver, name, None)
+        assert ours is not None, f"AsyncMemoryDriver has no {name}"
+        if name == "iter_memories":  # an async iterator, not a coroutine
+            assert not inspect.iscoroutinefunction(ours)
+        else:
+            assert inspect.iscoroutinefunction(ours), f"{name} is not a coroutine function"
+            assert ours.__doc__ == method.__doc__
+        theirs = list(inspect.signature(method).parameters.values())[1:]
+        mine = list(inspect.signature(ours).parameters.values())[1:]
+        assert [(p.name, p.kind, p.default) for p in mine] == [
+            (p.name, p.kind, p.default) for p in theirs
+        ], name
+
+
+async def test_results_and_errors_are_the_sync_ones(adriver: AsyncMemoryDriver):
+    m = await adriver.store("u1", "The user drinks green tea", tags=["food"])
+    assert await adriver.get(m.id) == adriver.sync.get(m.id) == m
+    hits = await adriver.recall("u1", query="green tea", search="keyword")
+    assert [h.memory.id for h in hits] == [m.id]
+    assert hits == adriver.sync.recall("u1", query="green tea", search="keyword")
+    with pytest.raises(ValidationError, match="Did you mean 'tags'"):
+        await adriver.recall("u1", query="tea", tagz=["food"])
+    with pytest.raises(NotFoundError):
+        await adriver.update("00000000-0000-4000-8000-000000000000", content="x")
+    updated = await adriver.update(m.id, user_id="u1", importance=0.9)
+    assert updated.importance == 0.9
+    assert await adriver.count("u1") == 1
+    assert await adriver.delete(m.id, "u1") is True
+    assert await adriver.count() == 0
+
+
+async def test_iter_memories_streams_in_batches_and_checks_arguments_at_the_call(
+    adriver: AsyncMemoryDriver,
+):
+    stored = await adriver.store_many(
+        [{"user_id": "u1", "content": f"memory {i}"} for i in range(7)]
+    )
+    with pytest.raises(ValidationError, match="batch_size"):
+        adriver.iter_memories(batch_size=0)
+    streamed = [m async for m in adriver.iter_memories("u1", batch_size=3)]
+    assert streamed == sorted(stored, key=lambda m: (m.created_at, m.id))
+
+
+async def test_async_with_closes_the_driver(tmp_path: Path):
+    async with await AsyncMemoryDriver.open(sqlite_driver, tmp_path) as adriver:
+        await adriver.store("u1", "kept")
+    assert adriver.closed
+    with pytest.raises(DriverClosedError):
+        await adriver.store("u1", "after close")
+    with pytest.raises(DriverClosedError):
+        adriver.iter_memories()
+    assert (await adriver.health_check())["status"] == "error"
+
+
+def test_bad_thread_limits_are_configuration_errors(tmp_path: Path):
+    driver = sqlite_driver(tmp_path)
+    try:
+        with pytest.raises(ConfigurationError, match="max_threads"):
+            AsyncMemoryDriver(driver, max_threads=0)
+        with pytest.raises(ConfigurationError, match="BaseMemoryDriver"):
+            AsyncMemoryDriver(object())  # type: ignore[arg-type]
+        assert AsyncMemoryDriver(driver).max_threads == driver.settings.async_max_threads
+    finally:
+        driver.close()
+    with pytest.raises(ConfigurationError, match="ASYNC_MAX_THREADS"):
+        build_settings(_env_file=None, async_max_threads=0)
+
+
+# ======================================================================== the event loop
+
+
+async def test_the_event_loop_keeps_running_while_a_call_works(tmp_path: Path):
+    """A recall whose embedding takes 0.5 s must not stop other coroutines for 0.5 s."""
+    embedder = SlowEmbedder(0.5)
+    async with await AsyncMemoryDriver.open(sqlite_driver, tmp_path, embedder) as adriver:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        try:
+            await adriver.recall("u1", query="anything", search="vector")
+        finally:
+            task.cancel()
+        # 0.5 s of embedding: about 50 ticks of 10 ms; a blocked loop gets none
+        assert ticks >= 10, f"the event loop ticked only {ticks} times during a 0.5 s call"
+
+
+async def test_at_most_max_threads_calls_run_at_once(tmp_path: Path):
+    embedder = SlowEmbedder(0.05)
+    driver = sqlite_driver(tmp_path, embedder)
+    try:
+        adriver = AsyncMemoryDriver(driver, max_threads=3)
+        await asyncio.gather(
+            *(adriver.recall("u1", query=f"q{i}", search="vector") for i in range(12))
+        )
+        assert embedder.most_at_once == 3
+    finally:
+        driver.close()
+
+
+async def test_a_cancelled_store_is_whole(tmp_path: Path):
+    """Cancelling a call waits for its thread: the store is whole, never half-written."""
+    slow = SlowEmbedder(0.3)
+    adriver = await AsyncMemoryDriver.open(sqlite_driver, tmp_path, slow)
+    task = asyncio.create_task(adriver.store_many([{"user_id": "u1", "content": "whole"}]))
+    while slow.running == 0:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [m.content async for m in adriver.iter_memories()] == ["whole"]
+    await adriver.close()
+
+
+# ======================================================================== the registry
+
+
+async def test_aget_memory_driver_wraps_the_cached_driver(clean_env, monkeypatch):
+    monkeypatch.setenv("MEMORY_DB_URL", f"sqlite:///{clean_env}/default.db")
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
+    monkeypatch.setenv("ASYNC_MAX_THREADS", "4")
+    get_settings.cache_clear()
+    MemoryDriverManager.reset_cache()
+    try:
+        first = await aget_memory_driver()
+        assert first.sync is get_memory_driver()
+        assert await aget_memory_driver() is first, "one async driver per cached driver"
+        assert first.max_threads == 4
+        m = await first.store("u1", "via async")
+        assert get_memory_driver().get(m.id) == m
+        await first.close()
+        again = await aget_memory_driver()
+        assert again is not first and not again.closed
+        switched = await aset_memory_driver("sqlite")
+        assert switched.sync is get_memory_driver() and switched is again
+    finally:
+        MemoryDriverManager.reset_cache()
+
+
+# ======================================================================== concurrency
+
+
+async def _concurrent_recalls(adriver: AsyncMemoryDriver, n: int = 100) -> list[Any]:
+    return await asyncio.gather(
+        *(adriver.recall("u1", query="green tea", search="vector", top_k=3) for _ in range(n))
+    )
+
+
+async def test_100_concurrent_recalls_reach_postgres_at_once(pg_database: str):
+    """While a lock holds the memories table, PostgreSQL sees the recalls waiting side by side:
+    as many at once as the pool has connections (not one: they do not serialise)."""
+    settings = build_settings(
+        _env_file=None, database_url=pg_database, memory_auto_migrate=True, pgvector_pool_size=5
+    )
+    adriver = await AsyncMemoryDriver.open(
+        PgVectorDriver, settings, embedder=fast_embedder(), max_threads=32
+    )
+    url = sqlalchemy.engine.make_url(pg_database).set(drivername="postgresql+psycopg")
+    blocker = sqlalchemy.create_engine(url)
+    try:
+        stored = await adriver.store("u1", "The user drinks green tea")
+        pool = 2 * settings.pgvector_pool_size  # pool size plus as many again under load
+        with blocker.connect() as lock_holder:
+            lock_holder.exec_driver_sql("LOCK TABLE memories IN ACCESS EXCLUSIVE MODE")
+            recalls = asyncio.create_task(_concurrent_recalls(adriver))
+            waiting = 0
+            deadline = time.monotonic() + 20
+            with blocker.connect() as observer:
+                while waiting < pool and time.monotonic() < deadline and not recalls.done():
+                    await asyncio.sleep(0.05)
+                    waiting = observer.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                    ).scalar_one()
+                    observer.rollback()
+            lock_holder.rollback()
+        results = await recalls
+        assert waiting == pool, f"{waiting} recalls waited at once, expected {pool}"
+        assert all([h.memory.id for h in hits] == [stored.id] for hits in results)
+    finally:
+        blocker.dispose()
+        await adriver.close()
+
+
+class InFlight:
+    """ASGI middleware: each /recall takes ``delay`` more seconds (server-side latency) and
+    the most requests in flight at once are counted."""
+
+    def __init__(self, app: Any, delay: float) -> None:
+        self.app = app
+        self.delay = delay
+        self.now = 0
+        self.most = 0
+        self.served = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/recall":
+            await self.app(scope, receive, send)
+            return
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.delay)
+            await self.app(scope, receive, send)
+            self.served += 1
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.slow
+async def test_100_concurrent_recalls_on_automem_overlap(tmp_path: Path):
+    """Each recall takes 0.2 s at the server: 100 of them one after another would take 20 s;
+    the server sees max_threads of them in flight at once and they finish in a fraction."""
+    settings = build_settings(_env_file=None, embedding_provider="hashing")
+    store = sqlite_store(tmp_path, settings)
+    app = InFlight(create_app(store, api_token=TOKEN), delay=0.2)
+    try:
+        with ServerThread(app) as server:
+            client = settings.replace(automem_url=server.url, automem_api_token=TOKEN)
+            adriver = await AsyncMemoryDriver.open(
+                AutoMemDriver, client, embedder=store.embedder, max_threads=25
+            )
+            try:
+                stored = await adriver.store("u1", "The user drinks green tea")
+                app.most = 0
+                started = time.monotonic()
+                results = await _concurrent_recalls(adriver)
+                elapsed = time.monotonic() - started
+            finally:
+                await adriver.close()
+    finally:
+        store.close()
+    assert all(stored.id in [h.memory.id for h in hits] for hits in results)
+    assert app.most == 25, f"{app.most} recalls were in flight at once, expected 25"
+    serial = app.served * app.delay
+    assert elapsed < serial / 4, f"100 recalls took {elapsed:.1f} s; one after another: {serial} s"
