@@ -311,3 +311,24 @@ def test_ui_command_serves_the_page_alone(serve_command: Any) -> None:  # noqa: 
     assert process.returncode == 0, err
     assert f"the memory browser at {url}/ui/" in err
     assert "POST /ui/login" in out + err and TOKEN not in out + err
+
+
+def test_serve_ui_serves_the_api_and_the_page(serve_command: Any) -> None:  # noqa: F811
+    """``memory-drivers serve --ui``: AutoMem's API keeps its token check (the page's session
+    does not open it), and the page is at /ui/ behind its login form."""
+    port = free_port()
+    process = serve_command("serve", "--ui", "--port", str(port), "--token", TOKEN)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url, process)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        made = client.post("/memory", json={"content": "via the API"}, headers={"X-API-Key": TOKEN})
+        assert made.status_code == 201
+        assert client.get("/").status_code == 401
+        login = client.post("/ui/login", data={"token": TOKEN, "next": "/ui/"})
+        assert login.status_code == 303
+        assert "automem" in client.get("/ui/").text
+        assert client.get("/recall").status_code == 401
+    process.terminate()
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert f"AutoMem's API and the memory browser at {url}/ui/" in err
