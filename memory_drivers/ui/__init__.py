@@ -13,7 +13,8 @@ Python::
 Server-rendered HTML (Jinja2 templates, autoescaped) with a little plain JavaScript and CSS
 shipped in the package: no build step. It calls only the public API of the driver.
 
-Layout: :mod:`.auth` (login, sessions, CSRF), :mod:`.core` (templates, the guard of every
+Layout: this module (the routes, the login and logout handlers), :mod:`.auth` (sessions, the
+session cookie, CSRF tokens, login throttling), :mod:`.core` (templates, the guard of every
 page, error pages), :mod:`.forms` (fields and URLs read into API arguments), the pages in
 :mod:`.memories` and :mod:`.knowledge`, and :mod:`.graph` (the associations' drawing).
 See ``docs/ui.md``.
