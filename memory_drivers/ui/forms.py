@@ -18,7 +18,15 @@ from urllib.parse import urlencode
 from ..base import SEARCH_MODES
 from ..errors import ValidationError
 
-__all__ = ["SearchForm", "json_object", "line_list", "number", "text_list", "whole_number"]
+__all__ = [
+    "SearchForm",
+    "form_text",
+    "json_object",
+    "line_list",
+    "number",
+    "text_list",
+    "whole_number",
+]
 
 #: Results a search shows when ``top_k`` is not given.
 DEFAULT_TOP_K = 10
