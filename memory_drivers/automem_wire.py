@@ -197,7 +197,10 @@ def _meta_from_tag(value: str) -> Scalar:
         return decode(rest)
     if kind == "n":
         if _INTEGER.fullmatch(rest):
-            return int(rest)
+            # An integral float is written as an integer (1e23 as n.99999999999999991611392);
+            # stored integers are 64-bit (validation), so a larger one is that float.
+            whole = int(rest)
+            return whole if check.MIN_INTEGER <= whole <= check.MAX_INTEGER else float(whole)
         number = float(decode(rest))
         if not math.isfinite(number):
             raise ValueError(f"{value!r} is not a finite number")

@@ -97,6 +97,9 @@ RECALL_FILTERS = (
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 SearchMode = Literal["hybrid", "vector", "keyword"]
 
+#: The largest ``batch_size`` of ``iter_memories``.
+MAX_BATCH_SIZE = 100_000
+
 _INPUT_FIELDS = tuple(MemoryInput.model_fields)
 _INPUT_FIELD_SET = frozenset(_INPUT_FIELDS)
 
@@ -204,6 +207,8 @@ class BaseMemoryDriver(ABC):
         self._closed = False
         #: the accepted memory types (the settings compute them on every access)
         self._memory_types = frozenset(self.settings.memory_types)
+        #: the size limits (docs/semantics.md, "Limits"), read once
+        self.limits = check.Limits.from_settings(self.settings)
         #: the ranking settings, read once (memory_drivers.ranking)
         self.ranking = RankingRules.from_settings(self.settings)
         #: memories of a conversation are indexed with this many before them (ranking.context)
@@ -309,9 +314,9 @@ class BaseMemoryDriver(ABC):
             memory_type=check.memory_type(
                 s.memory_default_type if mtype is None else mtype, self._memory_types
             ),
-            tags=check.tags(item.get("tags")),
+            tags=check.tags(item.get("tags"), limits=self.limits),
             importance=0.5 if importance is None else check.importance(importance),
-            metadata=check.metadata(item.get("metadata")),
+            metadata=check.metadata(item.get("metadata"), limits=self.limits),
             source=check.identifier(item.get("source"), "source", optional=True),
             created_at=created,
             updated_at=updated,
@@ -342,13 +347,19 @@ class BaseMemoryDriver(ABC):
                 lambda t: check.memory_type(t, s.memory_types, "memory_types item"),
             ),
             tags=check.string_list(
-                values.get("tags"), "tags", lambda t: check.identifier(t, "each of tags")
+                values.get("tags"),
+                "tags",
+                lambda t: check.tag(t, "each of tags", self.limits),
+                self.limits.max_filter_tags,
+                "RECALL_MAX_TAGS",
             ),
             tag_mode=tag_mode,
             exclude_tags=check.string_list(
                 values.get("exclude_tags"),
                 "exclude_tags",
-                lambda t: check.identifier(t, "each of exclude_tags"),
+                lambda t: check.tag(t, "each of exclude_tags", self.limits),
+                self.limits.max_exclude_tags,
+                "RECALL_MAX_EXCLUDE_TAGS",
             ),
             since=since,
             until=until,
@@ -357,7 +368,7 @@ class BaseMemoryDriver(ABC):
                 if min_importance is not None
                 else None
             ),
-            metadata=check.metadata_filter(values.get("metadata")),
+            metadata=check.metadata_filter(values.get("metadata"), self.limits),
         )
 
     # ------------------------------------------------------------------ memories
@@ -445,9 +456,9 @@ class BaseMemoryDriver(ABC):
         if content is not None:
             changes["content"] = check.content(content, self.settings.memory_max_content_length)
         if tags is not None:
-            changes["tags"] = check.tags(tags)
+            changes["tags"] = check.tags(tags, limits=self.limits)
         if metadata is not None:
-            changes["metadata"] = check.metadata(metadata)
+            changes["metadata"] = check.metadata(metadata, limits=self.limits)
         if importance is not None:
             changes["importance"] = check.importance(importance)
         if memory_type is not None:
@@ -535,7 +546,7 @@ class BaseMemoryDriver(ABC):
             min_importance=min_importance,
             metadata=metadata,
         )
-        k = check.top_k(top_k)
+        k = check.top_k(top_k, maximum=self.limits.max_top_k)
         mode = self._search_mode(search, use_vector)
         if not isinstance(explain, bool):
             raise ValidationError(f"explain must be True or False, got {explain!r}")
@@ -547,6 +558,7 @@ class BaseMemoryDriver(ABC):
             raise ValidationError(
                 "query must be a non-empty string, or None to list the most recent memories"
             )
+        check.plain_text(query, "query")
         depth = k
         if self.reranker is not None:
             depth = max(k, self.settings.rerank_depth)
@@ -563,7 +575,7 @@ class BaseMemoryDriver(ABC):
                     for h in hits
                 ]
         elif mode == "keyword":
-            terms = query_terms(query, self._question_words)
+            terms = self._query_terms(query)
             if not terms:
                 return []
             hits = self._search_memories(
@@ -574,7 +586,7 @@ class BaseMemoryDriver(ABC):
         else:
             moment = moment or check.utcnow()
             periods = tuple(find_periods(query, moment))
-            terms = query_terms(strip_periods(query, periods), self._question_words)
+            terms = self._query_terms(strip_periods(query, periods))
             search_ = MemorySearch(
                 memory_filter,
                 depth,
@@ -588,6 +600,10 @@ class BaseMemoryDriver(ABC):
             )
             hits = self._search_memories(search_)
         return self._rerank(query, hits, k)
+
+    def _query_terms(self, query: str) -> tuple[str, ...]:
+        """The keyword terms of a query, within ``KEYWORD_MAX_QUERY_TERMS``."""
+        return check.query_terms(query_terms(query, self._question_words), self.limits)
 
     def _search_mode(self, search: Any, use_vector: Any) -> SearchMode:
         if use_vector is not None and not isinstance(use_vector, bool):
@@ -643,7 +659,8 @@ class BaseMemoryDriver(ABC):
         """Every memory (of ``user_id``, or of everyone), oldest first, read in batches."""
         self._check_open()
         user = check.identifier(user_id, "user_id", optional=True)
-        return self._iter_memories(user, check.top_k(batch_size, "batch_size"))
+        size = check.top_k(batch_size, "batch_size", maximum=MAX_BATCH_SIZE, setting=None)
+        return self._iter_memories(user, size)
 
     def list_users(self) -> list[UserSummary]:
         """Every user with memories: their count and newest activity, most recently active
@@ -680,7 +697,11 @@ class BaseMemoryDriver(ABC):
                 or max_age_days < 0
             ):
                 raise ValidationError(f"max_age_days must be a number >= 0, got {max_age_days!r}")
-            until = check.utcnow() - timedelta(days=max_age_days)
+            try:
+                until = check.utcnow() - timedelta(days=max_age_days)
+            except OverflowError:
+                # Before the year 1: no memory is that old, so nothing is selected.
+                return CleanupResult(dry_run=dry_run, count=0, memories=[])
         below = (
             check.importance(min_importance, "min_importance")
             if min_importance is not None
@@ -771,8 +792,10 @@ class BaseMemoryDriver(ABC):
             raise ValidationError(f"title must be a non-empty string or None, got {title!r}")
         if title is not None and len(title) > 1000:
             raise ValidationError(f"title is {len(title)} characters long; the maximum is 1000")
+        if title is not None:
+            check.plain_text(title, "title")
         doc = check.identifier(doc_id, "doc_id", optional=True) or str(uuid.uuid4())
-        meta = check.metadata(metadata)
+        meta = check.metadata(metadata, limits=self.limits)
         pieces = chunk_text(text, s.knowledge_chunk_tokens, s.knowledge_chunk_overlap)
         vectors = self._embed_documents(pieces)
         now = check.utcnow()
@@ -811,12 +834,11 @@ class BaseMemoryDriver(ABC):
         (default ``RECALL_SEARCH``); the scope is every chunk (of ``category`` when given).
         """
         self._check_open()
-        if not isinstance(query, str) or not query.strip():
-            raise ValidationError("query must be a non-empty string")
-        k = check.top_k(top_k)
+        query = check.query(query)
+        k = check.top_k(top_k, maximum=self.limits.max_top_k)
         cat = check.identifier(category, "category", optional=True)
         mode = self._search_mode(search, None)
-        terms = query_terms(query, self._question_words)
+        terms = self._query_terms(query)
         if mode == "keyword" and not terms:
             return []
         vector = self._embed_query(query) if mode != "keyword" else None

@@ -126,6 +126,20 @@ class Settings(BaseSettings):
     knowledge_chunk_tokens: int = Field(512, ge=8)
     knowledge_chunk_overlap: int = Field(50, ge=0)
 
+    # --- limits, the same on every driver (docs/semantics.md, "Limits") ------------------
+    # The upper bounds are what every backend honours: Chroma refuses a record with more than
+    # about 5,400 array items and keys, and SQLite (also inside Chroma) a condition more than
+    # 1,000 deep or a query of more than 500 SELECTs.
+    memory_max_tags: int = Field(100, ge=1, le=1000)
+    memory_max_tag_length: int = Field(255, ge=1, le=1000)
+    memory_max_metadata_bytes: int = Field(16_384, ge=2, le=1024 * 1024)
+    memory_max_metadata_depth: int = Field(10, ge=1, le=100)
+    recall_max_tags: int = Field(100, ge=1, le=200)
+    recall_max_exclude_tags: int = Field(100, ge=1, le=200)
+    recall_max_metadata_keys: int = Field(50, ge=1, le=200)
+    keyword_max_query_terms: int = Field(100, ge=1, le=300)
+    recall_max_top_k: int = Field(10_000, ge=10, le=1_000_000)
+
     # --- recall ranking (docs/semantics.md, "Search modes and scores") --------------------
     recall_search: Literal["hybrid", "vector", "keyword"] = "hybrid"
     keyword_bm25_k1: float = Field(0.3, ge=0, le=10)

@@ -4,7 +4,9 @@ Keyword search must give the same answer on every backend, so the terms are made
 and backends only index and match them:
 
 - a *term* is a word (letters and digits) with accents removed, case-folded and reduced to its
-  English Snowball stem; :data:`STOPWORDS` and single letters are dropped;
+  English Snowball stem, cut to its first :data:`MAX_TERM_LENGTH` characters (PostgreSQL's
+  ``tsvector`` drops longer words, which SQLite and Chroma keep, so the cut is made here for
+  all of them); :data:`STOPWORDS` and single letters are dropped;
 - a query's terms also leave out :data:`QUESTION_WORDS` (``KEYWORD_QUERY_STOPWORDS`` replaces
   that list), words that only frame a question ("what kind of ...", "did she ever ...").
 
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 import snowballstemmer
 
 __all__ = [
+    "MAX_TERM_LENGTH",
     "QUESTION_WORDS",
     "STOPWORDS",
     "chunk_text",
@@ -55,6 +58,10 @@ QUESTION_WORDS = frozenset(
     """.split()
 )
 
+#: Longest term, in characters (at most 800 bytes of UTF-8, well under the 2,047 bytes a
+#: PostgreSQL ``tsvector`` lexeme may have): a longer word's term is its first 200 characters.
+MAX_TERM_LENGTH = 200
+
 _local = threading.local()
 
 
@@ -63,7 +70,7 @@ def _stem(word: str) -> str:
     stemmer = getattr(_local, "stemmer", None)
     if stemmer is None:
         stemmer = _local.stemmer = snowballstemmer.stemmer("english")
-    return str(stemmer.stemWord(word))
+    return str(stemmer.stemWord(word))[:MAX_TERM_LENGTH]
 
 
 def _fold(text: str) -> str:

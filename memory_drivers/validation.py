@@ -7,16 +7,82 @@ runs them before anything is written, so a bad argument never leaves half a writ
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .errors import ValidationError, did_you_mean
 from .models import RELATIONSHIP_TYPES, Scalar
 
+if TYPE_CHECKING:
+    from .config import Settings
+
 MAX_ID_LENGTH = 255
+
+#: Integers every backend stores and compares exactly: the signed 64-bit range.
+MIN_INTEGER = -(2**63)
+MAX_INTEGER = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The size limits of docs/semantics.md ("Limits"), the same on every driver.
+
+    The defaults are the settings' defaults; :meth:`from_settings` reads a driver's.
+    """
+
+    max_tags: int = 100
+    max_tag_length: int = 255
+    max_metadata_bytes: int = 16_384
+    max_metadata_depth: int = 10
+    max_filter_tags: int = 100
+    max_exclude_tags: int = 100
+    max_filter_metadata_keys: int = 50
+    max_query_terms: int = 100
+    max_top_k: int = 10_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_tags=settings.memory_max_tags,
+            max_tag_length=settings.memory_max_tag_length,
+            max_metadata_bytes=settings.memory_max_metadata_bytes,
+            max_metadata_depth=settings.memory_max_metadata_depth,
+            max_filter_tags=settings.recall_max_tags,
+            max_exclude_tags=settings.recall_max_exclude_tags,
+            max_filter_metadata_keys=settings.recall_max_metadata_keys,
+            max_query_terms=settings.keyword_max_query_terms,
+            max_top_k=settings.recall_max_top_k,
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+# NUL (PostgreSQL cannot store it in text) and lone UTF-16 surrogates (not Unicode text: UTF-8
+# cannot encode them, so SQLite, PostgreSQL and JSON answers cannot either).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def plain_text(value: str, name: str) -> str:
+    """``value`` when every backend can store it: no NUL character, no lone surrogate."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return value
+    if found.group() == "\x00":
+        raise ValidationError(
+            f"{name} holds a NUL character (\\x00) at index {found.start()}, which not every "
+            "backend can store (PostgreSQL cannot); remove it"
+        )
+    raise ValidationError(
+        f"{name} holds a UTF-16 surrogate ({found.group()!r}) at index {found.start()}, "
+        "which is not valid Unicode text and cannot be encoded as UTF-8; decode the text "
+        "properly (for example bytes.decode('utf-8', errors='replace'))"
+    )
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -25,11 +91,31 @@ def _show(value: Any, limit: int = 60) -> str:
 
 
 @overload
-def identifier(value: Any, name: str, *, optional: Literal[False] = False) -> str: ...
+def identifier(
+    value: Any,
+    name: str,
+    *,
+    optional: Literal[False] = False,
+    max_length: int = ...,
+    setting: str | None = ...,
+) -> str: ...
 @overload
-def identifier(value: Any, name: str, *, optional: bool) -> str | None: ...
-def identifier(value: Any, name: str, *, optional: bool = False) -> str | None:
-    """A user id, conversation id, category, doc id, source: a non-empty string of <= 255 chars."""
+def identifier(
+    value: Any, name: str, *, optional: bool, max_length: int = ..., setting: str | None = ...
+) -> str | None: ...
+def identifier(
+    value: Any,
+    name: str,
+    *,
+    optional: bool = False,
+    max_length: int = MAX_ID_LENGTH,
+    setting: str | None = None,
+) -> str | None:
+    """A user id, conversation id, category, doc id, source: a non-empty string of <= 255 chars.
+
+    ``max_length`` and ``setting`` (the variable that sets it, for the message) change the
+    maximum; tags use ``MEMORY_MAX_TAG_LENGTH``.
+    """
     if value is None:
         if optional:
             return None
@@ -40,9 +126,12 @@ def identifier(value: Any, name: str, *, optional: bool = False) -> str | None:
         raise ValidationError(f"{name} must not be empty or whitespace")
     if value != value.strip():
         raise ValidationError(f"{name} must not start or end with whitespace, got {_show(value)}")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValidationError(f"{name} is {len(value)} characters long; the maximum is 255")
-    return value
+    if len(value) > max_length:
+        where = f" ({setting})" if setting else ""
+        raise ValidationError(
+            f"{name} is {len(value)} characters long; the maximum is {max_length}{where}"
+        )
+    return plain_text(value, name)
 
 
 MEMORY_LENGTH_ADVICE = "Split it, or store it as global knowledge, which is chunked."
@@ -70,7 +159,7 @@ def content(
             f"{name} is {len(value)} characters long; the maximum is {max_length} "
             f"({setting}). {advice}"
         )
-    return value
+    return plain_text(value, name)
 
 
 def memory_id(value: Any, name: str = "memory_id") -> str:
@@ -88,8 +177,16 @@ def memory_id(value: Any, name: str = "memory_id") -> str:
         ) from None
 
 
-def tags(value: Any, name: str = "tags") -> list[str]:
-    """A list of distinct non-empty tags, in the order given. ``None`` is an empty list."""
+def tag(value: Any, name: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """One tag: a non-empty string of at most ``MEMORY_MAX_TAG_LENGTH`` characters."""
+    return str(
+        identifier(value, name, max_length=limits.max_tag_length, setting="MEMORY_MAX_TAG_LENGTH")
+    )
+
+
+def tags(value: Any, name: str = "tags", limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """A list of distinct non-empty tags, in the order given, at most ``MEMORY_MAX_TAGS``.
+    ``None`` is an empty list."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -101,8 +198,13 @@ def tags(value: Any, name: str = "tags") -> list[str]:
             f"{name} must be a list of strings, got {type(value).__name__} {_show(value)}"
         )
     seen: dict[str, None] = {}
-    for tag in value:
-        seen[identifier(tag, f"each of {name}") or ""] = None
+    for item in value:
+        seen[tag(item, f"each of {name}", limits)] = None
+    if len(seen) > limits.max_tags:
+        raise ValidationError(
+            f"{name} has {len(seen)} distinct tags; the maximum is {limits.max_tags} "
+            "(MEMORY_MAX_TAGS). Put the rest in metadata, or raise MEMORY_MAX_TAGS"
+        )
     return list(seen)
 
 
@@ -129,16 +231,31 @@ def memory_type(value: Any, allowed: Iterable[str], name: str = "memory_type") -
     )
 
 
-def json_value(value: Any, path: str) -> Any:
-    """A JSON-compatible copy of ``value``: dicts with string keys, lists, finite numbers."""
-    if value is None or isinstance(value, bool | str):
+def json_value(value: Any, path: str, max_depth: int | None = None, _depth: int = 0) -> Any:
+    """A JSON-compatible copy of ``value``: dicts with string keys, lists, finite numbers,
+    integers in the signed 64-bit range, text without NUL or lone surrogates; objects and
+    arrays nested at most ``max_depth`` deep (``MEMORY_MAX_METADATA_DEPTH``)."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return plain_text(value, path)
     if isinstance(value, int):
-        return value
+        if not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise ValidationError(
+                f"{path} is {_show(value)}, outside the signed 64-bit range (-2**63 to "
+                "2**63 - 1) that every backend stores exactly; store it as a string"
+            )
+        return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{path} is {value!r}; JSON has no NaN or infinity")
-        return value
+        return float(value)
+    nested = isinstance(value, Mapping | list | tuple)
+    if nested and max_depth is not None and _depth >= max_depth:
+        raise ValidationError(
+            f"{path} is nested too deep: objects and arrays may nest {max_depth} deep "
+            "(MEMORY_MAX_METADATA_DEPTH). Flatten it, or raise MEMORY_MAX_METADATA_DEPTH"
+        )
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
@@ -147,51 +264,99 @@ def json_value(value: Any, path: str) -> Any:
                     f"{path} has the key {_show(key)} of type {type(key).__name__}; "
                     "JSON object keys must be strings"
                 )
-            out[key] = json_value(item, f"{path}[{key!r}]")
+            plain_text(key, f"the key {_show(key)} of {path}")
+            out[key] = json_value(item, f"{path}[{key!r}]", max_depth, _depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [
+            json_value(item, f"{path}[{i}]", max_depth, _depth + 1) for i, item in enumerate(value)
+        ]
     raise ValidationError(
         f"{path} holds a {type(value).__name__} ({_show(value)}), which is not JSON; "
         "use strings, numbers, booleans, null, lists and objects"
     )
 
 
-def metadata(value: Any, name: str = "metadata") -> dict[str, Any]:
-    """A JSON object. ``None`` is an empty object."""
+def metadata(value: Any, name: str = "metadata", limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """A JSON object of at most ``MEMORY_MAX_METADATA_BYTES`` (as UTF-8 JSON) nested at most
+    ``MEMORY_MAX_METADATA_DEPTH`` deep. ``None`` is an empty object."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ValidationError(
             f"{name} must be a dict (a JSON object), got {type(value).__name__} {_show(value)}"
         )
-    result: dict[str, Any] = json_value(value, name)
+    result: dict[str, Any] = json_value(value, name, limits.max_metadata_depth)
+    size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
+    if size > limits.max_metadata_bytes:
+        raise ValidationError(
+            f"{name} is {size} bytes as JSON; the maximum is {limits.max_metadata_bytes} "
+            "(MEMORY_MAX_METADATA_BYTES). Store large data elsewhere and keep a reference, or "
+            "raise MEMORY_MAX_METADATA_BYTES"
+        )
     return result
 
 
-def metadata_filter(value: Any) -> dict[str, Scalar] | None:
-    """Recall's ``metadata`` filter: keys mapped to scalar JSON values to compare for equality."""
+def metadata_filter(value: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Scalar] | None:
+    """Recall's ``metadata`` filter: keys mapped to scalar JSON values to compare for equality,
+    at most ``RECALL_MAX_METADATA_KEYS`` of them."""
     if value is None:
         return None
-    checked = metadata(value, "metadata filter")
-    for key, item in checked.items():
-        if isinstance(item, dict | list):
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"metadata filter must be a dict (a JSON object), got {type(value).__name__} "
+            f"{_show(value)}"
+        )
+    if len(value) > limits.max_filter_metadata_keys:
+        raise ValidationError(
+            f"the metadata filter has {len(value)} keys; the maximum is "
+            f"{limits.max_filter_metadata_keys} (RECALL_MAX_METADATA_KEYS)"
+        )
+    for key, item in value.items():
+        if isinstance(item, Mapping | list | tuple):
             raise ValidationError(
                 f"metadata filter {key!r} is a {type(item).__name__}; the filter compares "
                 "scalar values (string, number, boolean, null) for equality"
             )
+    checked: dict[str, Any] = json_value(value, "metadata filter")
     return checked or None
 
 
-def top_k(value: Any, name: str = "top_k") -> int:
-    """A whole number >= 1."""
+def top_k(
+    value: Any,
+    name: str = "top_k",
+    maximum: int | None = None,
+    setting: str | None = "RECALL_MAX_TOP_K",
+) -> int:
+    """A whole number >= 1 (and <= ``maximum``, set by ``setting``, when given)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(
             f"{name} must be a whole number >= 1, got {type(value).__name__} {_show(value)}"
         )
     if value < 1:
         raise ValidationError(f"{name} must be >= 1, got {value}")
-    return value
+    if maximum is not None and value > maximum:
+        where = f" ({setting})" if setting else ""
+        raise ValidationError(f"{name} is {_show(value)}; the maximum is {maximum}{where}")
+    return int(value)
+
+
+def query(value: Any, name: str = "query") -> str:
+    """A search query: a string with something besides whitespace, storable text."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} must be a non-empty string")
+    return plain_text(value, name)
+
+
+def query_terms(terms: tuple[str, ...], limits: Limits = DEFAULT_LIMITS) -> tuple[str, ...]:
+    """A keyword query's distinct terms, at most ``KEYWORD_MAX_QUERY_TERMS`` of them."""
+    if len(terms) > limits.max_query_terms:
+        raise ValidationError(
+            f"the query has {len(terms)} distinct keyword terms; the maximum is "
+            f"{limits.max_query_terms} (KEYWORD_MAX_QUERY_TERMS). Ask a shorter question, or "
+            "use search='vector'"
+        )
+    return terms
 
 
 def timestamp(value: Any, name: str) -> datetime:
@@ -209,7 +374,13 @@ def timestamp(value: Any, name: str) -> datetime:
         )
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(
+            f"{name} {value.isoformat()} is outside the years 1 to 9999 in UTC, the range "
+            "every backend stores"
+        ) from None
 
 
 def strength(value: Any) -> float:
@@ -229,8 +400,11 @@ def relationship_type(value: Any) -> str:
     return str(normalized)
 
 
-def string_list(value: Any, name: str, check: Any) -> tuple[str, ...] | None:
-    """A filter list (tags, memory types). ``None`` or an empty list means no filter."""
+def string_list(
+    value: Any, name: str, check: Any, maximum: int | None = None, setting: str = ""
+) -> tuple[str, ...] | None:
+    """A filter list (tags, memory types) of at most ``maximum`` distinct items (set by
+    ``setting``). ``None`` or an empty list means no filter."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -240,6 +414,10 @@ def string_list(value: Any, name: str, check: Any) -> tuple[str, ...] | None:
     if not isinstance(value, list | tuple | set | frozenset):
         raise ValidationError(f"{name} must be a list of strings, got {type(value).__name__}")
     items = tuple(dict.fromkeys(check(item) for item in value))
+    if maximum is not None and len(items) > maximum:
+        raise ValidationError(
+            f"{name} has {len(items)} distinct items; the maximum is {maximum} ({setting})"
+        )
     return items or None
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from memory_drivers.text import (
+    MAX_TERM_LENGTH,
     STOPWORDS,
     chunk_text,
     document_terms,
@@ -151,3 +152,13 @@ def test_chunks_are_substrings_of_the_original():
 def test_chunk_overlap_not_smaller_than_size_raises(size, overlap):
     with pytest.raises(ValueError, match="overlap"):
         chunk_text(_words(50), size, overlap)
+
+
+def test_long_words_are_cut_to_max_term_length():
+    """PostgreSQL drops tsvector words over 2,047 bytes; terms are cut in shared code instead,
+    so a long word is one term of its first MAX_TERM_LENGTH characters on every backend."""
+    word = "λ" * 1100  # 2,200 bytes of UTF-8
+    assert terms(f"key {word} end") == ["key", "λ" * MAX_TERM_LENGTH, "end"]
+    assert query_terms(word + "x") == ("λ" * MAX_TERM_LENGTH,)
+    assert len(("λ" * MAX_TERM_LENGTH).encode()) < 2047
+    assert terms("b" * MAX_TERM_LENGTH) == ["b" * MAX_TERM_LENGTH]

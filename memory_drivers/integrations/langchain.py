@@ -173,7 +173,7 @@ class MemoryVectorStore(VectorStore):
 
         self.driver = driver
         self.user_id = identifier(user_id, "user_id")
-        self.tags = check_tags(list(tags) if tags is not None else None)
+        self.tags = check_tags(list(tags) if tags is not None else None, limits=driver.limits)
         self.search_mode = search
 
     @property
@@ -214,7 +214,7 @@ class MemoryVectorStore(VectorStore):
         if len(set(doc_ids)) != len(doc_ids):
             duplicate = next(i for i in doc_ids if doc_ids.count(i) > 1)
             raise ValidationError(f"the id {duplicate!r} appears twice in one call")
-        extra_tags = check_tags(options.pop("tags", None))
+        extra_tags = check_tags(options.pop("tags", None), limits=self.driver.limits)
         items = []
         for index, text in enumerate(texts):
             doc = doc_ids[index]
@@ -243,8 +243,8 @@ class MemoryVectorStore(VectorStore):
             if item["id"] in existing:
                 try:
                     check_content(item["content"], limit)
-                    check_metadata(item["metadata"])
-                    check_tags(item["tags"])
+                    check_metadata(item["metadata"], limits=self.driver.limits)
+                    check_tags(item["tags"], limits=self.driver.limits)
                 except ValidationError as exc:
                     raise ValidationError(f"text #{index}: {exc}; nothing was stored") from None
         self.driver.store_many([item for item in items if item["id"] not in existing])

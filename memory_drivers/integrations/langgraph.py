@@ -186,7 +186,7 @@ class MemoryStore(BaseStore):
                 continue
             if not namespace or namespace[0] == "langgraph":
                 raise ValidationError(f"namespace {namespace!r} cannot hold items")
-            value = check_metadata(op.value, "value")
+            value = check_metadata(op.value, "value", self.driver.limits)
             item: dict[str, Any] = {
                 "id": mid,
                 "user_id": user,
@@ -196,7 +196,8 @@ class MemoryStore(BaseStore):
                     [
                         *(namespace_tag(namespace[:n]) for n in range(1, len(namespace) + 1)),
                         KEY_TAG_PREFIX + key,
-                    ]
+                    ],
+                    limits=self.driver.limits,
                 ),
             }
             exists = self.driver.get(mid, user) is not None

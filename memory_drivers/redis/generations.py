@@ -134,7 +134,9 @@ def arguments_key(arguments: Mapping[str, Any]) -> str | None:
     except _Uncacheable:
         return None
     text = json.dumps(image, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    # surrogatepass: text the driver refuses (a lone surrogate) still has a key; it is never
+    # cached, since the call fails validation.
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def valid_user_id(value: Any) -> str | None:

@@ -17,7 +17,9 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -168,6 +170,31 @@ def describe(url: URL) -> str:
     return f"PostgreSQL at {host}{port}/{url.database}"
 
 
+def jsonb_text(value: Any) -> str:
+    """JSON text for a PostgreSQL ``jsonb`` column that reads back as it was written.
+
+    ``jsonb`` keeps numbers as ``numeric`` and prints them without an exponent, so a float
+    written as ``1e+23`` (``json.dumps``) would read back as the integer
+    ``100000000000000000000000``. Such floats are written in that plain form with ``.0``
+    instead (``100000000000000000000000.0``), which reads back as the same float and still
+    equals ``1e+23`` in a ``jsonb`` comparison.
+    """
+    text = json.dumps(value)
+    return text if "e+" not in text else _plain_floats(value)
+
+
+def _plain_floats(value: Any) -> str:
+    if isinstance(value, float):
+        text = repr(value)
+        return f"{Decimal(text):f}.0" if "e+" in text else text
+    if isinstance(value, dict):
+        items = (f"{json.dumps(key)}: {_plain_floats(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_plain_floats(item) for item in value) + "]"
+    return json.dumps(value)
+
+
 def engine_for(settings: Settings, url: str | None = None) -> Engine:
     """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
     url = url or settings.database_url
@@ -178,6 +205,7 @@ def engine_for(settings: Settings, url: str | None = None) -> Engine:
         )
     return create_engine(
         postgres_url(url),
+        json_serializer=jsonb_text,
         pool_size=settings.pgvector_pool_size,
         max_overflow=settings.pgvector_pool_size,
         # No ping per checkout (a round trip per call): a dead pooled connection fails its

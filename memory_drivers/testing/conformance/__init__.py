@@ -20,7 +20,8 @@ embedder; the ``test_semantic_*`` tests use the real default model.
 
 Layout: the suite is one class made of one mixin per area (:mod:`.storage`, :mod:`.recall`,
 :mod:`.ranking`, :mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
-:mod:`.equivalence`), each built on :class:`~.base.ConformanceBase` (fixtures and helpers).
+:mod:`.limits`, :mod:`.equivalence`), each built on :class:`~.base.ConformanceBase` (fixtures
+and helpers).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .associations import AssociationTests
 from .bad_input import BadInputTests
 from .equivalence import EquivalenceTests
 from .knowledge import KnowledgeTests
+from .limits import LimitTests
 from .maintenance import MaintenanceTests
 from .ranking import RankingTests
 from .recall import RecallTests
@@ -41,6 +43,7 @@ __all__ = ["MemoryDriverConformance"]
 # tests run in the order of the areas above.
 class MemoryDriverConformance(
     EquivalenceTests,
+    LimitTests,
     BadInputTests,
     MaintenanceTests,
     AssociationTests,
