@@ -8,13 +8,20 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test test-automem-real setup lint clean
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The conformance suite against the real AutoMem; not part of `make test` (docs/drivers/automem.md).
+AUTOMEM_SRC    ?= /work/automem-src
+AUTOMEM_PYTHON ?= /work/automem-env/bin/python
+test-automem-real: $(STAMP)
+	MEMORY_DRIVERS_AUTOMEM_REAL=1 AUTOMEM_SRC=$(AUTOMEM_SRC) AUTOMEM_PYTHON=$(AUTOMEM_PYTHON) \
+		$(PY) -m pytest tests/automem_real $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

@@ -57,7 +57,9 @@ __all__ = [
     "chunk_from_block",
     "chunk_payload",
     "chunk_tags",
+    "content_fingerprint",
     "decode",
+    "embedding",
     "encode",
     "from_automem_type",
     "iso",
@@ -387,8 +389,19 @@ def _automem_content(text: str) -> str:
     return stripped[:AUTOMEM_CONTENT_LIMIT].rstrip()
 
 
-def memory_payload(memory: Memory, links: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The AutoMem memory (``POST /memory`` body, batch item) that stands for ``memory``."""
+def embedding(vector: Iterable[float] | None) -> dict[str, Any]:
+    """AutoMem's ``embedding`` field for a client's vector (nothing without one). AutoMem stores
+    a given vector at once instead of queueing the text for its own model."""
+    return {} if vector is None else {"embedding": [float(x) for x in vector]}
+
+
+def memory_payload(
+    memory: Memory,
+    links: list[dict[str, Any]] | None = None,
+    vector: Iterable[float] | None = None,
+) -> dict[str, Any]:
+    """The AutoMem memory (``POST /memory`` body) that stands for ``memory``, with its vector
+    when given."""
     return {
         "content": _automem_content(memory.content),
         "tags": [*memory.tags, *memory_tags(memory)],
@@ -397,12 +410,13 @@ def memory_payload(memory: Memory, links: list[dict[str, Any]] | None = None) ->
         "timestamp": iso(memory.created_at),
         "updated_at": iso(memory.updated_at),
         "metadata": {**memory.metadata, BLOCK_KEY: memory_block(memory, links)},
+        **embedding(vector),
     }
 
 
-def chunk_payload(chunk: KnowledgeChunk) -> dict[str, Any]:
+def chunk_payload(chunk: KnowledgeChunk, vector: Iterable[float] | None = None) -> dict[str, Any]:
     """The AutoMem memory that stands for a knowledge chunk. AutoMem's ``content`` holds the
-    chunk's first 2000 characters; the block holds all of it."""
+    chunk's first 2000 characters; the block holds all of it (and the vector is of all of it)."""
     return {
         "content": _automem_content(chunk.content),
         "tags": chunk_tags(chunk),
@@ -411,7 +425,18 @@ def chunk_payload(chunk: KnowledgeChunk) -> dict[str, Any]:
         "timestamp": iso(chunk.created_at),
         "updated_at": iso(chunk.created_at),
         "metadata": {**chunk.metadata, BLOCK_KEY: chunk_block(chunk)},
+        **embedding(vector),
     }
+
+
+def content_fingerprint(content: str) -> str | None:
+    """AutoMem's fingerprint of a recall result's content (``_fingerprint_content`` in its
+    ``api/recall.py``): lower-cased, markdown marks and punctuation made spaces, non-ASCII
+    dropped, spaces collapsed, the first 320 characters. Results with the same fingerprint are
+    merged into one, which lists the ids of all of them in ``deduped_from``."""
+    cleaned = re.sub(r"[`*_#>~\-]", " ", content.lower()).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", cleaned)).strip()
+    return cleaned[:320] or None
 
 
 def store_info_payload(values: Mapping[str, str]) -> dict[str, Any]:

@@ -890,7 +890,9 @@ class BaseMemoryDriver(ABC):
 
     # ------------------------------------------------------------------ operations
     def health_check(self) -> dict[str, Any]:
-        """``{"status": "ok" | "error", "driver": ..., ...}``; never raises."""
+        """``{"status": "ok" | "degraded" | "error", "driver": ..., ...}``; never raises.
+        ``degraded``: the backend answers but says part of it is not working (AutoMem's own
+        ``degraded``), with the ``reason``."""
         report: dict[str, Any] = {"status": "ok", "driver": self.name}
         if self._closed:
             return {**report, "status": "error", "error": "the driver is closed"}

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from automem_support import (  # noqa: F401 - fixtures
     TOKEN,
@@ -396,7 +397,7 @@ def test_reserved_tags_and_metadata_key_are_refused(client: AutoMemDriver) -> No
 
 
 def test_reembed_is_refused_without_marking_the_store(client: AutoMemDriver) -> None:
-    """AutoMem embeds memories itself; the driver cannot re-embed, and says where to."""
+    """AutoMem cannot replace stored vectors; the driver cannot re-embed, and says what to do."""
     with pytest.raises(ConfigurationError, match="reembed"):
         client.reembed()
     assert client._read_store_info().get("reembed_target") is None
@@ -474,9 +475,9 @@ def test_filters_beyond_the_recall_window(
 def test_a_vector_without_its_text_is_sent_as_an_embedding(
     automem: AutoMemDriver,  # noqa: F811
 ) -> None:
-    """Vector recall sends AutoMem the query text, which the shared API embedded just before.
-    A search given only a vector (as ``memory-drivers serve --driver automem`` does for a
-    client's ``embedding``) sends the vector instead, and finds the same."""
+    """Vector recall sends AutoMem the query's vector with its text. A search given only a
+    vector (as ``memory-drivers serve --driver automem`` does for a client's ``embedding``)
+    sends the vector alone, and finds the same."""
     memory = automem.store("u1", "green tea in the morning")
     automem.store_global_knowledge("green tea in the morning", category="c", doc_id="D")
     vector = check_vectors(
@@ -631,3 +632,173 @@ def test_health_and_stats_report_the_service(
     assert report["served_by"] == "memory-drivers serve (sqlite)"
     assert automem.stats()["memories"] == 2 and automem.stats()["users"] == 2
     assert automem.stats()["knowledge_chunks"] == 1
+
+
+# ---------------------------------------------------------------------- AutoMem's own behaviour
+class Observed:
+    """Wraps the real server: records each request (method, path, query string, JSON body) and
+    can change its ``/health`` answer: ``health`` entries replace the server's, and
+    ``as_automem`` drops the ``memory_drivers`` entry, so that the driver takes the server for
+    AutoMem (whose batch endpoint ignores ``embedding``)."""
+
+    def __init__(
+        self, app: ASGIApp, health: dict[str, Any] | None = None, as_automem: bool = False
+    ) -> None:
+        self.app = app
+        self.health = health or {}
+        self.as_automem = as_automem
+        self.requests: list[tuple[str, str, str, Any]] = []
+
+    def bodies(self, method: str, path: str) -> list[Any]:
+        return [body for m, p, _, body in self.requests if (m, p) == (method, path)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        query = scope["query_string"].decode()
+        self.requests.append(
+            (scope["method"], scope["path"], query, json.loads(body) if body else None)
+        )
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        if scope["path"] != "/health":
+            await self.app(scope, replay, send)
+            return
+        answer: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
+
+        await self.app(scope, replay, capture)
+        report = {**json.loads(b"".join(answer)), **self.health}
+        if self.as_automem:
+            report.pop("memory_drivers", None)
+        await JSONResponse(report)(scope, receive, send)
+
+
+@pytest.fixture
+def observed(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Observed, str]]:
+    """A server over a fresh sqlite store behind :class:`Observed` (its arguments from
+    ``@pytest.mark.parametrize("observed", [kwargs], indirect=True)``), and its URL."""
+    store = sqlite_store(
+        tmp_path / "served", build_settings(_env_file=None, embedding_provider="hashing")
+    )
+    wrapper = Observed(create_app(store, api_token=TOKEN), **getattr(request, "param", {}))
+    thread = ServerThread(wrapper)
+    thread.start()
+    try:
+        yield wrapper, thread.url
+    finally:
+        thread.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("observed", [{"as_automem": True}], indirect=True)
+def test_writes_and_queries_carry_the_drivers_vectors(observed: tuple[Observed, str]) -> None:
+    """AutoMem embeds a memory stored without ``embedding`` in a background queue, so for
+    about 2 s after ``store`` returned, recall by meaning missed it (and its model is not the
+    driver's). Every write now sends the driver's vector, one ``POST /memory`` each (AutoMem's
+    batch endpoint ignores ``embedding``), and recall sends the query's vector with its text."""
+    wrapper, url = observed
+    driver = AutoMemDriver(client_settings(url))
+    try:
+        texts = ["green tea in the morning", "a dog named Rex", "jazz piano"]
+        driver.store_many([{"user_id": "u1", "content": t} for t in texts])
+        driver.store_global_knowledge("the refund window is 30 days", category="c")
+        driver.recall("u1", query="green tea", search="vector")
+    finally:
+        driver.close()
+    assert not wrapper.bodies("POST", "/memory/batch")
+    posted = wrapper.bodies("POST", "/memory")
+    stored = {wire.read_block(p)["content"]: p["embedding"] for p in posted if wire.read_block(p)}
+    wanted = driver.embedder.embed_documents([*texts, "the refund window is 30 days"])
+    for text, vector in zip([*texts, "the refund window is 30 days"], wanted, strict=True):
+        assert stored[text] == pytest.approx([float(x) for x in vector], abs=1e-6)
+    [query] = [
+        q for m, p, q, _ in wrapper.requests if (m, p) == ("GET", "/recall") and "query" in q
+    ]
+    params = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+    assert params["query"] == "green+tea" and len(params["embedding"].split("%2C")) == 256
+
+
+def test_memory_drivers_serve_gets_batches(observed: tuple[Observed, str]) -> None:
+    """``memory-drivers serve`` stores a batch in one transaction and embeds with the driver's
+    model (the stamp makes sure), so it keeps getting batches."""
+    wrapper, url = observed
+    with AutoMemDriver(client_settings(url)) as driver:
+        driver.store_many([{"user_id": "u1", "content": f"memory {i}"} for i in range(3)])
+    [batch] = wrapper.bodies("POST", "/memory/batch")
+    assert len(batch["memories"]) == 3 and all("embedding" in m for m in batch["memories"])
+
+
+@pytest.mark.parametrize(
+    "observed", [{"health": {"vector_dimensions": {"collection": 1024}}}], indirect=True
+)
+def test_a_service_with_another_vector_size_is_refused(observed: tuple[Observed, str]) -> None:
+    """A write is refused with what to change, instead of AutoMem's 400 for every vector."""
+    wrapper, url = observed
+    with AutoMemDriver(client_settings(url)) as driver:
+        with pytest.raises(ConfigurationError, match="VECTOR_SIZE=256"):
+            driver.store("u1", "never sent")
+        with pytest.raises(ConfigurationError, match="1024-dimensional"):
+            driver.store_many([{"user_id": "u1", "content": "nor this"}] * 2)
+    assert not wrapper.bodies("POST", "/memory") and not wrapper.bodies("POST", "/memory/batch")
+
+
+def test_copies_that_automem_merges_are_all_found(
+    automem: AutoMemDriver,  # noqa: F811
+    live_server: LiveServer,  # noqa: F811
+) -> None:
+    """AutoMem merges recall results with the same content (case and punctuation aside) into
+    one that lists every merged id in ``deduped_from``, with ``dedup_removed: 0``; the server
+    does the same. Recall without a query, by keyword and by vector, and cleanup, still see
+    every copy."""
+    texts = ["same words", "same words", "Same words!", "other words"]
+    stored = automem.store_many([{"user_id": "u1", "content": t} for t in texts])
+    raw = httpx.get(
+        f"{live_server.url}/recall",
+        params={"tags": wire.user_tag("u1"), "limit": 10},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
+    assert len(raw["results"]) == 2 and raw["dedup_removed"] == 0  # the server merged them
+    merged = next(r for r in raw["results"] if r.get("deduped_from"))
+    assert len(merged["deduped_from"]) == 3
+    copies = {m.id for m in stored[:3]}
+    for search in ("keyword", "vector", "hybrid"):
+        hits = automem.recall("u1", query="same words", top_k=10, search=search)
+        assert copies <= {h.memory.id for h in hits}, search
+    assert {h.memory.id for h in automem.recall("u1", top_k=10)} == {m.id for m in stored}
+    result = automem.cleanup("u1", min_importance=0.6, dry_run=False)
+    assert result.count == 4 and automem.count("u1") == 0
+
+
+def test_a_degraded_automem_is_reported_degraded(tmp_path: Path) -> None:
+    """AutoMem says ``degraded`` when Qdrant or FalkorDB is down, or while it holds fewer
+    vectors than memories; the health check says so too, with AutoMem's reason."""
+    store = sqlite_store(tmp_path, build_settings(_env_file=None, embedding_provider="hashing"))
+    drift = {"status": "degraded", "sync_status": "drift_detected", "vector_count": 3}
+    wrapper = Observed(create_app(store, api_token=TOKEN), health=drift)
+    try:
+        with ServerThread(wrapper) as thread, AutoMemDriver(client_settings(thread.url)) as driver:
+            driver.store("u1", "one")
+            wrapper.health = {**drift, "memory_count": 5}
+            report = driver.health_check()
+            assert report["status"] == "degraded" and report["automem_status"] == "degraded"
+            assert "3 vectors for 5 memories" in report["reason"]
+            wrapper.health = {"status": "degraded", "qdrant": "disconnected"}
+            assert driver.health_check()["reason"] == "qdrant is disconnected"
+            wrapper.health = {}
+            assert driver.health_check()["status"] == "ok"
+    finally:
+        store.close()

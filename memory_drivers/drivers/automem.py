@@ -11,10 +11,14 @@ Environment::
 
 AutoMem has no users, conversations or client-chosen ids, so each memory carries the
 memory-drivers block and convention tags (:mod:`memory_drivers.automem_wire`): the driver reads
-every memory back exactly from its block, and filters on the tags. AutoMem embeds and ranks;
-vector recall sends the query text and returns AutoMem's scores. Recall without a query, keyword
-recall, counting and listing are computed here, exactly, from AutoMem's candidates (its recall
-window of 100, or every memory of the user through ``/memory/by-tag`` when the window is full).
+every memory back exactly from its block, and filters on the tags. Every write sends the
+driver's own vector in AutoMem's ``embedding`` field (AutoMem stores it at once, where it would
+otherwise queue the text for its own model), and recall sends the query's vector with its text;
+AutoMem ranks, and vector recall returns AutoMem's scores. AutoMem merges recall results with
+the same content into one that lists the others in ``deduped_from``; the driver reads those
+back. Recall without a query, keyword recall, counting and listing are computed here, exactly,
+from AutoMem's candidates (its recall window of 100, or every memory of the user through
+``/memory/by-tag`` when the window is full).
 What cannot be exact against a real AutoMem is listed in ``docs/drivers/automem.md``.
 
 Why this module is long: it is one driver's translation of every primitive into AutoMem's REST
@@ -139,6 +143,7 @@ class AutoMemDriver(BaseMemoryDriver):
             headers=headers,
             timeout=httpx.Timeout(s.automem_timeout, connect=min(s.automem_timeout, 10.0)),
         )
+        self._service: dict[str, Any] | None = None  # its /health answer, read once
         try:
             self._attach_embedder()
         except BaseException:
@@ -337,28 +342,73 @@ class AutoMemDriver(BaseMemoryDriver):
                 f"{where}the metadata key {wire.BLOCK_KEY!r} is reserved by the automem driver"
             )
 
-    def _post_new(self, payloads: Sequence[dict[str, Any]], ids: Sequence[str]) -> None:
-        """Store new AutoMem memories (each carrying one of our ``ids``), in batches of 500.
+    def _service_health(self) -> dict[str, Any]:
+        """The service's ``/health`` answer, asked once per driver: its vector size, and whether
+        it is ``memory-drivers serve``."""
+        if self._service is None:
+            self._service = self._request("GET", "/health")
+        return self._service
 
-        A failed attempt is retried only with what did not arrive, so a retry never stores a
-        memory twice (AutoMem would give the copy a new id).
+    def _check_vector_size(self) -> None:
+        """Refuse to write when AutoMem's vectors have another size than the embedder's (AutoMem
+        would answer 400 to every write)."""
+        sizes = self._service_health().get("vector_dimensions") or {}
+        size = sizes.get("collection") or sizes.get("effective") or sizes.get("configured")
+        if isinstance(size, int) and size != self.embedder.dimension:
+            self._service = None  # asked again next time: AutoMem may be reconfigured
+            raise ConfigurationError(
+                f"AutoMem at {self.url} keeps {size}-dimensional vectors, but the embedder "
+                f"{self.embedder.name!r} makes {self.embedder.dimension}-dimensional ones. Run "
+                f"AutoMem with VECTOR_SIZE={self.embedder.dimension} (a new Qdrant collection), "
+                "or configure an embedder of its size (EMBEDDING_PROVIDER, EMBEDDING_MODEL)."
+            )
+
+    def _post_new(self, payloads: Sequence[dict[str, Any]], ids: Sequence[str]) -> None:
+        """Store new AutoMem memories (each carrying one of our ``ids`` and its vector), all or
+        none: on a failure the ones this call stored are deleted again.
+
+        AutoMem gets one ``POST /memory`` each, as its batch endpoint ignores ``embedding`` (it
+        embeds with its own model); ``memory-drivers serve``, which embeds with the same model
+        as the driver, gets batches of 500, each stored in one transaction. A failed attempt
+        is retried only with what did not arrive, so a retry never stores a memory twice
+        (AutoMem would give the copy a new id).
         """
+        self._check_vector_size()
+        size = wire.AUTOMEM_BATCH_LIMIT if self._service_health().get("memory_drivers") else 1
         pending = list(zip(ids, payloads, strict=True))
+        stored: list[str] = []  # AutoMem's ids of what this call stored
 
         def attempt() -> None:
-            for batch in _batched(pending, wire.AUTOMEM_BATCH_LIMIT):
+            nonlocal pending
+            while pending:
+                batch = pending[:size]
                 if len(batch) == 1:
-                    self._send("POST", "/memory", None, batch[0][1])
+                    _, body = self._send("POST", "/memory", None, batch[0][1])
+                    stored.append(str(body.get("memory_id")))
                 else:
-                    self._send("POST", "/memory/batch", None, {"memories": [p for _, p in batch]})
+                    memories = {"memories": [p for _, p in batch]}
+                    _, body = self._send("POST", "/memory/batch", None, memories)
+                    stored.extend(str(i) for i in body.get("memory_ids") or [])
+                pending = pending[size:]
 
         def arrived() -> bool:
             nonlocal pending
             there = self._find(i for i, _ in pending)
+            stored.extend(automem_id for automem_id, _ in there.values())
             pending = [(i, p) for i, p in pending if i not in there]
             return not pending
 
-        self._retrying(attempt, done=arrived)
+        try:
+            self._retrying(attempt, done=arrived)
+        except MemoryDriverError:
+            for automem_id in stored:
+                try:
+                    self._request("DELETE", f"/memory/{automem_id}")
+                except MemoryDriverError as exc:
+                    log.error(
+                        "could not remove %s, stored by a write that failed: %s", automem_id, exc
+                    )
+            raise
 
     def _delete_ids(self, ids: Sequence[str]) -> None:
         for batch in _batched(list(ids), LOOKUP_BATCH):
@@ -376,18 +426,7 @@ class AutoMemDriver(BaseMemoryDriver):
                 "are taken); nothing was stored. Leave id out to get a new one."
             )
         ids = [m.id for m in memories]
-        try:
-            self._post_new([wire.memory_payload(m) for m in memories], ids)
-        except MemoryDriverError:
-            if len(ids) > wire.AUTOMEM_BATCH_LIMIT:  # earlier batches may have arrived
-                self._undo(ids)
-            raise
-
-    def _undo(self, ids: Sequence[str]) -> None:
-        try:
-            self._delete_ids(list(self._find(ids)))
-        except MemoryDriverError as exc:
-            log.error("could not remove the part of a failed batch that was stored: %s", exc)
+        self._post_new([wire.memory_payload(r.memory, None, r.vector) for r in records], ids)
 
     def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
         return {mid: found[2] for mid, found in self._find_memories(ids, user_id).items()}
@@ -403,13 +442,21 @@ class AutoMemDriver(BaseMemoryDriver):
         return {k: v for k, v in metadata.items() if k != wire.BLOCK_KEY and k not in ours}
 
     def _patch(
-        self, automem_id: str, item: Mapping[str, Any], memory: Memory, **extra: Any
+        self,
+        automem_id: str,
+        item: Mapping[str, Any],
+        memory: Memory,
+        links: list[dict[str, Any]] | None = None,
+        *,
+        content: bool = False,
     ) -> None:
         """Write ``memory`` over the AutoMem memory ``automem_id`` (tags, importance, type,
-        metadata with the block, times; ``extra`` adds fields such as content)."""
+        metadata with the block, times; ``links`` replaces the links its block records).
+        Content only with ``content``: AutoMem embeds new content with its own model, so for
+        AutoMem :meth:`_replace` writes it."""
         block = wire.read_block(item) or {}
-        links = block.get("links") if isinstance(block.get("links"), list) else None
-        links = extra.pop("links", links)
+        if links is None and isinstance(block.get("links"), list):
+            links = block["links"]
         payload = wire.memory_payload(memory, links)
         body = {
             "tags": payload["tags"],
@@ -417,8 +464,9 @@ class AutoMemDriver(BaseMemoryDriver):
             "type": payload["type"],
             "updated_at": payload["updated_at"],
             "metadata": {**self._automem_extras(item, block), **payload["metadata"]},
-            **{key: payload[key] for key in extra.pop("fields", ())},
         }
+        if content:
+            body["content"] = payload["content"]
         self._request("PATCH", f"/memory/{automem_id}", json=body)
 
     def _update_memory(
@@ -435,8 +483,71 @@ class AutoMemDriver(BaseMemoryDriver):
         automem_id, item, current = found
         updated = current.model_copy(update=dict(changes))
         self._check_writable(updated)
-        self._patch(automem_id, item, updated, fields=("content",) if "content" in changes else ())
+        if updated.content == current.content:
+            self._patch(automem_id, item, updated)
+        elif self._service_health().get("memory_drivers"):
+            # `memory-drivers serve` embeds new content with the store's embedder, which the
+            # stamp makes the same as this driver's.
+            self._patch(automem_id, item, updated, content=True)
+        else:
+            assert vector is not None  # the shared update embeds changed content
+            self._replace(automem_id, item, updated, vector)
         return updated
+
+    def _replace(
+        self, automem_id: str, item: Mapping[str, Any], memory: Memory, vector: np.ndarray
+    ) -> None:
+        """Write ``memory`` with new content and its vector: stored anew, AutoMem's links of
+        the old one made again, then the old one deleted.
+
+        AutoMem's ``PATCH`` would embed new content with AutoMem's own model (it takes no
+        ``embedding``), and a ``POST`` always makes a new AutoMem id, so this is the one way to
+        keep the driver's vector. Readers see the old or the new memory meanwhile; a failure
+        before the old one is deleted removes the new one again.
+        """
+        self._check_vector_size()
+        block = wire.read_block(item) or {}
+        links = block.get("links") if isinstance(block.get("links"), list) else None
+        payload = wire.memory_payload(memory, links, vector)
+        payload["metadata"] = {**self._automem_extras(item, block), **payload["metadata"]}
+        related = self._related(memory.id, None)
+        others = self._find(r.memory.id for r in related)
+
+        def stored_copy() -> str | None:
+            copies = self._by_tag([wire.id_tag(memory.id)])
+            return next((str(i["id"]) for i in copies if str(i.get("id")) != automem_id), None)
+
+        answer = self._retrying(
+            lambda: self._send("POST", "/memory", None, payload), done=lambda: bool(stored_copy())
+        )
+        new_id = str(answer[1].get("memory_id")) if answer else stored_copy()
+        if not new_id:
+            raise BackendUnavailableError(f"AutoMem at {self.url} did not say which id it gave")
+        try:
+            for link in related:
+                other = others.get(link.memory.id)
+                if other is None:
+                    continue
+                ends = (new_id, other[0]) if link.direction == "outgoing" else (other[0], new_id)
+                self._request(
+                    "POST",
+                    "/associate",
+                    json={
+                        "memory1_id": ends[0],
+                        "memory2_id": ends[1],
+                        "type": link.relationship_type,
+                        "strength": link.strength,
+                    },
+                )
+            self._request("DELETE", f"/memory/{automem_id}")
+        except MemoryDriverError:
+            try:
+                self._request("DELETE", f"/memory/{new_id}")
+            except MemoryDriverError as exc:
+                log.error(
+                    "could not remove the new copy %s of memory %s: %s", new_id, memory.id, exc
+                )
+            raise
 
     def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
         found = list(self._find_memories(ids, user_id))
@@ -447,10 +558,41 @@ class AutoMemDriver(BaseMemoryDriver):
     # ------------------------------------------------------------------ recall
     @staticmethod
     def _query_params(text: str | None, vector: np.ndarray) -> dict[str, str]:
-        """AutoMem embeds the query text itself; without the text, the vector is sent."""
+        """The query's vector (AutoMem searches with it instead of embedding the text with its
+        own model, which would not match the stored vectors) and its text (for AutoMem's
+        keyword signals)."""
+        params = {"embedding": ",".join(format(float(x), ".9g") for x in vector)}
         if text is not None:
-            return {"query": text}
-        return {"embedding": ",".join(format(float(x), ".9g") for x in vector)}
+            params["query"] = text
+        return params
+
+    def _results(self, body: Mapping[str, Any]) -> list[tuple[dict[str, Any], Any]]:
+        """The AutoMem memories of a recall answer with their scores, merged ones included.
+
+        AutoMem merges results whose content has the same fingerprint (case, punctuation and
+        spacing aside) into the best one, which lists every merged id in ``deduped_from``; it
+        reports them in ``dedup_removed`` only sometimes. The merged ones are read back here and
+        get the score of the one they were merged into.
+        """
+        found: list[tuple[dict[str, Any], Any]] = []
+        copies: list[tuple[str, Any]] = []
+        for result in body.get("results") or []:
+            if not isinstance(result, dict) or not isinstance(result.get("memory"), dict):
+                continue
+            score = result.get("final_score", result.get("score"))
+            found.append((result["memory"], score))
+            own = {str(result.get("id")), str(result["memory"].get("id"))}
+            merged = result.get("deduped_from")
+            if isinstance(merged, list):
+                copies += [(str(other), score) for other in merged if str(other) not in own]
+        for automem_id, score in dict(copies).items():
+            try:
+                memory = self._request("GET", f"/memory/{automem_id}").get("memory")
+            except NotFoundError:  # deleted in between
+                continue
+            if isinstance(memory, dict):
+                found.append((memory, score))
+        return found
 
     @staticmethod
     def _narrowing_tags(f: MemoryFilter) -> list[str]:
@@ -486,17 +628,16 @@ class AutoMemDriver(BaseMemoryDriver):
         if f.until is not None:
             params["end"] = wire.iso(f.until)  # AutoMem's end is inclusive; matches() is not
         body = self._request("GET", "/recall", params=params)
-        results = [r for r in body.get("results") or [] if isinstance(r, dict)]
-        deduplicated = bool(body.get("dedup_removed"))
-        complete = len(results) + int(body.get("dedup_removed") or 0) < wire.AUTOMEM_RECALL_LIMIT
+        results = self._results(body)
+        removed = int(body.get("dedup_removed") or 0)
+        complete = len(results) + removed < wire.AUTOMEM_RECALL_LIMIT
         window: dict[str, tuple[Memory, float | None]] = {}
-        for result in results:
-            memory = self._decode_memory(result.get("memory") or {})
+        for item, score in results:
+            memory = self._decode_memory(item)
             if memory is None or memory.id in window:
                 continue
-            score = result.get("final_score", result.get("score"))
             window[memory.id] = (memory, float(score) if score is not None else None)
-        return list(window.values()), complete, deduplicated
+        return list(window.values()), complete, bool(removed)
 
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
         f = search.filter
@@ -585,7 +726,7 @@ class AutoMemDriver(BaseMemoryDriver):
             )
         old = [c.id for c in self._chunks(wire.doc_tag(doc_id)) if c.doc_id == doc_id]
         ids = [c.id for c in chunks]
-        self._post_new([wire.chunk_payload(c) for c in chunks], ids)
+        self._post_new([wire.chunk_payload(r.chunk, r.vector) for r in records], ids)
         stale = [i for i in old if i not in set(ids)]
         if stale:
             self._delete_ids(stale)
@@ -623,11 +764,8 @@ class AutoMemDriver(BaseMemoryDriver):
         }
         body = self._request("GET", "/recall", params=params)
         hits: dict[str, KnowledgeHit] = {}
-        for result in body.get("results") or []:
-            if not isinstance(result, dict):
-                continue
-            chunk = self._decode_chunk(result.get("memory") or {})
-            score = result.get("final_score", result.get("score"))
+        for item, score in self._results(body):
+            chunk = self._decode_chunk(item)
             if chunk is None or score is None or (category and chunk.category != category):
                 continue
             hits.setdefault(chunk.id, KnowledgeHit(chunk=chunk, score=float(score)))
@@ -748,7 +886,12 @@ class AutoMemDriver(BaseMemoryDriver):
         merged = {**(found[1] if found else {}), **values}
         merged = {k: v for k, v in merged.items() if v}
         if found is None:
-            payload = wire.store_info_payload(merged)
+            # A fixed vector, so AutoMem does not queue the text for its own model (its health
+            # says "degraded" until the queue is done); nothing searches for this memory.
+            unit = np.zeros(self.embedder.dimension)
+            unit[0] = 1.0
+            self._check_vector_size()
+            payload = {**wire.store_info_payload(merged), **wire.embedding(unit)}
             self._retrying(
                 lambda: self._send("POST", "/memory", None, payload),
                 done=lambda: self._store_info_item() is not None,
@@ -758,12 +901,14 @@ class AutoMemDriver(BaseMemoryDriver):
             self._request("PATCH", f"/memory/{found[0]}", json={"metadata": metadata})
 
     def reembed(self, *, batch_size: int = 256, progress: Any = None) -> dict[str, int]:
-        """Not possible from here: AutoMem embeds memories with its own model."""
+        """Not possible: AutoMem cannot replace the vector of a stored memory."""
         self._check_open()
         raise ConfigurationError(
-            f"the automem driver cannot re-embed: the service at {self.url} embeds memories "
-            "itself. Re-embed there: for AutoMem, its scripts/reembed_embeddings.py; for "
-            "`memory-drivers serve`, `memory-drivers --driver <its driver> reembed` on its store."
+            f"the automem driver cannot re-embed: the service at {self.url} cannot replace "
+            "the vectors of stored memories. Store them again with the new embedder "
+            "(memory-drivers export, then import into a new AutoMem collection); for "
+            "`memory-drivers serve`, run `memory-drivers --driver <its driver> reembed` on its "
+            "store."
         )
 
     def _set_vectors(
@@ -777,13 +922,31 @@ class AutoMemDriver(BaseMemoryDriver):
         status = body.get("status")
         if status not in ("healthy", "degraded"):
             raise BackendUnavailableError(f"AutoMem at {self.url} reports status {status!r}")
-        report = {"url": self.url, "automem_status": status}
+        report: dict[str, Any] = {"url": self.url, "automem_status": status}
+        if status == "degraded":
+            report["status"] = "degraded"
+            report["reason"] = self._degraded_because(body)
         if body.get("memory_count") is not None:
             report["automem_memory_count"] = body["memory_count"]
         served_by = (body.get("memory_drivers") or {}).get("driver")
         if served_by:
             report["served_by"] = f"memory-drivers serve ({served_by})"
         return report
+
+    @staticmethod
+    def _degraded_because(body: Mapping[str, Any]) -> str:
+        """Why AutoMem says it is degraded, from its own health report."""
+        reasons = [
+            f"{part} is {body.get(part)}"
+            for part in ("falkordb", "qdrant")
+            if body.get(part) not in (None, "connected", "not used")
+        ]
+        if body.get("sync_status") == "drift_detected":
+            reasons.append(
+                f"{body.get('vector_count')} vectors for {body.get('memory_count')} memories "
+                "(AutoMem is still embedding some, or lost vectors)"
+            )
+        return "; ".join(reasons) or "AutoMem reports status 'degraded'"
 
     def _stats(self) -> dict[str, Any]:
         memories = self._all_memories(None)

@@ -1,5 +1,6 @@
 """``GET /recall``: vector search when there is a query or an embedding, otherwise by
-importance or time; AutoMem's tag filters become driver filters where they can."""
+importance or time; AutoMem's tag filters become driver filters where they can. Results with
+the same content are merged as AutoMem merges them (:func:`_add_or_merge`)."""
 
 from __future__ import annotations
 
@@ -154,12 +155,14 @@ class RecallRoutes(ServiceBase):
             memories = self._search(memory_filter)
             ranked = [(m, m.importance) for m in memories]
             ranked.sort(key=_selection_key(sort))
-        results = []
+        results: list[dict[str, Any]] = []
+        fingerprints: dict[str, dict[str, Any]] = {}
         for memory, score in ranked:
             rendered = self.render_memory(memory)
             if not tag_filter.passes(rendered["tags"]):
                 continue
-            results.append(_result(rendered, score, "vector" if vectors else "trending"))
+            result = _result(rendered, score, "vector" if vectors else "trending")
+            _add_or_merge(results, fingerprints, result)
             if len(results) == limit:
                 break
         return _final_order(results, sort)
@@ -192,17 +195,36 @@ class RecallRoutes(ServiceBase):
                 key=lambda c: (-c.created_at.timestamp(), c.doc_id, c.chunk_index),
             )
             ranked = [(c, 0.5) for c in chunks]
-        results = []
+        results: list[dict[str, Any]] = []
+        fingerprints: dict[str, dict[str, Any]] = {}
         for chunk, score in ranked:
             if (start and chunk.created_at < start) or (end and chunk.created_at > end):
                 continue
             rendered = self.render_chunk(chunk)
             if not tag_filter.passes(rendered["tags"]):
                 continue
-            results.append(_result(rendered, score, "vector" if vectors else "trending"))
+            result = _result(rendered, score, "vector" if vectors else "trending")
+            _add_or_merge(results, fingerprints, result)
             if len(results) == limit:
                 break
         return _final_order(results, sort)
+
+
+def _add_or_merge(
+    results: list[dict[str, Any]], fingerprints: dict[str, dict[str, Any]], result: dict[str, Any]
+) -> None:
+    """Add ``result``, or merge it into an earlier (better ranked) one with the same content
+    fingerprint, as AutoMem does: the kept result lists the ids of all of them in
+    ``deduped_from``, the merged one is left out, and ``dedup_removed`` does not count it (so
+    merged results do not count towards ``limit`` either)."""
+    fingerprint = wire.content_fingerprint(result["memory"]["content"])
+    kept = fingerprints.get(fingerprint) if fingerprint else None
+    if kept is None:
+        results.append(result)
+        if fingerprint:
+            fingerprints[fingerprint] = result
+    else:
+        kept["deduped_from"] = sorted({*kept.get("deduped_from", [kept["id"]]), result["id"]})
 
 
 def _result(rendered: dict[str, Any], score: float, match_type: str) -> dict[str, Any]:
