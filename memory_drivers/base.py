@@ -25,8 +25,10 @@ pieced together again. The rules it applies live in their own modules (``validat
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +39,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from . import metrics
 from . import validation as check
 from .config import Settings, get_settings
 from .embeddings import Embedder, check_vectors, get_embedder
@@ -69,6 +72,7 @@ from .ranking.timeframe import strip_periods
 from .text import chunk_text, document_terms, query_terms
 
 __all__ = [
+    "OPERATIONS",
     "RECALL_FILTERS",
     "SEARCH_MODES",
     "BaseMemoryDriver",
@@ -216,6 +220,12 @@ class BaseMemoryDriver(ABC):
         self._question_words = frozenset(self.settings.keyword_query_stopwords)
         #: the last stage of recall, when one is configured (memory_drivers.ranking.rerank)
         self.reranker = reranker if reranker is not None else get_reranker(self.settings)
+        metrics.opened(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A driver's own versions of the public methods are measured too (memory_drivers.metrics).
+        metrics.observe(cls, OPERATIONS)
 
     # ------------------------------------------------------------------ embedder
     @property
@@ -256,21 +266,25 @@ class BaseMemoryDriver(ABC):
             )
 
     def _embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
         try:
             vectors = self.embedder.embed_documents(list(texts))
         except MemoryDriverError:
             raise
         except Exception as exc:
             raise EmbeddingError(f"embedder {self.embedder.name!r} failed: {exc}") from exc
+        metrics.embedded(self.embedder.name, "documents", len(texts), started)
         return check_vectors(vectors, len(texts), self.embedder)
 
     def _embed_query(self, text: str) -> np.ndarray:
+        started = time.perf_counter()
         try:
             vector = self.embedder.embed_query(text)
         except MemoryDriverError:
             raise
         except Exception as exc:
             raise EmbeddingError(f"embedder {self.embedder.name!r} failed: {exc}") from exc
+        metrics.embedded(self.embedder.name, "query", 1, started)
         return check_vectors(vector, 1, self.embedder)[0]
 
     # ------------------------------------------------------------------ helpers
@@ -1069,6 +1083,16 @@ class BaseMemoryDriver(ABC):
     @abstractmethod
     def _close(self) -> None:
         """Release resources."""
+
+
+#: The public methods measured as operations by :mod:`memory_drivers.metrics`: all but
+#: ``close`` and ``iter_memories`` (which returns at once; the reading happens later).
+OPERATIONS = frozenset(
+    name
+    for name, value in vars(BaseMemoryDriver).items()
+    if inspect.isfunction(value) and not name.startswith("_")
+) - {"close", "iter_memories"}
+metrics.observe(BaseMemoryDriver, OPERATIONS)
 
 
 def _not_found(memory_id: str, user_id: str | None) -> str:

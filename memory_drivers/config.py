@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     memory_server_keep_alive_timeout: int = Field(5, ge=1)
     memory_server_max_connections: int = Field(100, ge=1)
 
+    memory_server_metrics_open: bool = False
+
+    # --- metrics (memory_drivers.metrics, docs/metrics.md) ------------------------------
+    memory_metrics: Literal["none", "prometheus"] = "none"
+    memory_metrics_stats_interval: float = Field(30.0, ge=0)
+
     # --- memory-drivers mcp (the memory tools over the Model Context Protocol) -----------
     mcp_user_id: str | None = None
     mcp_host: str = "127.0.0.1"
@@ -181,9 +187,9 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("memory_cache", mode="before")
+    @field_validator("memory_cache", "memory_metrics", mode="before")
     @classmethod
-    def _cache_choice(cls, value: Any) -> Any:
+    def _off_choice(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = value.strip().lower()
             return "none" if value in ("", "off", "false", "0") else value

@@ -48,6 +48,7 @@ def _run(s: Session, *, api: bool, ui: bool) -> int:
             "AUTOMEM_API_TOKEN), or pass --insecure",
             2,
         )
+    with_metrics = s.args.metrics or settings.memory_metrics == "prometheus"
     driver = s.driver
     app = create_app(
         driver,
@@ -56,14 +57,17 @@ def _run(s: Session, *, api: bool, ui: bool) -> int:
         limits=ServerLimits.from_settings(settings),
         ui=ui,
         api=api,
+        metrics_route=with_metrics,
+        metrics_open=settings.memory_server_metrics_open,
     )
     shown = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     what = [
         *(["AutoMem's API"] if api else []),
         *([f"the memory browser at {shown}/ui/"] if ui else []),
+        *([f"metrics at {shown}/metrics"] if with_metrics else []),
     ]
     print(
-        f"memory-drivers {'serve' if api else 'ui'}: {' and '.join(what)} for the {driver.name} "
+        f"memory-drivers {'serve' if api else 'ui'}: {', '.join(what)} for the {driver.name} "
         f"store on {shown} ({'token required' if token else 'no token'}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
@@ -122,6 +126,13 @@ def _options(p: Any) -> None:
         "--port", type=int, metavar="PORT", help="port (default: MEMORY_SERVER_PORT, 8001)"
     )
     p.add_argument("--token", metavar="TOKEN", help="the token clients must send")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="answer GET /metrics with Prometheus metrics (also MEMORY_METRICS=prometheus); it "
+        "needs the token unless MEMORY_SERVER_METRICS_OPEN=true and the scraper is on this "
+        "machine. See docs/metrics.md",
+    )
     p.add_argument(
         "--insecure",
         action="store_true",

@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import TypeAdapter
 
+from .. import metrics
 from .. import validation as check
 from ..base import BaseMemoryDriver, KnowledgeRecord, KnowledgeSearch, MemoryRecord, MemorySearch
 from ..config import Settings
@@ -107,6 +108,7 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         s = settings or inner.settings
         super().__init__(s)
         self.inner = inner
+        metrics.wraps(inner)  # this driver reports the stored counts for it
         # The wrapper is the inner driver as far as names go (health, stats, the registry).
         self.__dict__["name"] = inner.name
         self._redis_errors = redis_errors()  # MissingDependencyError without redis-py

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
+from .. import metrics
 from .. import validation as check
 from ..base import BaseMemoryDriver
 from ..errors import (
@@ -217,8 +218,10 @@ class GenerationCache:
     def _count(self, name: str, n: int = 1) -> None:
         with self._state:
             self.counters[name] += n
+        metrics.cache_event(self.inner.name, name, n)
 
     def _mark_down(self, exc: BaseException) -> None:
+        metrics.cache_event(self.inner.name, "errors")
         with self._state:
             self.counters["errors"] += 1
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -305,6 +308,7 @@ class GenerationCache:
     def _note_dirty(self) -> None:
         """A write went through but its invalidation did not reach Redis: remember it here and
         in the store, so nothing cached before it is served again."""
+        metrics.cache_event(self.inner.name, "failed_invalidations")
         with self._state:
             self._dirty += 1
             self.counters["failed_invalidations"] += 1

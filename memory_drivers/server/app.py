@@ -22,10 +22,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import metrics
 from ..base import BaseMemoryDriver
 from ..errors import EmbeddingError, MemoryDriverError
 from .access_log import TOKEN_PARAMETERS
@@ -125,22 +126,31 @@ async def _json(request: Request) -> Any:
 #: Where the memory browser is mounted (memory_drivers.ui); it checks the token itself, with a
 #: login form and a session cookie.
 UI_PATH = "/ui"
+#: Client addresses of this machine (``metrics_open`` lets them scrape without the token).
+LOOPBACK_CLIENTS = ("127.0.0.1", "::1")
 
 
 class TokenCheck:
     """AutoMem's token check: ``Authorization: Bearer <token>``, ``X-API-Key: <token>`` or
     ``?api_key=<token>``. ``/health`` and CORS pre-flight requests need none, nor the memory
     browser's paths when ``ui`` (the page asks for the token in its login form), nor ``/`` (a
-    redirect to the page) when ``ui_only``."""
+    redirect to the page) when ``ui_only``, nor ``/metrics`` from a loopback client when
+    ``metrics_open``."""
 
     def __init__(
-        self, app: ASGIApp, token: str | None, ui: bool = False, ui_only: bool = False
+        self,
+        app: ASGIApp,
+        token: str | None,
+        ui: bool = False,
+        ui_only: bool = False,
+        metrics_open: bool = False,
     ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.ui = ui
         #: "/" only sends the browser to the page when the page is all that is served
         self.ui_only = ui_only
+        self.metrics_open = metrics_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token is None or scope["type"] != "http":
@@ -153,6 +163,14 @@ class TokenCheck:
             return
         if self.ui and (
             path in (UI_PATH, "/" if self.ui_only else UI_PATH) or path.startswith(UI_PATH + "/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        if (
+            self.metrics_open
+            and path == "/metrics"
+            and request.client is not None
+            and request.client.host in LOOPBACK_CLIENTS
         ):
             await self.app(scope, receive, send)
             return
@@ -182,6 +200,8 @@ def create_app(
     limits: ServerLimits | None = None,
     ui: bool = False,
     api: bool = True,
+    metrics_route: bool = False,
+    metrics_open: bool = False,
 ) -> Starlette:
     """AutoMem's REST API over ``driver``.
 
@@ -192,56 +212,73 @@ def create_app(
     ``ui=True`` adds the memory browser at ``/ui/`` (:mod:`memory_drivers.ui`, behind the same
     token, asked for by its login form); ``api=False`` leaves AutoMem's routes out (only
     ``/health``, the page, and ``/`` sending the browser to it).
+    ``metrics_route``: answer ``GET /metrics`` (turning metrics on, :mod:`memory_drivers.metrics`);
+    it needs the token unless ``metrics_open`` and the client is on this machine. Each request
+    is measured as one operation of the driver, named after the route's nearest public method
+    (``POST /memory`` is ``store``, ``GET /recall`` is ``recall``, ...).
     The driver stays open; the caller closes it. ``app.state.service`` is the
     :class:`~memory_drivers.server.service.MemoryService` (its ``driver`` may be replaced).
     """
     limits = limits or ServerLimits.from_settings(driver.settings)
     service = MemoryService(driver, default_user=default_user)
+    if metrics_route:
+        metrics.enable()
 
     def checked(method: Callable[..., Any], *args: Any) -> Any:
         service.driver._check_open()  # the primitives below do not check it themselves
         return method(*args)
 
-    def call(method: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        return run_in_threadpool(checked, method, *args)
+    def measured(operation: str, method: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return run_in_threadpool(metrics.measure, operation, service.driver.name, method, *args)
+
+    def call(operation: str, method: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return measured(operation, checked, method, *args)
 
     @_endpoint
     async def health(request: Request) -> Any:
-        return await run_in_threadpool(service.health)
+        return await measured("health_check", service.health)
 
     @_endpoint
     async def store(request: Request) -> Any:
-        return await call(service.store, await _json(request))
+        return await call("store", service.store, await _json(request))
 
     @_endpoint
     async def store_batch(request: Request) -> Any:
-        return await call(service.store_batch, await _json(request))
+        return await call("store_many", service.store_batch, await _json(request))
 
     @_endpoint
     async def by_tag(request: Request) -> Any:
-        method = service.delete_by_tag if request.method == "DELETE" else service.by_tag
-        return await call(method, request.query_params)
+        if request.method == "DELETE":
+            return await call("delete", service.delete_by_tag, request.query_params)
+        return await call("recall", service.by_tag, request.query_params)
 
     @_endpoint
     async def one(request: Request) -> Any:
         memory_id = request.path_params["memory_id"]
         if request.method == "PATCH":
-            return await call(service.update, memory_id, await _json(request))
+            return await call("update", service.update, memory_id, await _json(request))
         if request.method == "DELETE":
-            return await call(service.delete, memory_id)
-        return await call(service.get, memory_id)
+            return await call("delete", service.delete, memory_id)
+        return await call("get", service.get, memory_id)
 
     @_endpoint
     async def associate(request: Request) -> Any:
-        return await call(service.associate, await _json(request))
+        return await call("associate", service.associate, await _json(request))
 
     @_endpoint
     async def recall(request: Request) -> Any:
-        return await call(service.recall, request.query_params)
+        return await call("recall", service.recall, request.query_params)
 
     @_endpoint
     async def related(request: Request) -> Any:
-        return await call(service.related, request.path_params["memory_id"], request.query_params)
+        memory_id = request.path_params["memory_id"]
+        return await call("related", service.related, memory_id, request.query_params)
+
+    async def metrics_page(request: Request) -> Response:
+        body, content_type = await run_in_threadpool(
+            metrics.exposition, request.headers.get("accept")
+        )
+        return Response(body, media_type=content_type)
 
     async def unsupported(request: Request) -> ServerJSONResponse:
         return error_response(
@@ -273,6 +310,8 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         *(api_routes if api else []),
     ]
+    if metrics_route:
+        routes.append(Route("/metrics", metrics_page, methods=["GET"]))
     if ui:
         from ..ui import create_ui
 
@@ -285,6 +324,8 @@ def create_app(
     )
     app.state.service = service
     app.state.limits = limits
-    app.add_middleware(TokenCheck, token=api_token, ui=ui, ui_only=ui and not api)
+    app.add_middleware(
+        TokenCheck, token=api_token, ui=ui, ui_only=ui and not api, metrics_open=metrics_open
+    )
     app.add_middleware(RequestLimits, limits=limits)  # added last: the outermost
     return app

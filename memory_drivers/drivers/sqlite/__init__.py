@@ -449,11 +449,32 @@ class SQLiteDriver(SQLDriver):
         }
 
     def _stats(self) -> dict[str, Any]:
+        return {**self._counts(), **self._sizes(), "index": self._index_state()}
+
+    def _index_state(self) -> dict[str, Any]:
+        """This process's FAISS index against the database, without bringing it up to date
+        (one query): its counters (rebuilds, file loads, log entries replayed, saves), its log
+        position, ``pending`` (vector changes logged that it has not applied yet) and
+        ``unsaved`` (changes it holds that the saved file does not)."""
+        with self._read() as connection:
+            last = log_position(connection).last
         index = self._index
-        counters = dict(index.counters) if index is not None else {}
-        if index is not None:
-            counters.update(log_position=index.seq, unsaved=index.unsaved)
-        return {**self._counts(), **self._sizes(), "index": counters}
+        if index is None:
+            return {"loaded": False, "in_sync": False, "pending": None, "unsaved": 0}
+        state = {
+            **index.counters,
+            "loaded": index.loaded,
+            "log_position": index.seq,
+            "unsaved": index.unsaved,
+        }
+        if not index.loaded:
+            return {**state, "in_sync": False, "pending": None}
+        return {
+            **state,
+            "in_sync": index.seq == last,
+            "pending": max(last - index.seq, 0),
+            "vectors": {kind: index.indexes[kind].ntotal for kind in index.indexes},
+        }
 
     def _close(self) -> None:
         try:
