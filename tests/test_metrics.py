@@ -215,19 +215,29 @@ def test_a_sqlite_workload_moves_each_counter_by_what_it_did(
 def test_the_index_state_shows_changes_it_has_not_taken_in(
     tmp_path: Path, exporter: Scraper
 ) -> None:
-    """A write the index has not applied yet (it does at the next search) shows as pending
-    and out of sync; a failure means stats() brings the index up to date (then a scrape would
-    do a search's work) or misreads the log position."""
-    with SQLiteDriver(hashing_settings(tmp_path)) as driver:
+    """Writes by another process (here: another driver, closed since) that this process's
+    index has not applied yet (its next search does) show as pending and out of sync; a
+    failure means stats() brings the index up to date (a scrape would then do a search's
+    work) or misreads the log position."""
+    settings = hashing_settings(tmp_path)
+    with SQLiteDriver(settings) as driver:
         driver.store("u1", "one")
         driver.recall("u1", query="one")
-        driver.store_many([{"user_id": "u1", "content": "two"}, {"user_id": "u1", "content": "3"}])
+        with SQLiteDriver(settings) as other:
+            other.store_many(
+                [{"user_id": "u1", "content": "two"}, {"user_id": "u1", "content": "3"}]
+            )
         exporter.stop()
         where = {"driver": "sqlite", "store": str(tmp_path / "memories.db")}
         assert exporter.value("memory_drivers_index_in_sync", **where) == 0
         assert exporter.value("memory_drivers_index_pending_changes", **where) == 2
         assert exporter.value("memory_drivers_index_vectors", kind="memories", **where) == 1
         assert exporter.value("memory_drivers_stored", kind="memories", **where) == 3
+        driver.recall("u1", query="two")
+        exporter.stop()
+        assert exporter.value("memory_drivers_index_in_sync", **where) == 1
+        assert exporter.value("memory_drivers_index_pending_changes", **where) == 0
+        assert exporter.value("memory_drivers_index_vectors", kind="memories", **where) == 3
 
 
 def test_stats_are_reused_for_the_interval(tmp_path: Path, exporter: Scraper) -> None:
@@ -448,7 +458,7 @@ def test_the_serve_command_with_metrics(tmp_path: Path) -> None:
     samples = parse(page.text)
     key = ("memory_drivers_operations_total", labels(operation="store", driver="sqlite"))
     assert samples[key] == 1
-    assert "metrics at /metrics" in err.decode()
+    assert f"metrics at {url}/metrics" in err.decode()
 
 
 def test_metrics_off_import_nothing(tmp_path: Path) -> None:
