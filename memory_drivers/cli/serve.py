@@ -66,8 +66,9 @@ def _run(s: Session, *, api: bool, ui: bool) -> int:
         *([f"the memory browser at {shown}/ui/"] if ui else []),
         *([f"metrics at {shown}/metrics"] if with_metrics else []),
     ]
+    listed = f"{', '.join(what[:-1])} and {what[-1]}" if len(what) > 1 else what[0]
     print(
-        f"memory-drivers {'serve' if api else 'ui'}: {', '.join(what)} for the {driver.name} "
+        f"memory-drivers {'serve' if api else 'ui'}: {listed} for the {driver.name} "
         f"store on {shown} ({'token required' if token else 'no token'}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
