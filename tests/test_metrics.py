@@ -301,6 +301,29 @@ def test_the_redis_cache_counts_hits_and_misses_and_is_measured_once(
     assert stored == [2]
 
 
+async def test_the_async_api_is_measured_as_the_sync_one(tmp_path: Path, exporter: Scraper) -> None:
+    """AsyncMemoryDriver runs the sync methods in worker threads: each call is one operation,
+    concurrent ones included (each thread has its own notion of the operation under way)."""
+    import asyncio
+
+    from memory_drivers.aio import AsyncMemoryDriver
+
+    async with await AsyncMemoryDriver.create("sqlite", hashing_settings(tmp_path)) as driver:
+        exporter.start()
+        await driver.store_many([{"user_id": "u1", "content": f"tea {i}"} for i in range(5)])
+        await asyncio.gather(*(driver.recall("u1", query=f"tea {i}") for i in range(8)))
+        with pytest.raises(ValidationError):
+            await driver.recall("u1", query="tea", top_k=0)
+        await asyncio.to_thread(exporter.stop)
+    assert exporter.moved("memory_drivers_operations_total") == {
+        labels(operation="store_many", driver="sqlite"): 1,
+        labels(operation="recall", driver="sqlite"): 9,
+    }
+    assert exporter.moved("memory_drivers_operation_errors_total") == {
+        labels(operation="recall", driver="sqlite", error="ValidationError"): 1,
+    }
+
+
 def test_a_pgvector_workload_moves_each_counter_by_what_it_did(
     pg_database: str, exporter: Scraper
 ) -> None:
