@@ -301,6 +301,31 @@ def test_the_redis_cache_counts_hits_and_misses_and_is_measured_once(
     assert stored == [2]
 
 
+def test_a_store_whose_stats_fail_is_left_out_and_the_scrape_goes_on(
+    tmp_path: Path, exporter: Scraper
+) -> None:
+    """One unusable store (its file overwritten) does not break the scrape: its gauges are
+    missing, the failure is counted, and other stores are reported."""
+    healthy = SQLiteDriver(hashing_settings(tmp_path / "a"))
+    broken = SQLiteDriver(hashing_settings(tmp_path / "b"))
+    try:
+        healthy.store("u1", "tea")
+        broken.store("u1", "coffee")
+        exporter.start()
+        broken.engine.dispose()
+        with open(tmp_path / "b" / "memories.db", "r+b") as handle:
+            handle.write(b"not a database" * 10)
+        exporter.stop()
+    finally:
+        healthy.close()
+        broken.engine.dispose()
+        broken._closed = True  # closing would try to save its index into the broken store
+    assert exporter.moved("memory_drivers_stats_errors_total") == {labels(driver="sqlite"): 1}
+    for name, expected in (("a", 1), ("b", None)):
+        where = {"driver": "sqlite", "store": str(tmp_path / name / "memories.db")}
+        assert exporter.value("memory_drivers_stored", kind="memories", **where) == expected
+
+
 async def test_the_async_api_is_measured_as_the_sync_one(tmp_path: Path, exporter: Scraper) -> None:
     """AsyncMemoryDriver runs the sync methods in worker threads: each call is one operation,
     concurrent ones included (each thread has its own notion of the operation under way)."""

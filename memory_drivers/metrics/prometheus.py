@@ -85,10 +85,12 @@ class Recorder:
             "memory_drivers_stats_errors",
             "Scrapes in which a driver's stats() failed (its gauges are then left out).",
             ["driver"],
-            registry=r,
+            registry=None,
         )
         self._stores = StoreCollector(drivers, unmeasured, self._stats_errors)
+        # Registered after the collector that counts them, so a scrape shows its own failures.
         r.register(self._stores)
+        r.register(self._stats_errors)
         self._collectors: list[Any] = [
             self._operations,
             self._errors,
