@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # --- metrics (memory_drivers.metrics, docs/metrics.md) ------------------------------
     memory_metrics: Literal["none", "prometheus"] = "none"
     memory_metrics_stats_interval: float = Field(30.0, ge=0)
+    memory_metrics_port: int | None = Field(None, ge=0, le=65535)
+    memory_metrics_host: str = "127.0.0.1"
 
     # --- memory-drivers mcp (the memory tools over the Model Context Protocol) -----------
     mcp_user_id: str | None = None

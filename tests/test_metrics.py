@@ -212,6 +212,43 @@ def test_a_sqlite_workload_moves_each_counter_by_what_it_did(
     assert scraper.value("memory_drivers_index_events_total", event="file_loads", **where) == 0
 
 
+def test_memory_metrics_port_serves_them_without_code(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MEMORY_METRICS_PORT: the first driver made starts prometheus_client's server there
+    (for processes such as `memory-drivers mcp`); a second driver reuses it; disable() stops
+    it; a port taken by something else is a ConfigurationError naming the setting."""
+    metrics.disable()
+    port = free_port()
+    monkeypatch.setenv("MEMORY_METRICS", "prometheus")
+    monkeypatch.setenv("MEMORY_METRICS_PORT", str(port))
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
+    monkeypatch.setenv("MEMORY_DB_URL", f"sqlite:///{clean_env}/memories.db")
+    get_settings.cache_clear()
+    try:
+        with SQLiteDriver() as first, SQLiteDriver() as second:
+            first.store("u1", "tea")
+            second.recall("u1", query="tea")
+            scraper = Scraper(f"http://127.0.0.1:{port}/metrics")
+            scraper.stop()
+        assert scraper.value("memory_drivers_operations_total", operation="store", driver="sqlite")
+        assert scraper.value("memory_drivers_operations_total", operation="recall", driver="sqlite")
+    finally:
+        metrics.disable()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("MEMORY_METRICS_PORT", str(taken.getsockname()[1]))
+        get_settings.cache_clear()
+        try:
+            with pytest.raises(ConfigurationError, match="MEMORY_METRICS_PORT"):
+                SQLiteDriver()
+        finally:
+            metrics.disable()
+
+
 def test_the_index_state_shows_changes_it_has_not_taken_in(
     tmp_path: Path, exporter: Scraper
 ) -> None:

@@ -1,7 +1,8 @@
 """Prometheus metrics of every driver, off unless asked for.
 
 Turn them on with one call, or with ``MEMORY_METRICS=prometheus`` (read when a driver is made),
-and serve them with prometheus_client's own server, or ``memory-drivers serve --metrics``::
+and serve them with prometheus_client's own server (``MEMORY_METRICS_PORT`` starts it without
+code), or ``memory-drivers serve --metrics``::
 
     from prometheus_client import start_http_server
     import memory_drivers.metrics
@@ -44,6 +45,7 @@ __all__ = [
     "enable",
     "enabled",
     "exposition",
+    "listen",
     "measure",
     "observe",
     "opened",
@@ -89,8 +91,22 @@ def enable(registry: Any = None) -> Any:
         return _recorder.registry
 
 
+def listen(host: str, port: int) -> tuple[str, int]:
+    """Serve the metrics over HTTP with prometheus_client's own server, in a daemon thread, at
+    ``http://host:port/`` (any path; no token: keep it on loopback or a private network).
+    Returns the address it listens on; again with the same address, it is the same server.
+    ``MEMORY_METRICS_PORT`` does this when metrics are turned on by the settings."""
+    recorder = _recorder
+    if recorder is None:
+        raise ConfigurationError(
+            "metrics are off; turn them on with memory_drivers.metrics.enable() first"
+        )
+    return recorder.listen(host, port)
+
+
 def disable() -> None:
-    """Turn metrics off and remove them from their registry. Safe to call when off."""
+    """Turn metrics off, remove them from their registry and stop the server :func:`listen`
+    started. Safe to call when off."""
     global _recorder
     with _lock:
         recorder, _recorder = _recorder, None
@@ -123,11 +139,14 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
 # ---------------------------------------------------------------------- hooks
 def opened(driver: Any) -> None:
     """A driver was made: remember it for the stored counts, and turn metrics on when its
-    settings say ``MEMORY_METRICS=prometheus``."""
+    settings say ``MEMORY_METRICS=prometheus`` (serving them when ``MEMORY_METRICS_PORT``)."""
+    settings = driver.settings
+    if settings.memory_metrics == "prometheus":
+        enable()
+        if settings.memory_metrics_port is not None:
+            listen(settings.memory_metrics_host, settings.memory_metrics_port)
     with _lock:
         _drivers.add(driver)
-    if _recorder is None and driver.settings.memory_metrics == "prometheus":
-        enable()
 
 
 def wraps(driver: Any) -> None:

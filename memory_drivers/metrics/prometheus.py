@@ -4,16 +4,19 @@ stored counts. Imported only when metrics are turned on (it imports ``prometheus
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+
+from ..errors import ConfigurationError
 
 __all__ = ["INDEX_EVENTS", "STORED_KINDS", "Recorder"]
 
@@ -40,6 +43,10 @@ class Recorder:
         unmeasured: Callable[[], AbstractContextManager[None]],
     ) -> None:
         self.registry = registry if registry is not None else REGISTRY
+        self._lock = threading.Lock()
+        #: prometheus_client's HTTP server and its thread, once :meth:`listen` started it
+        self._server: tuple[Any, threading.Thread] | None = None
+        self._address: tuple[str, int] = ("", 0)
         r = self.registry
         self._operations = Counter(
             "memory_drivers_operations",
@@ -102,6 +109,29 @@ class Recorder:
             self._stores,
         ]
 
+    def listen(self, host: str, port: int) -> tuple[str, int]:
+        with self._lock:
+            if self._server is not None:
+                address = self._server[0].server_address[:2]
+                if (host, port) in ((self._address[0], self._address[1]), (host, address[1])):
+                    return str(address[0]), int(address[1])
+                raise ConfigurationError(
+                    f"the metrics are already served at {address[0]}:{address[1]}; one server "
+                    "per process (unset MEMORY_METRICS_PORT or use the same port)"
+                )
+            try:
+                server, thread = start_http_server(port, addr=host, registry=self.registry)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot serve the metrics on {host}:{port} ({exc.strerror or exc}); set "
+                    "MEMORY_METRICS_PORT to a free port, or unset it"
+                ) from exc
+            self._server = (server, thread)
+            self._address = (host, port)
+            bound = server.server_address
+            log.info("metrics served at http://%s:%s/metrics", bound[0], bound[1])
+            return str(bound[0]), int(bound[1])
+
     def operation(self, operation: str, driver: str, seconds: float, error: str | None) -> None:
         self._operations.labels(operation, driver).inc()
         self._seconds.labels(operation, driver).observe(seconds)
@@ -122,6 +152,13 @@ class Recorder:
     def unregister(self) -> None:
         for collector in self._collectors:
             self.registry.unregister(collector)
+        with self._lock:
+            served, self._server = self._server, None
+        if served is not None:
+            server, thread = served
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
 
 
 class StoreCollector(Collector):
