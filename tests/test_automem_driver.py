@@ -637,16 +637,22 @@ def test_health_and_stats_report_the_service(
 # ---------------------------------------------------------------------- AutoMem's own behaviour
 class Observed:
     """Wraps the real server: records each request (method, path, query string, JSON body) and
-    can change its ``/health`` answer: ``health`` entries replace the server's, and
-    ``as_automem`` drops the ``memory_drivers`` entry, so that the driver takes the server for
-    AutoMem (whose batch endpoint ignores ``embedding``)."""
+    can change answers: ``health`` entries replace the server's in ``/health``, ``as_automem``
+    drops its ``memory_drivers`` entry, so that the driver takes the server for AutoMem (whose
+    batch endpoint ignores ``embedding``), and ``merged`` is added to the ``deduped_from`` of
+    every ``/recall`` result."""
 
     def __init__(
-        self, app: ASGIApp, health: dict[str, Any] | None = None, as_automem: bool = False
+        self,
+        app: ASGIApp,
+        health: dict[str, Any] | None = None,
+        as_automem: bool = False,
+        merged: list[str] | None = None,
     ) -> None:
         self.app = app
         self.health = health or {}
         self.as_automem = as_automem
+        self.merged = merged or []
         self.requests: list[tuple[str, str, str, Any]] = []
 
     def bodies(self, method: str, path: str) -> list[Any]:
@@ -671,7 +677,7 @@ class Observed:
         async def replay() -> Message:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        if scope["path"] != "/health":
+        if scope["path"] not in ("/health", "/recall"):
             await self.app(scope, replay, send)
             return
         answer: list[bytes] = []
@@ -681,9 +687,14 @@ class Observed:
                 answer.append(message.get("body", b""))
 
         await self.app(scope, replay, capture)
-        report = {**json.loads(b"".join(answer)), **self.health}
-        if self.as_automem:
-            report.pop("memory_drivers", None)
+        report = json.loads(b"".join(answer))
+        if scope["path"] == "/recall":
+            for result in report.get("results", []):
+                result["deduped_from"] = [result["id"], *self.merged]
+        else:
+            report.update(self.health)
+            if self.as_automem:
+                report.pop("memory_drivers", None)
         await JSONResponse(report)(scope, receive, send)
 
 
@@ -802,3 +813,17 @@ def test_a_degraded_automem_is_reported_degraded(tmp_path: Path) -> None:
             assert driver.health_check()["status"] == "ok"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("observed", [{"merged": ["same words", str(uuid.uuid4())]}], indirect=True)
+def test_merged_results_named_by_fingerprint_or_gone_are_passed_over(
+    observed: tuple[Observed, str],
+) -> None:
+    """AutoMem names a merged result by its content fingerprint when it has no id, and a merged
+    memory may be deleted before the driver reads it: neither breaks recall."""
+    wrapper, url = observed
+    with AutoMemDriver(client_settings(url)) as driver:
+        memory = driver.store("u1", "same words")
+        assert [h.memory for h in driver.recall("u1", query="same words")] == [memory]
+    read = [p for m, p, _, _ in wrapper.requests if m == "GET" and p.startswith("/memory/")]
+    assert f"/memory/{wrapper.merged[1]}" in read and "/memory/same words" not in read

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -103,6 +104,14 @@ def _links(item: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The links an AutoMem memory's block records (those the memory starts)."""
     links = (wire.read_block(item) or {}).get("links")
     return [link for link in links if isinstance(link, dict)] if isinstance(links, list) else []
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 class _Retryable(Exception):
@@ -584,7 +593,8 @@ class AutoMemDriver(BaseMemoryDriver):
             own = {str(result.get("id")), str(result["memory"].get("id"))}
             merged = result.get("deduped_from")
             if isinstance(merged, list):
-                copies += [(str(other), score) for other in merged if str(other) not in own]
+                # AutoMem names a merged result by its id, or by a fingerprint when it has none
+                copies += [(str(o), score) for o in merged if str(o) not in own and _is_uuid(o)]
         for automem_id, score in dict(copies).items():
             try:
                 memory = self._request("GET", f"/memory/{automem_id}").get("memory")
