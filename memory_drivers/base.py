@@ -38,12 +38,15 @@ from itertools import islice
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import ValidationError as PydanticValidationError
 
 from . import metrics
 from . import validation as check
 from .config import Settings, get_settings
 from .embeddings import Embedder, check_vectors, get_embedder
 from .errors import (
+    ConfigurationError,
+    ConflictError,
     DriverClosedError,
     EmbedderMismatchError,
     EmbeddingError,
@@ -72,6 +75,7 @@ from .ranking.timeframe import strip_periods
 from .text import chunk_text, document_terms, query_terms
 
 __all__ = [
+    "ON_CONFLICT",
     "OPERATIONS",
     "RECALL_FILTERS",
     "SEARCH_MODES",
@@ -103,6 +107,10 @@ SearchMode = Literal["hybrid", "vector", "keyword"]
 
 #: The largest ``batch_size`` of ``iter_memories``.
 MAX_BATCH_SIZE = 100_000
+
+#: What an import does with a record whose id (or doc_id) the store already has.
+ON_CONFLICT = ("skip", "replace", "fail")
+OnConflict = Literal["skip", "replace", "fail"]
 
 _INPUT_FIELDS = tuple(MemoryInput.model_fields)
 _INPUT_FIELD_SET = frozenset(_INPUT_FIELDS)
@@ -196,6 +204,8 @@ class BaseMemoryDriver(ABC):
 
     #: The registry name of the driver ("sqlite", "pgvector", ...).
     name: ClassVar[str] = "base"
+    #: Whether :meth:`get_vectors` gives the stored vectors back (AutoMem keeps its own).
+    vectors_readable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -902,6 +912,213 @@ class BaseMemoryDriver(ABC):
         self._check_open()
         return self._delete_knowledge(str(check.identifier(doc_id, "doc_id")))
 
+    # ------------------------------------------------------------------ moving data
+    def store_info(self) -> dict[str, str]:
+        """The store's stamp: which embedder made its vectors (``embedder``, ``dimension``)."""
+        self._check_open()
+        return self._read_store_info()
+
+    def iter_global_knowledge(self, *, batch_size: int = 500) -> Iterator[KnowledgeChunk]:
+        """Every knowledge chunk of every document, read in batches (any order)."""
+        self._check_open()
+        return self._iter_knowledge(
+            check.top_k(batch_size, "batch_size", maximum=MAX_BATCH_SIZE, setting=None)
+        )
+
+    def iter_associations(self, *, batch_size: int = 500) -> Iterator[Association]:
+        """Every association of the store (``created_at`` as stored), read in batches."""
+        self._check_open()
+        return self._iter_associations(
+            check.top_k(batch_size, "batch_size", maximum=MAX_BATCH_SIZE, setting=None)
+        )
+
+    def get_vectors(
+        self, ids: Sequence[str], kind: Literal["memories", "knowledge_chunks"] = "memories"
+    ) -> dict[str, np.ndarray]:
+        """The stored unit vectors of these memories (or knowledge chunks), keyed by id.
+
+        Empty for a driver whose backend does not give its vectors back (``automem``).
+        """
+        self._check_open()
+        if kind not in ("memories", "knowledge_chunks"):
+            raise ValidationError(f"kind must be 'memories' or 'knowledge_chunks', got {kind!r}")
+        wanted = [check.identifier(i, "each of ids") for i in ids]
+        return self._read_vectors(kind, wanted) if wanted else {}
+
+    def import_memories(
+        self,
+        items: Iterable[Mapping[str, Any] | MemoryInput | Memory],
+        *,
+        vectors: np.ndarray | None = None,
+        embedder_name: str | None = None,
+        on_conflict: OnConflict = "skip",
+    ) -> dict[str, int]:
+        """Store memories exactly as they were in another store: ids, ``created_at`` and
+        ``updated_at`` kept.
+
+        ``vectors`` (one row per item) are used as they are when ``embedder_name`` and their
+        dimension are this driver's embedder's; otherwise the contents are embedded again, in
+        one batch. An id that exists already is skipped (``on_conflict="skip"``, the default:
+        importing twice changes nothing, and an interrupted import run again finishes the
+        job), replaced (``"replace"``; an identical memory is left alone, a replaced one loses
+        its associations until they are imported again) or a ``ConflictError`` (``"fail"``,
+        before anything is written). Returns ``{"stored", "replaced", "skipped"}`` counts.
+        """
+        self._check_open()
+        mode = _conflict_mode(on_conflict)
+        items = list(items)
+        memories = []
+        for index, item in enumerate(items):
+            try:
+                memories.append(self._memory_from_input(item))
+            except ValidationError as exc:
+                raise ValidationError(f"item #{index}: {exc}; nothing was stored") from None
+        ids = [m.id for m in memories]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise ValidationError(f"the id {duplicate} appears twice in one batch")
+        given = self._usable_vectors(vectors, len(memories), embedder_name)
+        existing = self._get_memories(ids, None) if ids else {}
+        counts = {"stored": 0, "replaced": 0, "skipped": 0}
+        if existing and mode == "fail":
+            taken = sorted(existing)
+            raise ConflictError(
+                f"a memory with id {taken[0]} already exists ({len(taken)} of the ids given are "
+                "taken); nothing was stored. Import with on_conflict='skip' or 'replace'."
+            )
+        keep, replaced = [], []
+        for i, memory in enumerate(memories):
+            old = existing.get(memory.id)
+            if old is None:
+                keep.append(i)
+            elif mode == "replace" and old != memory:
+                keep.append(i)
+                replaced.append(memory.id)
+            else:
+                counts["skipped"] += 1
+        if not keep:
+            return counts
+        chosen = [memories[i] for i in keep]
+        if given is not None:
+            rows = given[keep]
+        else:
+            rows = self._embed_documents([m.content for m in chosen])
+        if replaced:
+            self._delete_memories(replaced, None)
+        self._insert_memories(
+            [MemoryRecord(m, rows[i], document_terms(m.content)) for i, m in enumerate(chosen)]
+        )
+        counts["replaced"] = len(replaced)
+        counts["stored"] = len(chosen) - len(replaced)
+        return counts
+
+    def import_knowledge(
+        self,
+        chunks: Sequence[KnowledgeChunk | Mapping[str, Any]],
+        *,
+        vectors: np.ndarray | None = None,
+        embedder_name: str | None = None,
+        on_conflict: OnConflict = "skip",
+    ) -> Literal["stored", "replaced", "skipped"]:
+        """Store one knowledge document's chunks exactly as they were in another store (ids,
+        chunking and times kept; no re-chunking). ``vectors`` and ``on_conflict`` as for
+        :meth:`import_memories`, per document. Returns what happened to the document."""
+        self._check_open()
+        mode = _conflict_mode(on_conflict)
+        try:
+            given_order = [KnowledgeChunk.model_validate(c) for c in chunks]
+        except PydanticValidationError as exc:
+            raise ValidationError(f"not a knowledge chunk: {_first_error(exc)}") from None
+        order = sorted(range(len(given_order)), key=lambda i: given_order[i].chunk_index)
+        parsed = [
+            given_order[i].model_copy(
+                update={"created_at": check.timestamp(given_order[i].created_at, "created_at")}
+            )
+            for i in order
+        ]
+        if not parsed:
+            raise ValidationError("a knowledge document needs at least one chunk")
+        doc = str(check.identifier(parsed[0].doc_id, "doc_id"))
+        for i, chunk in enumerate(parsed):
+            check.memory_id(chunk.id, "chunk id")
+            check.identifier(chunk.category, "category")
+            check.content(chunk.content, self.settings.knowledge_max_content_length)
+            if chunk.doc_id != doc or chunk.chunk_index != i:
+                raise ValidationError(
+                    f"the chunks of document {doc!r} must share its doc_id and be numbered "
+                    f"0..{len(parsed) - 1}; got doc_id {chunk.doc_id!r}, chunk_index "
+                    f"{chunk.chunk_index}"
+                )
+        given = self._usable_vectors(
+            None if vectors is None else np.asarray(vectors)[order], len(parsed), embedder_name
+        )
+        existing = sorted(self._get_knowledge(doc), key=lambda c: c.chunk_index)
+        if existing:
+            if mode == "fail":
+                raise ConflictError(
+                    f"a knowledge document {doc!r} already exists; nothing was stored. Import "
+                    "with on_conflict='skip' or 'replace'."
+                )
+            if mode == "skip" or existing == parsed:
+                return "skipped"
+        rows = given if given is not None else self._embed_documents([c.content for c in parsed])
+        self._replace_knowledge(
+            doc,
+            [KnowledgeRecord(c, rows[i], document_terms(c.content)) for i, c in enumerate(parsed)],
+        )
+        return "replaced" if existing else "stored"
+
+    def import_associations(
+        self, associations: Iterable[Association | Mapping[str, Any]]
+    ) -> list[Association]:
+        """Create these links with their ``created_at`` (an existing link keeps its own and
+        takes the strength given). Both memories must exist and belong to one user. Returns
+        the links as stored."""
+        self._check_open()
+        links = []
+        for index, item in enumerate(associations):
+            try:
+                link = Association.model_validate(item)
+                links.append(
+                    Association(
+                        source_id=check.memory_id(link.source_id, "source_id"),
+                        target_id=check.memory_id(link.target_id, "target_id"),
+                        relationship_type=check.relationship_type(link.relationship_type),
+                        strength=check.strength(link.strength),
+                        created_at=check.timestamp(link.created_at, "created_at"),
+                    )
+                )
+            except (ValidationError, PydanticValidationError) as exc:
+                reason = _first_error(exc) if isinstance(exc, PydanticValidationError) else exc
+                raise ValidationError(f"association #{index}: {reason}") from None
+            if links[-1].source_id == links[-1].target_id:
+                raise ValidationError(f"association #{index}: a memory cannot link to itself")
+        found = self._get_memories(
+            list({i for link in links for i in (link.source_id, link.target_id)}), None
+        )
+        for link in links:
+            for mid in (link.source_id, link.target_id):
+                if mid not in found:
+                    raise NotFoundError(
+                        f"association {link.source_id} -> {link.target_id}: no memory {mid}; "
+                        "import the memories first"
+                    )
+            if found[link.source_id].user_id != found[link.target_id].user_id:
+                raise ValidationError("memories of two different users cannot be associated")
+        return [self._upsert_association(link) for link in links]
+
+    def _usable_vectors(
+        self, vectors: np.ndarray | None, count: int, embedder_name: str | None
+    ) -> np.ndarray | None:
+        """``vectors`` checked and scaled, when they were made by this driver's embedder (same
+        name and dimension); None when the texts must be embedded again."""
+        if vectors is None or embedder_name != self.embedder.name:
+            return None
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != self.embedder.dimension:
+            return None
+        return check_vectors(array, count, self.embedder)
+
     # ------------------------------------------------------------------ operations
     def health_check(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded" | "error", "driver": ..., ...}``; never raises.
@@ -1066,6 +1283,17 @@ class BaseMemoryDriver(ABC):
             UserSummary(user_id=u, memories=n, last_activity=newest[u]) for u, n in counts.items()
         ]
 
+    def _read_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The stored vectors of these ids, keyed by id (missing ids left out). A backend that
+        does not give vectors back returns ``{}`` (exports then carry none)."""
+        return {}
+
+    def _iter_associations(self, batch_size: int) -> Iterator[Association]:
+        """Every association, fetched in batches."""
+        raise ConfigurationError(f"the {self.name} driver cannot list its associations")
+
     def _before_reembed(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Hook for drivers to prepare for vectors of another dimension."""
 
@@ -1085,13 +1313,29 @@ class BaseMemoryDriver(ABC):
         """Release resources."""
 
 
+def _first_error(exc: PydanticValidationError) -> str:
+    """The first problem pydantic found, with the field it is in."""
+    error = exc.errors()[0]
+    place = ".".join(str(part) for part in error["loc"])
+    return f"{place}: {error['msg']}" if place else str(error["msg"])
+
+
+def _conflict_mode(value: Any) -> OnConflict:
+    if value not in ON_CONFLICT:
+        raise ValidationError(
+            f"on_conflict must be one of {', '.join(ON_CONFLICT)}, got {value!r}"
+            f".{did_you_mean(str(value), ON_CONFLICT)}"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 #: The public methods measured as operations by :mod:`memory_drivers.metrics`: all but
-#: ``close`` and ``iter_memories`` (which returns at once; the reading happens later).
+#: ``close`` and the ``iter_*`` methods (which return at once; the reading happens later).
 OPERATIONS = frozenset(
     name
     for name, value in vars(BaseMemoryDriver).items()
     if inspect.isfunction(value) and not name.startswith("_")
-) - {"close", "iter_memories"}
+) - {"close", "iter_memories", "iter_associations", "iter_global_knowledge"}
 metrics.observe(BaseMemoryDriver, OPERATIONS)
 
 

@@ -182,6 +182,8 @@ class RelatedMemory(_Model):
     relationship_type: str
     strength: float
     direction: Literal["outgoing", "incoming"]
+    #: when the link was made (None where a backend does not say)
+    created_at: datetime | None = None
 
 
 class UserSummary(_Model):

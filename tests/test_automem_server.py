@@ -422,7 +422,10 @@ def test_recall_ranks_by_cosine_and_clamps_limit(api: httpx.Client, served: SQLi
 
 
 # ---------------------------------------------------------------------- associations
-def test_associate_and_related_like_automem(api: httpx.Client) -> None:
+def test_associate_and_related_like_automem(
+    api: httpx.Client,
+    served: SQLiteDriver,  # noqa: F811
+) -> None:
     a = store(api, "moved to Lisbon", importance=0.9)
     b = store(api, "learning Portuguese", importance=0.5)
     c = store(api, "used to live in Paris", importance=0.7)
@@ -468,7 +471,22 @@ def test_associate_and_related_like_automem(api: httpx.Client) -> None:
     assert deep["count"] == 1 and deep["max_depth"] == 2
     assert api.get(f"/memories/{missing}/related").json()["count"] == 0  # AutoMem: 200, empty
     links = api.get(f"/memory/{a}").json()["memory"]["metadata"]["memory_drivers"]["links"]
-    assert links == [{"to": b, "type": "LEADS_TO", "strength": 0.5}]
+    made = served.related(a)[0].created_at
+    assert links == [{"to": b, "type": "LEADS_TO", "strength": 0.5, "created_at": made.isoformat()}]
+    # An import keeps a link's time (created_at is memory-drivers' own field of /associate).
+    kept = api.post(
+        "/associate",
+        json={
+            "memory1_id": c,
+            "memory2_id": a,
+            "type": "PART_OF",
+            "created_at": "2020-01-02T03:04:05.678901Z",
+        },
+    )
+    assert kept.status_code == 201 and kept.json()["created_at"].startswith("2020-01-02T03:04:05")
+    assert [(r.memory.id, r.created_at.year) for r in served.related(c, "PART_OF")] == [(a, 2020)]
+    bad = api.post("/associate", json={"memory1_id": c, "memory2_id": b, "created_at": "soon"})
+    assert "created_at" in error_of(bad, 400)
 
 
 # ---------------------------------------------------------------------- mapping

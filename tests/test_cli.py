@@ -7,6 +7,7 @@ embedder, so no model is loaded.
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
 import io
 import json
@@ -559,7 +560,11 @@ def test_cleanup_dry_run_then_yes(cli: Run) -> None:
     assert refused.code == 2 and "never removes everything" in refused.err
 
 
-# ---------------------------------------------------------------------- export / import
+# ---------------------------------------------------------------------- export / import / copy
+def records(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def test_export_import_round_trip(
     cli: Run, three: dict[str, str], store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -573,44 +578,66 @@ def test_export_import_round_trip(
         '{"n": 1, "ok": true, "x": null}',
         'Bob: ünïcödé and "quotes"\nsecond line',
     )
+    assert cli("associate", three["tea"], three["jazz"]).code == 0
     to_stdout = cli("export")
     assert to_stdout.code == 0
-    lines = to_stdout.lines
-    assert len(lines) == 4
-    assert [json.loads(line)["id"] for line in lines[:3]] == list(three.values())  # oldest first
-    saved = cli("export", "--output", "backup.jsonl")
-    assert saved.out.strip() == "exported 4 memories to backup.jsonl"
-    assert (store_dir / "backup.jsonl").read_text(encoding="utf-8") == to_stdout.out
-    only_bob = cli("export", "--user", "bob").lines
-    assert len(only_bob) == 1 and json.loads(only_bob[0])["user_id"] == "bob"
+    lines = records(to_stdout.out)
+    assert lines[0]["kind"] == "header" and lines[0]["memory_count"] == 4
+    memories = [r["memory"]["id"] for r in lines if r["kind"] == "memory"]
+    assert memories[:3] == list(three.values())  # oldest first
+    assert [r["kind"] for r in lines[5:]] == ["association", "end"]
+    saved = cli("--progress", "export", "--output", "backup.jsonl.gz")
+    assert saved.out.strip() == "exported 4 memories, 1 association to backup.jsonl.gz"
+    assert "4/4" in saved.err
+    unzipped = gzip.decompress((store_dir / "backup.jsonl.gz").read_bytes()).decode()
+    assert records(unzipped)[1:] == lines[1:]  # the same records; only the time differs
+    only_bob = records(cli("export", "--user", "bob").out)
+    assert [r["memory"]["user_id"] for r in only_bob if r["kind"] == "memory"] == ["bob"]
 
     monkeypatch.setenv("MEMORY_DB_URL", f"sqlite:///{store_dir}/other.db")
     assert cli("count").out.strip() == "0"
-    imported = cli("--progress", "import", "backup.jsonl")
+    imported = cli("--progress", "import", "backup.jsonl.gz")
     assert imported.code == 0, imported.err
-    assert imported.out.strip() == "imported 4 memories"
+    assert imported.out.strip() == "imported 4 memories, 1 association; vectors reused"
     assert "4/4" in imported.err
-    assert cli("export").out == to_stdout.out  # identical memories: ids, times, everything
+    assert records(cli("export").out)[1:] == lines[1:]  # ids, times, links, everything
     hits = cli("recall", "--user", "alice", "--keyword", "jazz piano", "--json").json()
     assert [h["memory"]["id"] for h in hits] == [three["jazz"]]
 
-    conflict = cli("import", "backup.jsonl")
-    assert conflict.code == 1
-    assert conflict.err.startswith("error: lines 1-4:") and "already exists" in conflict.err
+    again = cli("import", "backup.jsonl.gz", "--json")
+    assert again.json()["memories"] == {"stored": 0, "replaced": 0, "skipped": 4}
+    conflict = cli("import", "backup.jsonl.gz", "--on-conflict", "fail")
+    assert conflict.code == 1 and "already exists" in conflict.err
     assert cli("count").out.strip() == "4"
 
     monkeypatch.setenv("MEMORY_DB_URL", f"sqlite:///{store_dir}/third.db")
     from_stdin = cli("import", "-", "--json", stdin=to_stdout.out)
-    assert from_stdin.json() == {"imported": 4}
+    assert from_stdin.json()["memories"] == {"stored": 4, "replaced": 0, "skipped": 0}
+
+
+def test_copy_between_stores_named_by_url(cli: Run, three: dict[str, str], store_dir: Path) -> None:
+    """copy --from/--to take URLs; copying again skips everything."""
+    source, target = f"sqlite:///{store_dir}/m.db", f"sqlite:///{store_dir}/copy.db"
+    copied = cli("copy", "--from", source, "--to", target)
+    assert copied.code == 0, copied.err
+    assert copied.out.strip() == "copied 3 memories; vectors reused"
+    again = cli("copy", "--from", source, "--to", target, "--json").json()
+    assert again["memories"] == {"stored": 0, "replaced": 0, "skipped": 3}
+    alice = cli("copy", "--from", source, "--to", f"sqlite:///{store_dir}/a.db", "--user", "bob")
+    assert alice.out.strip() == "copied 0 memories"
+    wrong = cli("copy", "--from", "sqlit", "--to", target)
+    assert wrong.code == 2 and "Did you mean 'sqlite'" in wrong.err
 
 
 def test_import_rejects_bad_lines(cli: Run, store_dir: Path) -> None:
+    """Bad lines are typed errors naming the line; what came before them is stored (the import
+    is resumable), a file that does not exist is named."""
     good = json.dumps({"user_id": "u", "content": "fine"})
     (store_dir / "bad.jsonl").write_text(f"{good}\n\n{{oops\n", encoding="utf-8")
     result = cli("import", "bad.jsonl")
     assert result.code == 2
     assert result.err.startswith("error: line 3: not valid JSON")
-    assert cli("count").out.strip() == "0"
+    assert cli("count").out.strip() == "1"
     missing = cli("import", "missing.jsonl")
     assert missing.code == 1 and "cannot read 'missing.jsonl'" in missing.err
     unknown_field = json.dumps({"user_id": "u", "content": "x", "colour": "red"})

@@ -1,140 +1,210 @@
-"""Moving data: export memories as JSON Lines, and import them again."""
+"""Moving data: ``export``, ``import`` and ``copy`` (memory_drivers.transfer does the work)."""
 
 from __future__ import annotations
 
-import json
-import sys
+import argparse
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import islice
-from typing import IO, Any
+from typing import Any
 
-from ..errors import MemoryDriverError, ValidationError
+from ..base import ON_CONFLICT
+from ..transfer import (
+    copy_store,
+    export_records,
+    import_records,
+    open_location,
+    read_records,
+)
+from ..transfer.core import TransferResult
+from ..transfer.format import End, Header, open_input, open_output, record_line
 from .options import command
 from .output import CliError, plural, print_json
 from .session import Session
 
-__all__ = ["IMPORT_BATCH", "register"]
+__all__ = ["register"]
 
-#: How many memories ``import`` stores per ``store_many`` call (each batch is all or nothing).
-IMPORT_BATCH = 500
+
+@contextmanager
+def _file_errors(path: str | None, verb: str) -> Iterator[None]:
+    """An export file that cannot be opened, said as the other commands say it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise CliError(f"cannot {verb} {path!r}: {exc.strerror or exc}") from exc
+
+
+def _filters(a: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "user_id": a.user,
+        "since": a.since,
+        "until": a.until,
+        "include_knowledge": a.knowledge,
+    }
 
 
 def cmd_export(s: Session) -> int:
     a = s.args
-    memories = s.driver.iter_memories(a.user)
-    if a.output in (None, "-"):
-        for memory in memories:
-            sys.stdout.write(memory.model_dump_json() + "\n")
-        sys.stdout.flush()
+    to_stdout = a.output in (None, "-")
+    counts: dict[str, int] = {}
+    with s.progress(None, "exporting", "memory") as bar:
+        records = export_records(s.driver, progress=bar.update, **_filters(a))
+        header = next(records)
+        if isinstance(header, Header) and header.memory_count is not None:
+            bar.total = header.memory_count
+            bar.refresh()
+        with _file_errors(a.output, "write"), open_output(a.output, a.gzip or None) as handle:
+            for record in itertools.chain([header], records):
+                handle.write(record_line(record))
+                if isinstance(record, End):
+                    counts = record.counts
+    if to_stdout:
         return 0
-    total = s.driver.count(a.user)
-    try:
-        handle = open(a.output, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
-    except OSError as exc:
-        raise CliError(f"cannot write {a.output!r}: {exc.strerror or exc}") from exc
-    n = 0
-    with handle, s.progress(total, "exporting", "memory") as bar:
-        for memory in memories:
-            handle.write(memory.model_dump_json() + "\n")
-            n += 1
-            bar.update(1)
     if s.json:
-        print_json({"exported": n, "output": a.output})
+        print_json({"exported": counts, "output": a.output})
     else:
-        print(f"exported {plural(n, 'memory')} to {a.output}")
+        print(f"exported {_summary(counts)} to {a.output}")
     return 0
 
 
-@contextmanager
-def _open_lines(path: str) -> Iterator[IO[str]]:
-    if path == "-":
-        yield sys.stdin
+def _summary(counts: dict[str, int]) -> str:
+    parts = [plural(counts.get("memories", 0), "memory")]
+    if counts.get("associations"):
+        parts.append(plural(counts["associations"], "association"))
+    if counts.get("knowledge_documents"):
+        parts.append(plural(counts["knowledge_documents"], "knowledge document"))
+    return ", ".join(parts)
+
+
+def _report(s: Session, result: TransferResult, verb: str) -> None:
+    if s.json:
+        print_json(result.as_dict())
         return
-    try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise CliError(f"cannot read {path!r}: {exc.strerror or exc}") from exc
-    with handle:
-        yield handle
-
-
-def _count_lines(path: str) -> int | None:
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    except OSError:
-        return None
-
-
-def _parse_lines(handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank JSON line."""
-    try:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"line {number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise ValidationError(
-                    f"line {number}: expected a JSON object (one memory), got {type(item).__name__}"
-                )
-            yield number, item
-    except UnicodeDecodeError as exc:
-        raise CliError(f"the input is not UTF-8 text ({exc.reason})") from exc
+    m, k = result.memories, result.knowledge_documents
+    line = f"{verb} {plural(m['stored'], 'memory')}"
+    extras = [
+        f"{n} {what}" for what, n in (("replaced", m["replaced"]), ("skipped", m["skipped"])) if n
+    ]
+    if extras:
+        line += f" ({', '.join(extras)})"
+    if result.associations:
+        line += f", {plural(result.associations, 'association')}"
+    if any(k.values()):
+        line += f", {plural(k['stored'] + k['replaced'], 'knowledge document')}"
+        if k["skipped"]:
+            line += f" ({k['skipped']} skipped)"
+    if result.vectors != "none":
+        line += f"; vectors {result.vectors}"
+    print(line)
 
 
 def cmd_import(s: Session) -> int:
     a = s.args
-    imported = 0
     with (
-        _open_lines(a.file) as handle,
-        s.progress(_count_lines(a.file), "importing", "memory") as bar,
+        _file_errors(a.file, "read"),
+        open_input(a.file) as lines,
+        s.progress(None, "importing", "memory") as bar,
     ):
-        rows = _parse_lines(handle)
-        while batch := list(islice(rows, IMPORT_BATCH)):
-            try:
-                stored = s.driver.store_many([item for _, item in batch])
-            except MemoryDriverError as exc:
-                earlier = (
-                    f" ({plural(imported, 'memory')} from earlier lines were imported)"
-                    if imported
-                    else ""
-                )
-                raise type(exc)(f"lines {batch[0][0]}-{batch[-1][0]}: {exc}{earlier}") from exc
-            imported += len(stored)
-            bar.update(len(stored))
-    if s.json:
-        print_json({"imported": imported})
-    else:
-        print(f"imported {plural(imported, 'memory')}")
+        records = read_records(lines)
+        header = next(records)
+        if isinstance(header, Header) and header.memory_count is not None:
+            bar.total = header.memory_count
+            bar.refresh()
+        result = import_records(
+            s.driver,
+            itertools.chain([header], records),
+            on_conflict=a.on_conflict,
+            progress=bar.update,
+        )
+    _report(s, result, "imported")
     return 0
 
 
+def cmd_copy(s: Session) -> int:
+    a = s.args
+    source = open_location(a.source, s.settings)
+    try:
+        target = open_location(a.target, s.settings)
+        try:
+            total = source.count(a.user) if a.since is None and a.until is None else None
+            with s.progress(total, "copying", "memory") as bar:
+                result = copy_store(
+                    source,
+                    target,
+                    on_conflict=a.on_conflict,
+                    progress=bar.update,
+                    **_filters(a),
+                )
+        finally:
+            target.close()
+    finally:
+        source.close()
+    _report(s, result, "copied")
+    return 0
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", metavar="U", help="only this user's memories (and their links)")
+    p.add_argument("--since", metavar="TIME", help="only memories created at or after TIME")
+    p.add_argument("--until", metavar="TIME", help="only memories created before TIME")
+    p.add_argument(
+        "--knowledge",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="include global knowledge (default: yes, unless --user/--since/--until is given)",
+    )
+
+
+def _add_on_conflict(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-conflict",
+        choices=ON_CONFLICT,
+        default="skip",
+        help="an id the store already has: skip it (default; importing again changes "
+        "nothing and finishes an interrupted import), replace it, or fail before writing",
+    )
+
+
 def register(sub: Any) -> None:
-    """Add ``export`` and ``import`` to ``sub``."""
+    """Add ``export``, ``import`` and ``copy`` to ``sub``."""
     p = command(
         sub,
         "export",
         cmd_export,
-        "write memories as JSON Lines (one per line)",
-        "Write every memory (or one user's), oldest first, as JSON Lines: one memory "
-        "per line, ids and times included, ready for: memory-drivers import.",
+        "write the store (or part of it) as a versioned JSON Lines export",
+        "Write memories (oldest first, with their vectors and the embedder that made them), "
+        "associations, knowledge documents and the store's info as JSON Lines "
+        "(docs/portability.md), ready for: memory-drivers import. FILE.gz is gzipped.",
     )
-    p.add_argument("--user", metavar="U", help="only this user's memories")
+    _add_filters(p)
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
+    p.add_argument("--gzip", action="store_true", help="gzip the output (automatic for *.gz)")
 
     p = command(
         sub,
         "import",
         cmd_import,
-        "store memories from JSON Lines (as export writes)",
-        "Store the memories of a JSON Lines file (as written by export), keeping their "
-        f"ids and times, {IMPORT_BATCH} per transaction. An id that already exists "
-        "stops the import (earlier batches stay stored).",
+        "store the records of an export (idempotent, resumable)",
+        "Store the records of an export (plain or gzipped; also the header-less files of "
+        "earlier versions) keeping ids and times, 500 memories per transaction. Vectors are "
+        "reused when the store's embedder made them, otherwise embedded again.",
     )
-    p.add_argument("file", metavar="FILE", help='a .jsonl file ("-" reads stdin)')
+    p.add_argument("file", metavar="FILE", help='an export file ("-" reads stdin)')
+    _add_on_conflict(p)
+
+    p = command(
+        sub,
+        "copy",
+        cmd_copy,
+        "copy every record from one store to another",
+        "Copy memories, associations and knowledge from one store to another, streaming, "
+        "as export + import would. A store is a driver name (configured by the environment) "
+        "or a URL: sqlite:///PATH, postgresql://..., http://HOST:PORT (AutoMem), "
+        "chroma+http://HOST:PORT, chroma:///PATH.",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="STORE", help="copy from")
+    p.add_argument("--to", dest="target", required=True, metavar="STORE", help="copy to")
+    _add_filters(p)
+    _add_on_conflict(p)

@@ -114,6 +114,14 @@ def _is_uuid(value: Any) -> bool:
     return True
 
 
+def _link_time(link: Mapping[str, Any]) -> Any:
+    """When a block's link was made, or None when it does not say (or says nonsense)."""
+    try:
+        return timestamp(link["created_at"], "created_at") if link.get("created_at") else None
+    except ValueError:
+        return None
+
+
 class _Retryable(Exception):
     """A failure worth retrying (network error, timeout, 5xx), carrying the typed error."""
 
@@ -793,7 +801,7 @@ class AutoMemDriver(BaseMemoryDriver):
                 raise NotFoundError(f"no memory {mid}")
         source_id, _, memory = found[source]
         current = self._request("GET", f"/memory/{source_id}").get("memory") or {}
-        answer = self._request(
+        self._request(
             "POST",
             "/associate",
             json={
@@ -801,6 +809,8 @@ class AutoMemDriver(BaseMemoryDriver):
                 "memory2_id": found[target][0],
                 "type": association.relationship_type,
                 "strength": association.strength,
+                # Not AutoMem's: `memory-drivers serve` keeps it, so imports keep link times.
+                "created_at": wire.iso(association.created_at),
             },
         )
         links = _links(current)
@@ -809,11 +819,11 @@ class AutoMemDriver(BaseMemoryDriver):
             for link in links
             if link.get("to") == target and link.get("type") == association.relationship_type
         ]
+        # An existing link keeps its time; a new one takes the time given (an import's, or
+        # now), which the block records (AutoMem's own relationship time is not read back).
         created = association.created_at
-        for candidate in (answer.get("created_at"), same[0].get("created_at") if same else None):
-            if candidate:
-                created = timestamp(candidate, "created_at")
-                break
+        if same and same[0].get("created_at"):
+            created = timestamp(same[0]["created_at"], "created_at")
         kept = [link for link in links if link not in same]
         kept.append(
             {
@@ -825,6 +835,30 @@ class AutoMemDriver(BaseMemoryDriver):
         )
         self._patch(source_id, current, memory, links=kept)
         return association.model_copy(update={"created_at": created})
+
+    def _iter_associations(self, batch_size: int) -> Iterator[Association]:
+        """Each memory's block records the links it starts; a listing may leave them out
+        (``memory-drivers serve`` does), and then the memory is read in full."""
+        for item in self._by_tag([wire.MEMORY_TAG]):
+            memory = self._decode_memory(item)
+            if memory is None:
+                continue
+            if "links" not in (wire.read_block(item) or {}) and item.get("id") is not None:
+                try:
+                    item = self._request("GET", f"/memory/{item['id']}").get("memory") or {}
+                except NotFoundError:  # deleted in between
+                    continue
+            for link in _links(item):
+                try:
+                    yield Association(
+                        source_id=memory.id,
+                        target_id=str(link.get("to")),
+                        relationship_type=str(link.get("type")),
+                        strength=float(link.get("strength")),  # type: ignore[arg-type]
+                        created_at=timestamp(link.get("created_at"), "created_at"),
+                    )
+                except (TypeError, ValueError) as exc:
+                    log.warning("skipping a broken link of AutoMem memory %s: %s", memory.id, exc)
 
     def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
         """Links the memory starts are in its own block; links to it are in the blocks of
@@ -851,13 +885,13 @@ class AutoMemDriver(BaseMemoryDriver):
             memory = self._decode_memory(item)
             if memory is not None:
                 neighbours[memory.id] = (memory, item)
-        links: list[tuple[str, str, Any, Literal["outgoing", "incoming"]]] = [
-            (str(link.get("to")), str(link.get("type")), link.get("strength"), "outgoing")
+        links: list[tuple[str, str, Any, Literal["outgoing", "incoming"], Any]] = [
+            (str(link.get("to")), str(link.get("type")), link.get("strength"), "outgoing", link)
             for link in _links(current)
         ]
         for other, (_, item) in neighbours.items():
             links += [
-                (other, str(link.get("type")), link.get("strength"), "incoming")
+                (other, str(link.get("type")), link.get("strength"), "incoming", link)
                 for link in _links(item)
                 if link.get("to") == memory_id
             ]
@@ -871,8 +905,9 @@ class AutoMemDriver(BaseMemoryDriver):
                 relationship_type=rel,
                 strength=float(strength),
                 direction=direction,
+                created_at=_link_time(link),
             )
-            for other, rel, strength, direction in links
+            for other, rel, strength, direction, link in links
             if other in memories
             and isinstance(strength, int | float)
             and (relationship_type is None or rel == relationship_type)

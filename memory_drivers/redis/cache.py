@@ -475,6 +475,10 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
     # ------------------------------------------------------------------ primitives
     # The public methods above delegate to the wrapped driver's public methods, so these are
     # only reached by code that calls primitives directly; writes invalidate everything.
+    @property  # type: ignore[override]
+    def vectors_readable(self) -> bool:  # type: ignore[override]
+        return self.inner.vectors_readable
+
     def _read_store_info(self) -> dict[str, str]:
         return self.inner._read_store_info()
 
@@ -550,6 +554,14 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
 
     def _related(self, memory_id: str, relationship_type: str | None) -> list[RelatedMemory]:
         return self.inner._related(memory_id, relationship_type)
+
+    def _iter_associations(self, batch_size: int) -> Iterator[Association]:
+        return self.inner._iter_associations(batch_size)
+
+    def _read_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        return self.inner._read_vectors(kind, ids)
 
     def _set_vectors(
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray

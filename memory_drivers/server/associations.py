@@ -54,8 +54,22 @@ class AssociationRoutes(ServiceBase):
             raise ApiError(400, "Cannot associate a memory with itself")
         if relation not in RELATIONSHIP_TYPES:
             raise ApiError(400, f"Relation type must be one of {sorted(RELATIONSHIP_TYPES)}")
+        created = item.get("created_at")
         try:
-            link = self.driver.associate(first, second, relation, strength)
+            if created:  # an import keeps the link's time (memory-drivers' own field)
+                link = self.driver.import_associations(
+                    [
+                        {
+                            "source_id": first,
+                            "target_id": second,
+                            "relationship_type": relation,
+                            "strength": strength,
+                            "created_at": created,
+                        }
+                    ]
+                )[0]
+            else:
+                link = self.driver.associate(first, second, relation, strength)
         except NotFoundError:
             raise ApiError(404, "One or both memories do not exist") from None
         return {

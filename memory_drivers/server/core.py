@@ -66,7 +66,12 @@ class ServiceBase:
 
     def _links(self, memory_id: str) -> list[dict[str, Any]]:
         return [
-            {"to": r.memory.id, "type": r.relationship_type, "strength": r.strength}
+            {
+                "to": r.memory.id,
+                "type": r.relationship_type,
+                "strength": r.strength,
+                **({"created_at": wire.iso(r.created_at)} if r.created_at else {}),
+            }
             for r in self.driver._related(memory_id, None)
             if r.direction == "outgoing"
         ]

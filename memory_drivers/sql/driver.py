@@ -32,6 +32,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -180,6 +181,8 @@ def _chunk(row: Any) -> KnowledgeChunk:
 
 class SQLDriver(BaseMemoryDriver):
     """Everything a SQL backend has in common. Subclasses implement the hooks below."""
+
+    vectors_readable = True
 
     def __init__(
         self,
@@ -939,22 +942,30 @@ class SQLDriver(BaseMemoryDriver):
             pk = self._pks(connection, [memory_id], None).get(memory_id)
             if pk is None:
                 return []
-            links: list[tuple[int, str, float, Literal["outgoing", "incoming"]]] = []
+            links: list[tuple[int, str, float, Literal["outgoing", "incoming"], Any]] = []
             directions: tuple[tuple[Any, Any, Literal["outgoing", "incoming"]], ...] = (
                 (A.source_pk, A.target_pk, "outgoing"),
                 (A.target_pk, A.source_pk, "incoming"),
             )
             for mine, other, direction in directions:
-                query = select(other, A.relationship_type, A.strength).where(mine == pk)
+                query = select(other, A.relationship_type, A.strength, A.created_at).where(
+                    mine == pk
+                )
                 if relationship_type is not None:
                     query = query.where(A.relationship_type == relationship_type)
-                links += [(row[0], row[1], row[2], direction) for row in connection.execute(query)]
+                links += [
+                    (row[0], row[1], row[2], direction, row[3]) for row in connection.execute(query)
+                ]
             found = self._memories_by_pk(connection, [link[0] for link in links])
         return [
             RelatedMemory(
-                memory=found[other], relationship_type=rel, strength=strength, direction=direction
+                memory=found[other],
+                relationship_type=rel,
+                strength=strength,
+                direction=direction,
+                created_at=created,
             )
-            for other, rel, strength, direction in links
+            for other, rel, strength, direction, created in links
         ]
 
     # ------------------------------------------------------------------ vectors
@@ -973,6 +984,59 @@ class SQLDriver(BaseMemoryDriver):
                 statement,
                 [{"b_id": i, "b_embedding": v} for i, v in zip(ids, vectors, strict=True)],
             )
+
+    @retried
+    def _read_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        table = memories if kind == "memories" else knowledge_chunks
+        found: dict[str, np.ndarray] = {}
+        with self._read() as connection:
+            for batch in _batches(list(ids)):
+                query = select(table.c.id, table.c.embedding).where(table.c.id.in_(batch))
+                found.update({row[0]: row[1] for row in connection.execute(query)})
+        return found
+
+    def _iter_associations(self, batch_size: int) -> Iterator[Association]:
+        after: tuple[int, int, str] | None = None
+        while True:
+            page = self._association_page(batch_size, after)
+            yield from (link for _, link in page)
+            if len(page) < batch_size:
+                return
+            after = page[-1][0]
+
+    @retried
+    def _association_page(
+        self, size: int, after: tuple[int, int, str] | None
+    ) -> list[tuple[tuple[int, int, str], Association]]:
+        """The next ``size`` links in key order, after the (source_pk, target_pk, type) given."""
+        source, target = memories.alias("source"), memories.alias("target")
+        key = (A.source_pk, A.target_pk, A.relationship_type)
+        query = (
+            select(*key, source.c.id, target.c.id, A.strength, A.created_at)
+            .join(source, source.c.pk == A.source_pk)
+            .join(target, target.c.pk == A.target_pk)
+            .order_by(*key)
+            .limit(size)
+        )
+        if after is not None:
+            query = query.where(tuple_(*key) > tuple_(*after))
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+        return [
+            (
+                (row[0], row[1], row[2]),
+                Association(
+                    source_id=row[3],
+                    target_id=row[4],
+                    relationship_type=row[2],
+                    strength=row[5],
+                    created_at=row[6],
+                ),
+            )
+            for row in rows
+        ]
 
     # ------------------------------------------------------------------ operations
     @retried

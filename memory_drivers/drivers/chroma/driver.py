@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import chromadb
 import chromadb.errors
@@ -58,6 +58,7 @@ class ChromaDriver(ChromaSearch):
     """
 
     name = "chroma"
+    vectors_readable = True
 
     # ------------------------------------------------------------------ memories
     def _insert_memories(self, records: Sequence[MemoryRecord]) -> None:
@@ -286,9 +287,32 @@ class ChromaDriver(ChromaSearch):
                     relationship_type=link[K_RELATION],
                     strength=link[K_STRENGTH],
                     direction="outgoing" if link[K_SOURCE] == memory_id else "incoming",
+                    created_at=datetime.fromisoformat(link[K_LINK_CREATED]),
                 )
             )
         return related
+
+    def _iter_associations(self, batch_size: int) -> Iterator[Association]:
+        for _, link in self._scan(self._links):
+            yield Association(
+                source_id=link[K_SOURCE],
+                target_id=link[K_TARGET],
+                relationship_type=link[K_RELATION],
+                strength=link[K_STRENGTH],
+                created_at=datetime.fromisoformat(link[K_LINK_CREATED]),
+            )
+
+    # ------------------------------------------------------------------ vectors
+    def _read_vectors(
+        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        collection = self._memories if kind == "memories" else self._knowledge
+        found: dict[str, np.ndarray] = {}
+        for batch in batches(list(dict.fromkeys(ids)), ID_BATCH):
+            result = self._get(collection, ids=list(batch), include=["embeddings"])
+            for rid, vector in zip(result["ids"], result["embeddings"], strict=True):
+                found[rid] = np.asarray(vector, dtype=np.float32)
+        return found
 
     # ------------------------------------------------------------------ operations
     def _counts(self) -> dict[str, Any]:
