@@ -346,6 +346,24 @@ class BaseMemoryDriver(ABC):
             updated_at=updated,
         )
 
+    def _memories_from_items(self, items: Iterable[Any]) -> list[Memory]:
+        """Each item of a batch validated into a :class:`Memory` (an error names the item),
+        their ids distinct."""
+        items = list(items)
+        memories = []
+        for index, item in enumerate(items):
+            try:
+                memories.append(self._memory_from_input(item))
+            except ValidationError as exc:
+                if len(items) == 1:
+                    raise
+                raise ValidationError(f"item #{index}: {exc}; nothing was stored") from None
+        ids = [m.id for m in memories]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise ValidationError(f"the id {duplicate} appears twice in one batch")
+        return memories
+
     def _filter(self, **values: Any) -> MemoryFilter:
         s = self.settings
         since = values.get("since")
@@ -428,21 +446,9 @@ class BaseMemoryDriver(ABC):
         ``updated_at`` for imports. Returns the memories in the order given.
         """
         self._check_open()
-        items = list(items)
-        memories = []
-        for index, item in enumerate(items):
-            try:
-                memories.append(self._memory_from_input(item))
-            except ValidationError as exc:
-                if len(items) == 1:
-                    raise
-                raise ValidationError(f"item #{index}: {exc}; nothing was stored") from None
+        memories = self._memories_from_items(items)
         if not memories:
             return []
-        ids = [m.id for m in memories]
-        if len(set(ids)) != len(ids):
-            duplicate = next(i for i in ids if ids.count(i) > 1)
-            raise ValidationError(f"the id {duplicate} appears twice in one batch")
         vectors = self._embed_documents([m.content for m in memories])
         records = [
             MemoryRecord(m, vectors[i], document_terms(m.content)) for i, m in enumerate(memories)
@@ -966,17 +972,8 @@ class BaseMemoryDriver(ABC):
         """
         self._check_open()
         mode = _conflict_mode(on_conflict)
-        items = list(items)
-        memories = []
-        for index, item in enumerate(items):
-            try:
-                memories.append(self._memory_from_input(item))
-            except ValidationError as exc:
-                raise ValidationError(f"item #{index}: {exc}; nothing was stored") from None
+        memories = self._memories_from_items(items)
         ids = [m.id for m in memories]
-        if len(set(ids)) != len(ids):
-            duplicate = next(i for i in ids if ids.count(i) > 1)
-            raise ValidationError(f"the id {duplicate} appears twice in one batch")
         given = self._usable_vectors(vectors, len(memories), embedder_name)
         existing = self._get_memories(ids, None) if ids else {}
         counts = {"stored": 0, "replaced": 0, "skipped": 0}

@@ -191,3 +191,20 @@ def test_bench_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -
     assert main(["bench", "--drivers", "mysql", "--out", "-", "--plot", "-"]) == 2
     assert "unknown driver 'mysql'" in capsys.readouterr().err
     assert main(["bench", "--n", "lots"]) == 2
+
+
+def test_bench_copy_measures_and_writes_its_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench copy`` fills a sqlite store, copies it (vectors reused) and writes its section
+    into the report in place of an earlier one, leaving the rest of the page alone."""
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nkept\n", encoding="utf-8")
+    for _ in range(2):
+        assert main(["bench", "copy", "--n", "300", "--targets", "sqlite", "--out", str(page)]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nkept\n") and text.count("## Copy between stores") == 1
+    row = next(line for line in text.splitlines() if line.startswith("| sqlite → sqlite"))
+    assert "| 300 | reused |" in row
+    assert "sqlite → sqlite" in capsys.readouterr().out
+    assert main(["bench", "copy", "--n", "lots", "--out", "-"]) == 2

@@ -421,12 +421,13 @@ def quality_section(results: dict[str, Any]) -> str:
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put ``section`` into ``path`` in place of the previous one (or at the end)."""
+def write_section(path: Path, section: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Put ``section`` into ``path`` in place of the previous one between the markers ``start``
+    and ``end`` (or at the end of the file)."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARK_START in text and MARK_END in text:
-        before = text[: text.index(MARK_START)]
-        after = text[text.index(MARK_END) + len(MARK_END) :]
+    if start in text and end in text:
+        before = text[: text.index(start)]
+        after = text[text.index(end) + len(end) :]
         text = before + section + after
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -15,27 +16,28 @@ from .session import Session
 __all__ = ["register"]
 
 
-def cmd_bench(s: Session) -> int:
-    """Run the benchmark harness (memory_drivers.bench, imported only here)."""
+def _bench_module(name: str) -> Any:
+    """``memory_drivers.bench.<name>``, imported only when a benchmark runs."""
     try:
-        from ..bench.command import run
+        return importlib.import_module(f"memory_drivers.bench.{name}")
     except ImportError as exc:
         raise CliError(
             f"the benchmark needs packages that are not installed ({exc}). Install with: "
             'pip install "memory-drivers[all,bench]"'
         ) from exc
+
+
+def cmd_bench(s: Session) -> int:
+    """Run the benchmark harness (memory_drivers.bench, imported only here)."""
+    run = _bench_module("command").run
     return run(s.args, json_output=s.json, progress=s.show_progress)
 
 
 def cmd_bench_quality(s: Session) -> int:
     """Run the retrieval-quality benchmark (memory_drivers.bench.quality)."""
-    try:
-        from ..bench.quality import QualityConfig, quality_section, run_quality, write_section
-    except ImportError as exc:
-        raise CliError(
-            f"the benchmark needs packages that are not installed ({exc}). Install with: "
-            'pip install "memory-drivers[all,bench]"'
-        ) from exc
+    quality = _bench_module("quality")
+    QualityConfig, quality_section = quality.QualityConfig, quality.quality_section
+    run_quality, write_section = quality.run_quality, quality.write_section
     a = s.args
     drivers = [d.strip() for d in a.drivers.split(",") if d.strip()]
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
@@ -77,6 +79,29 @@ def cmd_bench_quality(s: Session) -> int:
         print(quality_table(results))
         for path in written:
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_copy(s: Session) -> int:
+    """Measure ``copy`` between stores (memory_drivers.bench.transfer)."""
+    bench = _bench_module("transfer")
+    a = s.args
+    from ..bench.command import parse_sizes
+
+    try:
+        (n,) = parse_sizes(a.n)
+    except ValueError as exc:
+        raise CliError(f"--n: {exc}", code=2) from exc
+    targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
+    results = bench.run_copy(bench.CopyConfig(n=n, targets=targets, pg_url=a.pg_url, batch=a.batch))
+    if a.out not in (None, "", "-"):
+        bench.write_copy_section(Path(a.out), bench.copy_section(results, a.note or ""))
+    if s.json:
+        print_json(results)
+    else:
+        print(bench.copy_table(results))
+        if a.out not in (None, "", "-"):
+            print(f"wrote {a.out}")
     return 0
 
 
@@ -176,7 +201,7 @@ def register(sub: Any) -> None:
         metavar="RESULTS",
         help="only remake the report and plot from a results file of an earlier run",
     )
-    kinds = p.add_subparsers(dest="bench_kind", metavar="{quality}")
+    kinds = p.add_subparsers(dest="bench_kind", metavar="{quality,copy}")
     q = command(
         kinds,
         "quality",
@@ -227,4 +252,29 @@ def register(sub: Any) -> None:
         default="-",
         metavar="FILE",
         help='also write the raw results as JSON (default "-": none)',
+    )
+
+    c = command(
+        kinds,
+        "copy",
+        cmd_bench_copy,
+        "measure memory-drivers copy between stores (vectors reused)",
+        "Put N synthetic memories (100 users, conversations, 384-dimensional vectors) in a "
+        "sqlite store and copy them with copy_store into an empty store of each target, "
+        "vectors reused; report memories per second. Writes its section of docs/benchmarks.md.",
+    )
+    c.add_argument("--n", default="100000", metavar="N", help="memories (default 100000)")
+    c.add_argument(
+        "--targets", default="pgvector", metavar="LIST", help="target drivers (default pgvector)"
+    )
+    c.add_argument(
+        "--batch", type=int, default=2000, metavar="B", help="memories per transaction (2000)"
+    )
+    c.add_argument("--pg-url", metavar="URL", help="as for bench: a PostgreSQL admin URL")
+    c.add_argument("--note", metavar="TEXT", help="a sentence for the report (e.g. the load)")
+    c.add_argument(
+        "--out",
+        default="docs/benchmarks.md",
+        metavar="FILE",
+        help='the report to put the section into (default docs/benchmarks.md; "-": none)',
     )

@@ -15,7 +15,7 @@ window re-indexes every memory once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -27,6 +27,7 @@ __all__ = [
     "STORE_KEY",
     "ContextRow",
     "Stretch",
+    "StretchRequest",
     "changes",
     "indexed_terms",
     "plan",
@@ -126,17 +127,25 @@ def plan(
     return refresh([*context, *rows], len(context), window)
 
 
+#: (user, conversation, low, high): a stretch of one conversation to read.
+StretchRequest = tuple[str, str, Position, Position]
+
+
 def changes(
     places: Iterable[tuple[str, str, datetime, str]],
     new: Iterable[Memory],
     window: int,
     read: Callable[[str, str, Position, Position], Stretch[str]],
+    read_many: Callable[[Sequence[StretchRequest]], Mapping[tuple[str, str], Stretch[str]]]
+    | None = None,
 ) -> dict[str, str]:
     """The indexed terms (by memory id) that change when ``new`` memories are inserted, or
     memories at ``places`` (user, conversation, ``created_at``, id) are re-worded or deleted.
 
     ``read(user, conversation, low, high)`` gives what the store holds around a stretch of a
-    conversation (see :func:`plan`); it is called once per conversation changed.
+    conversation (see :func:`plan`); it is called once per conversation changed. A driver that
+    can read many stretches at once (one round trip) gives ``read_many`` too, which is then
+    called once with every conversation's stretch instead.
     """
     if window <= 0:
         return {}
@@ -148,11 +157,20 @@ def changes(
             row = ContextRow(m.id, m.created_at, m.id, m.content, "")
             groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
     result: dict[str, str] = {}
+    known: Mapping[tuple[str, str], Stretch[str]] = {}
+    if read_many is not None and groups:
+        requests = []
+        for (user, conversation), (at, rows) in groups.items():
+            spots = [*at, *((row.created_at, row.id) for row in rows)]
+            requests.append((user, conversation, min(spots), max(spots)))
+        known = read_many(requests)
     for (user, conversation), (at, rows) in groups.items():
 
         def stretch(
             low: Position, high: Position, user: str = user, conversation: str = conversation
         ) -> Stretch[str]:
+            if (user, conversation) in known:
+                return known[user, conversation]
             return read(user, conversation, low, high)
 
         result.update(plan(at, rows, window, stretch))
