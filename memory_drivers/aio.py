@@ -38,7 +38,7 @@ from .base import BaseMemoryDriver
 from .config import Settings
 from .errors import ConfigurationError
 from .manager import MemoryDriverManager, get_memory_driver, set_memory_driver
-from .models import Memory
+from .models import Association, KnowledgeChunk, Memory
 
 __all__ = ["AsyncMemoryDriver", "aget_memory_driver", "aset_memory_driver"]
 
@@ -165,6 +165,11 @@ class AsyncMemoryDriver:
     stats = _offloaded(BaseMemoryDriver.stats)
     rebuild_index = _offloaded(BaseMemoryDriver.rebuild_index)
     reembed = _offloaded(BaseMemoryDriver.reembed)
+    store_info = _offloaded(BaseMemoryDriver.store_info)
+    get_vectors = _offloaded(BaseMemoryDriver.get_vectors)
+    import_memories = _offloaded(BaseMemoryDriver.import_memories)
+    import_knowledge = _offloaded(BaseMemoryDriver.import_knowledge)
+    import_associations = _offloaded(BaseMemoryDriver.import_associations)
 
     async def close(self) -> None:
         """Release connections and persist what needs persisting. Safe to call twice."""
@@ -182,10 +187,20 @@ class AsyncMemoryDriver:
         memories = self.sync.iter_memories(user_id, batch_size=batch_size)
         return self._batches(memories, batch_size)
 
-    async def _batches(self, memories: Any, size: int) -> AsyncIterator[Memory]:
-        while batch := await self._run(lambda: list(islice(memories, size))):
-            for memory in batch:
-                yield memory
+    def iter_associations(self, *, batch_size: int = 500) -> AsyncIterator[Association]:
+        """Every association of the store, read in batches, each in a worker thread."""
+        self.sync._check_open()
+        return self._batches(self.sync.iter_associations(batch_size=batch_size), batch_size)
+
+    def iter_global_knowledge(self, *, batch_size: int = 500) -> AsyncIterator[KnowledgeChunk]:
+        """Every knowledge chunk of every document, read in batches, each in a worker thread."""
+        self.sync._check_open()
+        return self._batches(self.sync.iter_global_knowledge(batch_size=batch_size), batch_size)
+
+    async def _batches(self, items: Any, size: int) -> AsyncIterator[Any]:
+        while batch := await self._run(lambda: list(islice(items, size))):
+            for item in batch:
+                yield item
 
     async def __aenter__(self) -> AsyncMemoryDriver:
         return self

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def test_every_public_method_is_a_coroutine_with_the_same_parameters():
     for name, method in public.items():
         ours = getattr(AsyncMemoryDriver, name, None)
         assert ours is not None, f"AsyncMemoryDriver has no {name}"
-        if name == "iter_memories":  # an async iterator, not a coroutine
+        if name.startswith("iter_"):  # an async iterator, not a coroutine
             assert not inspect.iscoroutinefunction(ours)
         else:
             assert inspect.iscoroutinefunction(ours), f"{name} is not a coroutine function"
@@ -145,6 +146,33 @@ async def test_iter_memories_streams_in_batches_and_checks_arguments_at_the_call
         adriver.iter_memories(batch_size=0)
     streamed = [m async for m in adriver.iter_memories("u1", batch_size=3)]
     assert streamed == sorted(stored, key=lambda m: (m.created_at, m.id))
+
+
+async def test_imports_and_the_other_streams(adriver: AsyncMemoryDriver):
+    """The import methods and the association and knowledge streams, as in the sync API."""
+    items = [
+        {"id": str(uuid.UUID(int=i + 1)), "user_id": "u1", "content": f"m {i}"} for i in range(3)
+    ]
+    assert await adriver.import_memories(items) == {"stored": 3, "replaced": 0, "skipped": 0}
+    assert await adriver.import_memories(items) == {"stored": 0, "replaced": 0, "skipped": 3}
+    link = {
+        "source_id": items[0]["id"],
+        "target_id": items[1]["id"],
+        "relationship_type": "LEADS_TO",
+        "strength": 0.5,
+        "created_at": "2024-01-01T00:00:00Z",
+    }
+    stored = await adriver.import_associations([link])
+    assert [a async for a in adriver.iter_associations(batch_size=1)] == stored
+    assert stored[0].created_at.year == 2024
+    await adriver.store_global_knowledge("a short policy", "policies", doc_id="p")
+    chunks = [c async for c in adriver.iter_global_knowledge()]
+    assert [c.doc_id for c in chunks] == ["p"]
+    vectors = await adriver.get_vectors([items[0]["id"]])
+    assert list(vectors) == [items[0]["id"]]
+    assert (await adriver.store_info())["embedder"] == adriver.sync.embedder.name
+    with pytest.raises(ValidationError, match="batch_size"):
+        adriver.iter_associations(batch_size=0)
 
 
 async def test_async_with_closes_the_driver(tmp_path: Path):
