@@ -546,6 +546,50 @@ def test_the_serve_command_with_metrics(tmp_path: Path) -> None:
     assert f"metrics at {url}/metrics" in err.decode()
 
 
+def test_memory_drivers_mcp_serves_metrics_on_memory_metrics_port(tmp_path: Path) -> None:
+    """`memory-drivers mcp` over stdio, driven by the mcp package's client, with
+    MEMORY_METRICS_PORT: each tool call is the driver operation it makes, scraped over HTTP
+    while the session is open."""
+    pytest.importorskip(
+        "mcp", reason='the MCP SDK is not installed: pip install "memory-drivers[mcp]"'
+    )
+    from mcp import Client, StdioServerParameters
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MEMORY_", "EMBEDDING_"))},
+        "MEMORY_DB_URL": f"sqlite:///{tmp_path}/memories.db",
+        "EMBEDDING_PROVIDER": "hashing",
+        "MEMORY_METRICS": "prometheus",
+        "MEMORY_METRICS_PORT": str(port),
+    }
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "memory_drivers", "mcp", "--user-id", "alice"],
+        env=env,
+        cwd=str(tmp_path),
+    )
+
+    async def session() -> Samples:
+        async with Client(server) as client:
+            for text in ("Green tea every morning", "Hiking in the Alps"):
+                await client.call_tool("store_memory", {"content": text})
+            await client.call_tool("recall_memories", {"query": "green tea"})
+            async with httpx.AsyncClient(timeout=30) as http:
+                response = await http.get(f"http://127.0.0.1:{port}/metrics")
+            return parse(response.text)
+
+    import anyio
+
+    samples = anyio.run(session)
+    calls = {
+        dict(series)["operation"]: value
+        for (name, series), value in samples.items()
+        if name == "memory_drivers_operations_total"
+    }
+    assert calls == {"store": 2, "recall": 1}
+
+
 def test_metrics_off_import_nothing(tmp_path: Path) -> None:
     """Off (the default), a workload never imports prometheus_client."""
     code = (

@@ -45,6 +45,7 @@ __all__ = [
     "enable",
     "enabled",
     "exposition",
+    "forget",
     "listen",
     "measure",
     "observe",
@@ -149,7 +150,7 @@ def opened(driver: Any) -> None:
         _drivers.add(driver)
 
 
-def wraps(driver: Any) -> None:
+def forget(driver: Any) -> None:
     """``driver`` is wrapped by another driver (the Redis cache), which reports for it."""
     with _lock:
         _drivers.discard(driver)

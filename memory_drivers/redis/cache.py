@@ -108,7 +108,7 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         s = settings or inner.settings
         super().__init__(s)
         self.inner = inner
-        metrics.wraps(inner)  # this driver reports the stored counts for it
+        metrics.forget(inner)  # this driver reports the stored counts for it
         # The wrapper is the inner driver as far as names go (health, stats, the registry).
         self.__dict__["name"] = inner.name
         self._redis_errors = redis_errors()  # MissingDependencyError without redis-py
