@@ -1331,8 +1331,8 @@ def _conflict_mode(value: Any) -> OnConflict:
 OPERATIONS = frozenset(
     name
     for name, value in vars(BaseMemoryDriver).items()
-    if inspect.isfunction(value) and not name.startswith("_")
-) - {"close", "iter_memories", "iter_associations", "iter_global_knowledge"}
+    if inspect.isfunction(value) and not name.startswith(("_", "iter_")) and name != "close"
+)
 metrics.observe(BaseMemoryDriver, OPERATIONS)
 
 
