@@ -302,7 +302,8 @@ def test_the_redis_cache_counts_hits_and_misses_and_is_measured_once(
     hits and misses are counted as the cache's stats() counts them, and the store is
     reported once."""
     inner = SQLiteDriver(hashing_settings(tmp_path))
-    with CachedMemoryDriver(inner, REDIS_URL, namespace=namespace) as driver:
+    # A generous timeout: on a loaded machine a slow answer would count as an outage.
+    with CachedMemoryDriver(inner, REDIS_URL, namespace=namespace, timeout=5.0) as driver:
         exporter.start()
         first = driver.store("u1", "Green tea every morning")
         driver.recall("u1", query="green tea", now="2026-01-01T00:00:00Z")  # miss
