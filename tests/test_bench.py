@@ -208,3 +208,32 @@ def test_bench_copy_measures_and_writes_its_section(
     assert "| 300 | reused |" in row
     assert "sqlite → sqlite" in capsys.readouterr().out
     assert main(["bench", "copy", "--n", "lots", "--out", "-"]) == 2
+
+
+def test_processes_workload_runs_and_writes_its_section(tmp_path: Path) -> None:
+    """``bench processes`` at a tiny size: writer and reader processes on one store, every
+    process reports, readers recalled, the writers' memories landed, no index was rebuilt, and
+    the section goes into the report (replacing an earlier one). A failure usually means a
+    worker process died (its error is in ``errors``) or processes rebuild the shared index."""
+    from memory_drivers.bench.processes import (
+        MARK_END,
+        MARK_START,
+        ProcessesConfig,
+        processes_section,
+        run_processes,
+    )
+    from memory_drivers.bench.quality import write_section
+
+    config = ProcessesConfig(n=300, writers=1, readers=2, seconds=2, batch=20, users=5)
+    results = run_processes(config, log=lambda line: None)
+    assert results["errors"] == []
+    assert results["recalls"] > 0 and results["writes_per_s"] > 0
+    assert results["rebuilds"] == 0
+    assert results["file_loads"] >= 3  # each process loaded the saved file when it opened
+    assert results["recall_p50_ms"] <= results["recall_p99_ms"] <= results["recall_max_ms"]
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\nkept\n")
+    for _ in range(2):
+        write_section(report, processes_section([results]), MARK_START, MARK_END)
+    text = report.read_text()
+    assert text.count(MARK_START) == 1 and "kept" in text and "| 300 | 1 | 2 |" in text

@@ -105,6 +105,47 @@ def cmd_bench_copy(s: Session) -> int:
     return 0
 
 
+def cmd_bench_processes(s: Session) -> int:
+    """Run the many-processes workload (memory_drivers.bench.processes)."""
+    from ..bench.processes import (
+        MARK_END,
+        MARK_START,
+        ProcessesConfig,
+        processes_section,
+        processes_table,
+        run_processes,
+    )
+    from ..bench.quality import write_section
+
+    a = s.args
+    try:
+        config = ProcessesConfig(
+            n=a.n,
+            writers=a.writers,
+            readers=a.readers,
+            seconds=a.seconds,
+            batch=a.batch,
+            users=a.users,
+            synchronous=s.settings.sqlite_synchronous,
+            progress=s.show_progress,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    results = run_processes(config, log=lambda line: print(line, file=sys.stderr))
+    if a.results not in (None, "", "-"):
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if a.out not in (None, "", "-"):
+        write_section(Path(a.out), processes_section([results]), MARK_START, MARK_END)
+    if s.json:
+        print_json(results)
+    else:
+        print(processes_table(results))
+        for error in results["errors"]:
+            print(f"a process failed: {error}", file=sys.stderr)
+    return 1 if results["errors"] else 0
+
+
 def register(sub: Any) -> None:
     """Add ``bench`` to ``sub``."""
     p = command(
@@ -201,7 +242,33 @@ def register(sub: Any) -> None:
         metavar="RESULTS",
         help="only remake the report and plot from a results file of an earlier run",
     )
-    kinds = p.add_subparsers(dest="bench_kind", metavar="{quality,copy}")
+    kinds = p.add_subparsers(dest="bench_kind", metavar="{quality,copy,processes}")
+    m = command(
+        kinds,
+        "processes",
+        cmd_bench_processes,
+        "writer and reader processes sharing one sqlite store: rebuilds and recall latency",
+        "Load N memories into a new sqlite store, close it, then run W writer processes "
+        "(store_many in batches) and R reader processes (vector recall within one user's "
+        "memories) on it at once for S seconds. Reports full index rebuilds, index file loads "
+        "and saves summed over the processes, writes per second and recall p50/p95/p99/max. "
+        "SQLITE_SYNCHRONOUS applies. Vectors are the hashing embedder's (no model needed).",
+    )
+    m.add_argument("--n", type=int, default=100_000, metavar="N", help="memories (100000)")
+    m.add_argument("--writers", type=int, default=4, metavar="W", help="writer processes (4)")
+    m.add_argument("--readers", type=int, default=4, metavar="R", help="reader processes (4)")
+    m.add_argument("--seconds", type=float, default=30.0, metavar="S", help="duration (30)")
+    m.add_argument("--batch", type=int, default=100, metavar="B", help="memories per write (100)")
+    m.add_argument("--users", type=int, default=100, metavar="U", help="users (100)")
+    m.add_argument(
+        "--out",
+        default="-",
+        metavar="FILE",
+        help='put the table into this report, e.g. docs/benchmarks.md (default "-": none)',
+    )
+    m.add_argument(
+        "--results", default="-", metavar="FILE", help='the raw results as JSON ("-": none)'
+    )
     q = command(
         kinds,
         "quality",
