@@ -615,7 +615,7 @@ def test_log_compaction_with_a_lagging_second_process(db: Path, tmp_path: Path) 
             # (each save keeps the entries after the previous file, a bounded number).
             lagging_at = lagging.stats()["index"]["log_position"]
             assert log_floor(db) > lagging_at, "the vector log is not compacted after saves"
-            assert vector_log_rows(db) < 30
+            assert vector_log_rows(db) < saved_position(db)
             assert saved_position(db) >= 40
             assert worker.call("close") is True
         rebuilds = lagging.stats()["index"]["rebuilds"]
