@@ -227,8 +227,9 @@ class SQLiteTarget(DriverTarget):
 
         self.notes.append(
             f"SQLITE_SYNCHRONOUS={settings.sqlite_synchronous}, "
-            f"FAISS_PERSIST_EVERY={settings.faiss_persist_every}; the FAISS index takes in new "
-            "rows at the next search, so that work is in the first recall after the load"
+            f"FAISS_PERSIST_EVERY={settings.faiss_persist_every}; each store_many brings the "
+            "FAISS index along as it commits (and saves its file now and then), so that work is "
+            "in the ingest figures, not in the first recall after the load"
         )
         return SQLiteDriver(settings, embedder=self.config.embedder)
 

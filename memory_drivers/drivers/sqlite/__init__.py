@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -52,9 +53,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from ...config import Settings
 from ...embeddings import Embedder
 from ...errors import BackendUnavailableError, SchemaError, StorageFullError
-from ...models import MemoryFilter, Scalar
+from ...models import Memory, MemoryFilter, Scalar
 from ...sql import migrations
-from ...sql.driver import SQLDriver, plain_rows
+from ...sql.driver import IN_BATCH, MEMORY_COLUMNS, SQLDriver, plain_rows
 from ...sql.engines import (
     create_sqlite_engine,
     faiss_index_path,
@@ -99,6 +100,11 @@ def _disk_full(exc: BaseException) -> bool:
 
 _fts = table("memories_fts", column("rowid"))
 
+#: A row of ``MEMORY_COLUMNS`` read through the DB-API (what ``SQLDriver._hydrate`` takes).
+MemoryRow = namedtuple("MemoryRow", [c.name for c in MEMORY_COLUMNS])  # type: ignore[misc]
+_QUOTED_COLUMNS = ", ".join(f'"{c.name}"' for c in MEMORY_COLUMNS)
+_BY_PKS = "SELECT " + _QUOTED_COLUMNS + " FROM memories WHERE pk IN ({})"
+
 
 class SQLiteDriver(SQLDriver):
     """SQLite (source of truth, FTS5 keyword search) with FAISS vector indexes beside it."""
@@ -118,6 +124,7 @@ class SQLiteDriver(SQLDriver):
         self._follow_writes = False
         self._save_retry_at = 0.0
         self._insert_plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
+        self._result_processors: list[Any] | None = None
         super().__init__(
             settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
         )
@@ -220,6 +227,29 @@ class SQLiteDriver(SQLDriver):
                 migrations.upgrade(connection)
 
     # ------------------------------------------------------------------ SQL hooks
+    def _memories_by_pk(self, connection: Connection, pks: Sequence[int]) -> dict[int, Memory]:
+        """Memories by pk, read through the DB-API with each value converted by its column
+        type's own result processor: the hot path of every recall, where SQLAlchemy's
+        expanding ``IN`` and row processing cost more than SQLite's work."""
+        pks = list(pks)
+        processors = self._result_processors
+        if processors is None:
+            dialect = connection.dialect
+            processors = self._result_processors = [
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in MEMORY_COLUMNS
+            ]
+        rows = []
+        for start in range(0, len(pks), IN_BATCH):
+            batch = tuple(pks[start : start + IN_BATCH])
+            sql = _BY_PKS.format(", ".join("?" * len(batch)))
+            for raw in connection.exec_driver_sql(sql, batch).cursor.fetchall():
+                rows.append(
+                    MemoryRow._make(
+                        v if p is None else p(v) for v, p in zip(raw, processors, strict=True)
+                    )
+                )
+        return self._hydrate(connection, rows)
+
     def _insert_many(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]]
     ) -> None:

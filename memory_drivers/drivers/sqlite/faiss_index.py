@@ -40,7 +40,7 @@ import numpy as np
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 from sqlalchemy.engine import Connection
 
-from ...sql.schema import knowledge_chunks, memories, store_info
+from ...sql.schema import knowledge_chunks, memories
 from .rows import RowMap
 
 __all__ = ["LogPosition", "VectorIndexes", "log_position", "vector_log"]
@@ -64,7 +64,6 @@ vector_log = Table(
     Column("vector_pk", Integer, nullable=False),
     Column("op", Text, nullable=False),
 )
-sqlite_sequence = Table("sqlite_sequence", MetaData(), Column("name", Text), Column("seq", Integer))
 
 
 class IndexFileError(Exception):
@@ -76,10 +75,11 @@ def _new_index(dimension: int) -> Any:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
 
 
-_LOG_POSITION = select(
-    select(sqlite_sequence.c.seq).where(sqlite_sequence.c.name == "vector_log").scalar_subquery(),
-    select(store_info.c.value).where(store_info.c.key == COMPACTED_KEY).scalar_subquery(),
-    select(func.min(vector_log.c.seq)).scalar_subquery(),
+# Read before every search: plain SQL through the DB-API (no statement to compile).
+_LOG_POSITION = (
+    "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'), "
+    f"(SELECT value FROM memory_store_info WHERE key = '{COMPACTED_KEY}'), "
+    "(SELECT min(seq) FROM vector_log)"
 )
 
 
@@ -96,7 +96,7 @@ class LogPosition(NamedTuple):
 
 def log_position(connection: Connection) -> LogPosition:
     """The :class:`LogPosition` of ``connection``'s snapshot."""
-    last, saved, first = connection.execute(_LOG_POSITION).one()
+    last, saved, first = connection.exec_driver_sql(_LOG_POSITION).cursor.fetchone()
     last, saved = int(last or 0), int(saved or 0)
     return LogPosition(last, saved, last if first is None else int(first) - 1)
 
