@@ -20,14 +20,15 @@ embedder; the ``test_semantic_*`` tests use the real default model.
 
 Layout: the suite is one class made of one mixin per area (:mod:`.storage`, :mod:`.recall`,
 :mod:`.ranking`, :mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
-:mod:`.limits`, :mod:`.equivalence`), each built on :class:`~.base.ConformanceBase` (fixtures
-and helpers).
+:mod:`.limits`, :mod:`.differential`, :mod:`.equivalence`), each built on
+:class:`~.base.ConformanceBase` (fixtures and helpers).
 """
 
 from __future__ import annotations
 
 from .associations import AssociationTests
 from .bad_input import BadInputTests
+from .differential import DifferentialTests
 from .equivalence import EquivalenceTests
 from .knowledge import KnowledgeTests
 from .limits import LimitTests
@@ -43,6 +44,7 @@ __all__ = ["MemoryDriverConformance"]
 # tests run in the order of the areas above.
 class MemoryDriverConformance(
     EquivalenceTests,
+    DifferentialTests,
     LimitTests,
     BadInputTests,
     MaintenanceTests,

@@ -89,6 +89,10 @@ class ConformanceBase:
     #: whose recall ranks by its vectors against ``memory-drivers serve``).
     hybrid_ranks_as: ClassVar[str] = "hybrid"
 
+    #: Whether vector and hybrid scores must equal the reference's. Only a backend that ranks
+    #: with its own blend (AutoMem) sets this False; it must still rank the right memory first.
+    exact_scores: ClassVar[bool] = True
+
     def expected(
         self,
         driver: BaseMemoryDriver,

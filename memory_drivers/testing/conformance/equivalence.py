@@ -17,10 +17,6 @@ class EquivalenceTests(ConformanceBase):
     """Equivalence with the sqlite driver."""
 
     # ================================================================== equivalence
-    #: Whether scores must equal the sqlite driver's. Only a backend that ranks with its own
-    #: blend (AutoMem) sets this False; it must still rank the right memory first.
-    exact_scores: ClassVar[bool] = True
-
     EQUIVALENCE_MEMORIES: ClassVar[list[tuple[str, str, str, list[str], float, dict[str, Any]]]] = [
         # (user, conversation, content, tags, importance, metadata); types cycle below
         ("u1", "c1", "The user's favorite color is deep blue", ["preference"], 0.9, {"k": "a"}),
