@@ -827,3 +827,23 @@ def test_merged_results_named_by_fingerprint_or_gone_are_passed_over(
         assert [h.memory for h in driver.recall("u1", query="same words")] == [memory]
     read = [p for m, p, _, _ in wrapper.requests if m == "GET" and p.startswith("/memory/")]
     assert f"/memory/{wrapper.merged[1]}" in read and "/memory/same words" not in read
+
+
+def test_a_failed_write_of_several_deletes_what_it_stored_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """To AutoMem, several memories are several ``POST /memory`` (4 at a time); when some fail
+    for good, the ones that arrived are deleted again, and only those: another writer's
+    memories stay."""
+    store = sqlite_store(tmp_path, build_settings(_env_file=None, embedding_provider="hashing"))
+    wrapper = Flaky(Observed(create_app(store, api_token=TOKEN), as_automem=True))
+    try:
+        with ServerThread(wrapper) as thread, AutoMemDriver(client_settings(thread.url)) as driver:
+            other = driver.store("u1", "another writer's memory")
+            wrapper.plan("POST", "/memory", *["503"] * 15)  # 6 + 6 + 3 of the 3 attempts
+            with pytest.raises(BackendUnavailableError, match="tried 3 times"):
+                driver.store_many([{"user_id": "u1", "content": f"m{i}"} for i in range(6)])
+            assert wrapper.count("POST", "/memory") == 1 + 15 + 3
+            assert [m.id for m in driver.iter_memories("u1")] == [other.id]
+    finally:
+        store.close()

@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -78,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: Ids asked for in one ``/memory/by-tag`` lookup (each is one ``tags`` parameter).
 LOOKUP_BATCH = 100
+#: ``POST /memory`` requests in flight at once when storing several memories in AutoMem.
+PARALLEL_POSTS = 4
 
 # Parameters that turn off AutoMem's recall extras that drop or add candidates.
 _PLAIN_RECALL = {
@@ -397,6 +400,10 @@ class AutoMemDriver(BaseMemoryDriver):
 
         def attempt() -> None:
             nonlocal pending
+            if size == 1 and len(pending) > 1:
+                pending, failure = self._post_each(pending, stored)
+                if failure is not None:
+                    raise failure
             while pending:
                 batch = pending[:size]
                 if len(batch) == 1:
@@ -426,6 +433,23 @@ class AutoMemDriver(BaseMemoryDriver):
                         "could not remove %s, stored by a write that failed: %s", automem_id, exc
                     )
             raise
+
+    def _post_each(
+        self, pending: list[tuple[str, dict[str, Any]]], stored: list[str]
+    ) -> tuple[list[tuple[str, dict[str, Any]]], Exception | None]:
+        """``POST /memory`` each of ``pending``, :data:`PARALLEL_POSTS` at a time, adding
+        AutoMem's ids to ``stored``: what did not arrive, and the first failure."""
+        with ThreadPoolExecutor(PARALLEL_POSTS) as pool:
+            sent = [(i, pool.submit(self._send, "POST", "/memory", None, i[1])) for i in pending]
+        failed: list[tuple[str, dict[str, Any]]] = []
+        first: Exception | None = None
+        for item, answer in sent:
+            try:
+                stored.append(str(answer.result()[1].get("memory_id")))
+            except (_Retryable, MemoryDriverError) as exc:
+                failed.append(item)
+                first = first or exc
+        return failed, first
 
     def _delete_ids(self, ids: Sequence[str]) -> None:
         for batch in _batched(list(ids), LOOKUP_BATCH):
