@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
+import inspect
 import os
 import shutil
 import signal
@@ -25,7 +27,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def _wait_for_port(port: int, timeout: float) -> None:
@@ -76,13 +81,35 @@ def start_falkordb(port: int) -> subprocess.Popen[bytes]:
 
 
 def use_in_memory_qdrant() -> None:
+    """Qdrant in AutoMem's process. The in-memory mode is not safe for concurrent use (AutoMem
+    serves requests and enriches memories on several threads: searches failed with numpy
+    shape errors while points were added), so every call takes one lock, as a Qdrant server
+    would serialize them."""
     import qdrant_client
 
-    class InMemoryQdrantClient(qdrant_client.QdrantClient):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(location=":memory:")
+    base = qdrant_client.QdrantClient
+    lock = threading.RLock()
 
-    qdrant_client.QdrantClient = InMemoryQdrantClient  # type: ignore[misc]
+    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(self, *args, **kwargs)
+
+        return call
+
+    def __init__(self: Any, *args: object, **kwargs: object) -> None:
+        base.__init__(self, location=":memory:")
+
+    methods = {
+        name: locked(value)
+        for name, value in inspect.getmembers(base, inspect.isfunction)
+        if not name.startswith("_")
+        and not isinstance(inspect.getattr_static(base, name), staticmethod | classmethod)
+    }
+    qdrant_client.QdrantClient = type(  # type: ignore[misc]
+        "InMemoryQdrantClient", (base,), {**methods, "__init__": __init__}
+    )
 
 
 def main() -> None:
