@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     mcp_port: int = Field(8002, ge=0, le=65535)
     mcp_api_token: SecretStr | None = None
 
+    # --- replicated driver (a primary and replicas; docs/portability.md) -----------------
+    replicated_primary: str | None = None
+    replicated_replicas: CommaList = Field(default_factory=list)
+    replicated_outbox_path: Path = Path("storage/replicated-outbox.db")
+    replicated_retry_interval: float = Field(5.0, gt=0)
+
     # --- chroma driver ----------------------------------------------------------------
     chroma_path: Path = Path("storage/chromadb")
     chroma_url: str | None = None
@@ -202,7 +208,9 @@ class Settings(BaseSettings):
     def _summarizer_choice(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("memory_extra_types", "keyword_query_stopwords", mode="before")
+    @field_validator(
+        "memory_extra_types", "keyword_query_stopwords", "replicated_replicas", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

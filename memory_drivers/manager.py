@@ -40,6 +40,7 @@ BUILTIN_DRIVERS: Mapping[str, str] = MappingProxyType(
         "sqlite": "memory_drivers.drivers.sqlite:SQLiteDriver",
         "automem": "memory_drivers.drivers.automem:AutoMemDriver",
         "chroma": "memory_drivers.drivers.chroma:ChromaDriver",
+        "replicated": "memory_drivers.drivers.replicated:ReplicatedDriver",
     }
 )
 

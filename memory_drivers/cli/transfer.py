@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..base import ON_CONFLICT
+from ..errors import ConfigurationError
 from ..transfer import (
     copy_store,
     export_records,
@@ -145,6 +146,35 @@ def cmd_copy(s: Session) -> int:
     return 0
 
 
+def cmd_reconcile(s: Session) -> int:
+    driver: Any = s.driver
+    reconcile = getattr(driver, "reconcile", None) or getattr(
+        getattr(driver, "inner", None), "reconcile", None
+    )
+    if reconcile is None:
+        raise ConfigurationError(
+            f"reconcile compares a replicated driver's replicas with its primary; the "
+            f"{driver.name} driver has none. Use MEMORY_DRIVER=replicated (docs/portability.md)"
+        )
+    report = reconcile(dry_run=s.args.dry_run)
+    if s.json:
+        print_json(report)
+        return 0
+    verb = "would repair" if s.args.dry_run else "repaired"
+    for name, result in report.items():
+        if "error" in result:
+            print(f"{name}: {result['error']}")
+            continue
+        parts = [
+            f"{n} {kind} {what.replace('_', ' ')}"
+            for what in ("memories", "associations", "knowledge_documents")
+            for kind, n in result[what].items()
+            if n
+        ]
+        print(f"{name}: {verb} " + (", ".join(parts) if parts else "nothing (in step)"))
+    return 0
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", metavar="U", help="only this user's memories (and their links)")
     p.add_argument("--since", metavar="TIME", help="only memories created at or after TIME")
@@ -208,3 +238,14 @@ def register(sub: Any) -> None:
     p.add_argument("--to", dest="target", required=True, metavar="STORE", help="copy to")
     _add_filters(p)
     _add_on_conflict(p)
+
+    p = command(
+        sub,
+        "reconcile",
+        cmd_reconcile,
+        "compare the replicated driver's replicas with its primary and repair them",
+        "Deliver the outbox, then compare each replica with the primary (memories by id and "
+        "updated_at, associations, knowledge documents) and make it equal to the primary, "
+        "reporting what differed. Needs MEMORY_DRIVER=replicated.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only report what differs")

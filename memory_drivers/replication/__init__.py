@@ -1,0 +1,1 @@
+"""Replication's shared parts: the durable outbox of writes (:mod:`.outbox`)."""
