@@ -1,8 +1,9 @@
 """The benchmark harness (``memory-drivers bench``) on a small N.
 
-One run of every target (our drivers and their LangChain peers, PostgreSQL from the session's
-server) checks that the harness works end to end: every target has numbers, recall@10 is a
-share, our drivers answer exactly, and the report and plot are written. No timing is asserted.
+One run of every target (our drivers, their LangChain peers and mem0 on the same backends,
+PostgreSQL from the session's server) checks that the harness works end to end: every target
+has numbers, recall@10 is a share, our drivers answer exactly, mem0's answers map back to our
+ids, and the report and plot are written. No timing is asserted.
 The other tests check the parts that need no server: the dataset, the cache, the replay
 embedder, the report's kept block and the command's options.
 """
@@ -19,15 +20,23 @@ import pytest
 from memory_drivers.bench.command import parse_sizes
 from memory_drivers.bench.dataset import VectorCache, make_items, make_queries
 from memory_drivers.bench.embedders import ReplayEmbedder
-from memory_drivers.bench.report import WHY_BEGIN, WHY_END, load_results, write_report
+from memory_drivers.bench.report import (
+    TIMES,
+    WHY_BEGIN,
+    WHY_END,
+    load_results,
+    render_markdown,
+    write_report,
+)
 from memory_drivers.bench.runner import BenchConfig, run_bench
-from memory_drivers.bench.targets import DRIVERS, PEERS
+from memory_drivers.bench.targets import DRIVERS, PEER_FAMILIES, PEERS
 from memory_drivers.bench.worker import recall_at_k, summarize
 from memory_drivers.cli import main
 
 N = 300
 QUERIES = 10
-TARGETS = [name for driver in DRIVERS for name in (driver, PEERS[driver])]
+TARGETS = [name for driver in DRIVERS for name in (driver, *PEERS[driver])]
+MEM0 = set(PEER_FAMILIES["mem0"].values())
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,7 @@ def results(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         sizes=[N],
         users=10,
         queries=QUERIES,
+        peers=["langchain", "mem0"],
         end_to_end=40,
         embedder_sentences=64,
         embedder_queries=5,
@@ -62,10 +72,16 @@ def test_every_target_has_numbers(results: dict[str, Any], target: str) -> None:
     assert run["ingest"]["memories"] == N and run["ingest"]["per_s"] > 0
     workloads = run["workloads"]
     for name in ("vector", "filtered", "get"):
+        if workloads[name] is None and target in ("mem0-faiss", "mem0-chroma"):
+            continue
         w = workloads[name]
         assert w["count"] == QUERIES and 0 < w["p50_ms"] <= w["p95_ms"], name
-    for name in ("vector", "filtered"):
+    # mem0 cannot say "one of the memory's tags" on FAISS or Chroma (see bench/mem0.py).
+    filtered = target not in ("mem0-faiss", "mem0-chroma")
+    for name in ("vector", "filtered") if filtered else ("vector",):
         assert 0.0 <= workloads[name]["recall_at_k"] <= 1.0
+    if not filtered:
+        assert workloads["filtered"] is None
     assert workloads["get"]["found"] == QUERIES
     assert run["disk_bytes"] > 0
     assert run["peak_rss_mb"] >= run["rss_baseline_mb"] > 0
@@ -78,13 +94,18 @@ def test_every_target_has_numbers(results: dict[str, Any], target: str) -> None:
         assert workloads["keyword"]["count"] == QUERIES
         assert workloads["keyword"]["mean_hits"] > 0
     else:
-        assert workloads["keyword"] is None  # LangChain stores have no keyword search
+        assert workloads["keyword"] is None  # peers have no keyword search
+    if target in MEM0:
+        # mem0's ids are its own: its answers were mapped back to ours through the metadata
+        # (at this size the user's nearest memories are within what mem0 fetches).
+        assert workloads["vector"]["recall_at_k"] >= 0.8
+        assert workloads["vector"]["mean_hits"] > 5
 
 
 @pytest.mark.slow
 def test_both_embedder_backends_measured(results: dict[str, Any]) -> None:
     backends = {e["backend"]: e for e in results["embedders"]}
-    assert set(backends) == {"onnx", "torch"}
+    assert set(backends) == {"onnx", "onnx-int8", "torch"}
     for e in backends.values():
         assert e["ok"], e.get("error")
         assert e["sentences_per_s"] > 0 and e["query_p50_ms"] > 0
@@ -100,6 +121,10 @@ def test_report_and_plot_are_written(results: dict[str, Any], tmp_path: Path) ->
         assert target in text
     for section in ("## Machine and versions", "## Targets", "## Why", "](recall.png)"):
         assert section in text
+    # Every driver's columns: ours, then each peer with its ratio.
+    assert f"| **sqlite** | langchain-faiss | {TIMES} | mem0-faiss | {TIMES} |" in text
+    assert "- **mem0** (`Memory` of `mem0ai`" in text
+    assert "sqlite: recall p50 at least as good as mem0-faiss" in text
     assert "chromadb" in text and "postgresql" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -185,12 +210,32 @@ def test_sizes_and_options() -> None:
             parse_sizes(bad)
     with pytest.raises(ValueError, match="unknown driver"):
         BenchConfig(drivers=["mysql"])
+    with pytest.raises(ValueError, match="unknown peers 'llama'"):
+        BenchConfig(peers=["llama"])
+    assert BenchConfig(drivers=["pgvector"], peers=["mem0", "langchain"]).targets() == [
+        "pgvector",
+        "langchain-pgvector",
+        "mem0-pgvector",
+    ]
+    assert BenchConfig(drivers=["chroma"], peers=[]).targets() == ["chroma"]
+    assert BenchConfig().targets() == [t for t in TARGETS if t not in MEM0]
+
+
+def test_report_without_peers_has_only_our_columns() -> None:
+    run = {"target": "sqlite", "n": 5, "ok": True, "ingest": {"per_s": 10.0}, "workloads": {}}
+    page = render_markdown({"runs": [run], "params": {"batch": 1}})
+    table = page.split("## N = 5")[1].split("\n\n")[1].splitlines()
+    assert table[:2] == ["|  | **sqlite** |", "|---|---|"]
+    assert all(row.count("|") == 3 for row in table)  # a label and our cell, no peer columns
+    assert "- **mem0**" not in page  # the method says nothing of a peer not measured
 
 
 def test_bench_command_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--drivers", "mysql", "--out", "-", "--plot", "-"]) == 2
     assert "unknown driver 'mysql'" in capsys.readouterr().err
     assert main(["bench", "--n", "lots"]) == 2
+    assert main(["bench", "--peers", "langchain,llama", "--out", "-", "--plot", "-"]) == 2
+    assert "unknown peers 'llama'" in capsys.readouterr().err
 
 
 def test_bench_copy_measures_and_writes_its_section(

@@ -46,7 +46,7 @@ def config_from_args(args: argparse.Namespace, progress: bool) -> BenchConfig:
     return BenchConfig(
         sizes=parse_sizes(args.n),
         drivers=_names(args.drivers),
-        peers=args.peers,
+        peers=_names(args.peers),
         queries=args.queries,
         users=args.users,
         seed=args.seed,

@@ -24,7 +24,8 @@ def render_plot(results: Result, path: Path) -> None:
     colors = dict(zip(PEERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     for ax, (workload, title) in zip(axes, workloads, strict=True):
         for driver in drivers_of(results):
-            for target, style, marker in ((driver, "-", "o"), (PEERS[driver], "--", "s")):
+            styles = (("-", "o"), ("--", "s"), (":", "^"))  # ours, then each family of peers
+            for target, (style, marker) in zip((driver, *PEERS[driver]), styles, strict=True):
                 points = _series(results, target, workload)
                 if points:
                     xs, ys = zip(*points, strict=True)
@@ -46,7 +47,10 @@ def render_plot(results: Result, path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False)
-    fig.suptitle("memory-drivers (solid) and their LangChain peers (dashed): recall p50, top 10")
+    fig.suptitle(
+        "memory-drivers (solid), their LangChain peers (dashed) and mem0 (dotted): recall p50, "
+        "top 10"
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

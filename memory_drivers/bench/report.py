@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .plot import render_plot
-from .results import Result, drivers_of, load_results, ok, pick, run_of, sizes_of
+from .results import Result, drivers_of, load_results, ok, peers_of, pick, run_of, sizes_of
 from .targets import PEERS
 
 __all__ = ["WHY_BEGIN", "WHY_END", "load_results", "render_markdown", "render_plot", "write_report"]
@@ -85,7 +85,7 @@ Row = tuple[str, Show, Value | None, bool]
 
 ROWS: list[Row] = [
     (
-        "ingest, memories/s (`store_many` / `add_texts`, replayed vectors)",
+        "ingest, memories/s (`store_many` / `add_texts` / mem0: `add` each; replayed vectors)",
         lambda r: _int(pick(r, "ingest", "per_s")) if ok(r) else _missing(r),
         lambda r: pick(r, "ingest", "per_s"),
         True,
@@ -157,33 +157,48 @@ ROWS: list[Row] = [
 ]
 
 
-def _with_peers(results: Result) -> bool:
-    """Whether the run measured any LangChain peer (else the tables have no peer columns)."""
-    peers = set(PEERS.values())
-    return any(r.get("target") in peers for r in results.get("runs", []))
-
-
-def _header(drivers: list[str], peers: bool) -> list[str]:
+def _header(results: Result, drivers: list[str]) -> list[str]:
     cells = [""]
     for d in drivers:
-        cells += [f"**{d}**", PEERS[d], TIMES] if peers else [f"**{d}**"]
+        cells.append(f"**{d}**")
+        for peer in peers_of(results, d):
+            cells += [peer, TIMES]
     return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
 def _table(results: Result, n: int, drivers: list[str]) -> list[str]:
-    peers = _with_peers(results)
-    lines = _header(drivers, peers)
+    lines = _header(results, drivers)
     for label, show, value, higher in ROWS:
         cells = [label]
         for d in drivers:
-            ours, peer = run_of(results, d, n), run_of(results, PEERS[d], n)
+            ours = run_of(results, d, n)
             cells.append(show(ours))
-            if peers:
+            for name in peers_of(results, d):
+                peer = run_of(results, name, n)
                 cells.append(show(peer))
                 compare = value is not None and ok(ours) and ok(peer)
                 cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _mem0_method(results: Result) -> list[str]:
+    """The method's bullet on mem0, when the results hold a mem0 run."""
+    if not any(str(r.get("target", "")).startswith("mem0-") for r in results.get("runs", [])):
+        return []
+    return [
+        "- **mem0** (`Memory` of `mem0ai`, open source) is run as a user runs it: one "
+        "`add(..., infer=False)` per memory (no LLM; user and metadata are per call), "
+        "`search(query, filters=..., top_k=10)` with its default `threshold=0.1`, and `get` "
+        "by its own id; its SQLite history database is part of it. It gets the same vectors "
+        "through an embedder adapter, so storage is measured, not the model. Its search is not "
+        "exact search: it over-fetches max(4 k, 60) neighbours and re-ranks them (threshold; "
+        "on pgvector it mixes in full-text scores; entity boosts need spaCy, which is not "
+        "installed), its pgvector store searches an HNSW index and filters after it, and its "
+        "FAISS store filters the 120 nearest neighbours of the whole index, so recall@10 "
+        "shows what that costs. Filters a store cannot express through mem0 are n/a (see the "
+        "set-up notes).",
+    ]
 
 
 def _failures(results: Result) -> list[str]:
@@ -220,20 +235,23 @@ def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
         "",
         f"{first['memories']:,} memories into an empty store, embedded by the default model "
         f"({first.get('embedder')}), in batches of {first['batch']:,}; the model is loaded "
-        "before the clock starts. The peers get the same model through a LangChain "
-        "`Embeddings` adapter.",
+        "before the clock starts. The peers get the same model through an adapter (LangChain "
+        "`Embeddings`, mem0 `EmbeddingBase`).",
         "",
     ]
-    peers = _with_peers(results)
-    lines += _header(drivers, peers)
+    lines += _header(results, drivers)
     cells = ["memories/s"]
+
+    def per_s(target: str) -> float | None:
+        run = next((r for r in runs if r["target"] == target), None)
+        value: float | None = pick(run, "end_to_end", "per_s")
+        return value
+
     for d in drivers:
-        ours = next((r for r in runs if r["target"] == d), None)
-        peer = next((r for r in runs if r["target"] == PEERS[d]), None)
-        a = pick(ours, "end_to_end", "per_s")
-        b = pick(peer, "end_to_end", "per_s")
+        a = per_s(d)
         cells.append(_int(a) if a else "—")
-        if peers:
+        for peer in peers_of(results, d):
+            b = per_s(peer)
             cells += [_int(b) if b else "—", _ratio(a, b, True)]
     lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -323,14 +341,14 @@ def targets(results: Result) -> list[TargetRow]:
         "/s",
     )
     check("chroma (embedded): recall p50 ≤ 5 ms", pick(run("chroma"), *p50), 5.0, True, "ms")
-    for d in PEERS:
-        ours, peer = run(d), run(PEERS[d])
+    for d, name in ((driver, p) for driver in PEERS for p in peers_of(results, driver)):
+        ours, peer = run(d), run(name)
         for what, path, higher in (
             ("recall p50", p50, False),
             ("ingest", ("ingest", "per_s"), True),
         ):
             a, b = pick(ours, *path), pick(peer, *path)
-            label = f"{d}: {what} at least as good as {PEERS[d]}"
+            label = f"{d}: {what} at least as good as {name}"
             if a is None or b is None:
                 if ours is not None or peer is not None:
                     rows.append((label, "not measured", None, None))
@@ -421,8 +439,9 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         "`memory-drivers bench --report-only <results.json>`; run it again with "
         "`memory-drivers bench` (see the README's Benchmarks section).",
         "",
-        "Every figure of a driver stands beside its LangChain peer, the vector store a user "
-        "would pick instead for the same backend, measured in the same run on the same data; "
+        "Every figure of a driver stands beside its peers, what a user would pick instead on "
+        "the same backend (the LangChain vector store and, when measured, mem0), measured in "
+        "the same run on the same data; "
         f"**{TIMES}** is how many times better the driver is (above 1: the driver is faster, or "
         "smaller). Latencies are medians (p50) and 95th percentiles over every query.",
         "",
@@ -451,14 +470,16 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         "given.",
         f"- **Ingest**: every memory through the store's bulk call (`store_many`; LangChain: "
         f"`add_texts` with ids and metadata), {params.get('batch'):,} per call, into an empty "
-        "store, timed from the first call to the last (LangChain FAISS: plus `save_local`).",
+        "store, timed from the first call to the last (LangChain FAISS: plus `save_local`; "
+        "mem0 has no bulk call: one `add` per memory).",
         f"- **Recall**: {params.get('queries')} queries, each for a random user, top "
         f"{params.get('top_k')} within that user's memories: *vector* (the question's vector), "
         "*vector + tag + since* (also one tag, created at or after a date: about an eighth of "
         'the user\'s memories pass), *keyword* (`search="keyword"`: BM25) and *hybrid* '
-        '(`search="hybrid"`, the default: BM25 and cosine fused); LangChain stores have '
-        "neither: n/a). A few unmeasured queries run first; the first recall after the load is "
-        "shown on its own (it includes whatever a store left for later during the load).",
+        '(`search="hybrid"`, the default: BM25 and cosine fused); LangChain stores and mem0 '
+        "have neither mode: n/a). A few unmeasured queries run first; the first recall after "
+        "the load is shown on its own (it includes whatever a store left for later during the "
+        "load).",
         "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
         "the same filter) that the store returned, averaged over the queries.",
         f"- **get**: {params.get('queries')} reads of random ids (LangChain: `get_by_ids`).",
@@ -473,6 +494,7 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         f"{params.get('faiss_fetch_k')}` nearest neighbours of the whole index "
         f"(top k {TIMES} users {TIMES} 2): what a user of its `filter=` gets; recall@10 "
         "shows what it misses.",
+        *_mem0_method(results),
         "",
     ]
     notes = _notes(results)

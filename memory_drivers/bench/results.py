@@ -9,7 +9,7 @@ from typing import Any
 
 from .targets import PEERS
 
-__all__ = ["Result", "drivers_of", "load_results", "ok", "pick", "run_of", "sizes_of"]
+__all__ = ["Result", "drivers_of", "load_results", "ok", "peers_of", "pick", "run_of", "sizes_of"]
 
 Result = dict[str, Any]
 
@@ -48,4 +48,10 @@ def sizes_of(results: Result) -> list[int]:
 
 def drivers_of(results: Result) -> list[str]:
     present = {r.get("target") for r in results.get("runs", [])}
-    return [d for d in PEERS if d in present or PEERS[d] in present]
+    return [d for d in PEERS if d in present or present.intersection(PEERS[d])]
+
+
+def peers_of(results: Result, driver: str) -> list[str]:
+    """The peers of ``driver`` the results hold runs of, in report order."""
+    present = {r.get("target") for r in results.get("runs", [])}
+    return [p for p in PEERS[driver] if p in present]

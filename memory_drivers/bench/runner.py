@@ -29,7 +29,7 @@ from .dataset import (
     make_queries,
 )
 from .machine import machine_info, package_versions
-from .targets import DRIVERS, PEERS
+from .targets import DRIVERS, PEER_FAMILIES
 from .worker import JobSpec
 
 __all__ = ["BenchConfig", "run_bench"]
@@ -37,7 +37,7 @@ __all__ = ["BenchConfig", "run_bench"]
 Log = Callable[[str], None]
 
 #: Of the targets, those that need a PostgreSQL database.
-POSTGRES_TARGETS = frozenset({"pgvector", "langchain-pgvector"})
+POSTGRES_TARGETS = frozenset({"pgvector", "langchain-pgvector", "mem0-pgvector"})
 
 
 @dataclass
@@ -46,7 +46,9 @@ class BenchConfig:
 
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000])
     drivers: list[str] = field(default_factory=lambda: list(DRIVERS))
-    peers: bool = True
+    #: families of peers measured beside each driver (:data:`~.targets.PEER_FAMILIES`);
+    #: mem0 is opt-in: its FAISS store rewrites its files on every add (hours at 100k)
+    peers: list[str] = field(default_factory=lambda: ["langchain"])
     queries: int = 200
     users: int = 100
     seed: int = 0
@@ -68,10 +70,14 @@ class BenchConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [d for d in self.drivers if d not in PEERS]
+        unknown = [d for d in self.drivers if d not in DRIVERS]
         if unknown:
-            known = ", ".join(PEERS)
+            known = ", ".join(DRIVERS)
             raise ValueError(f"unknown driver {unknown[0]!r}; the benchmark runs {known}")
+        wrong = [p for p in self.peers if p not in PEER_FAMILIES]
+        if wrong:
+            known = ", ".join(PEER_FAMILIES)
+            raise ValueError(f"unknown peers {wrong[0]!r}; use {known} (or --no-peers)")
         if not self.sizes or any(n < 1 for n in self.sizes):
             raise ValueError("sizes must be positive numbers of memories")
         if self.queries < 1 or self.users < 1 or self.batch < 1:
@@ -83,12 +89,13 @@ class BenchConfig:
         return self.faiss_fetch_k or self.top_k * self.users * 2
 
     def targets(self) -> list[str]:
-        """Each driver followed by its peer (when peers are on)."""
+        """Each driver followed by its peers of the chosen families."""
         names: list[str] = []
         for driver in self.drivers:
             names.append(driver)
-            if self.peers:
-                names.append(PEERS[driver])
+            names += [
+                family[driver] for name, family in PEER_FAMILIES.items() if name in self.peers
+            ]
         return names
 
 

@@ -1,4 +1,4 @@
-"""What the benchmark measures: our drivers and their LangChain peers, behind one interface.
+"""What the benchmark measures: our drivers and their peers, behind one interface.
 
 A :class:`Target` is opened on an empty store of its own (a temporary directory, or a new
 PostgreSQL database), loaded batch by batch, queried, closed, and then asked its size on disk.
@@ -23,19 +23,29 @@ from .dataset import Item, Query
 __all__ = [
     "DRIVERS",
     "PEERS",
+    "PEER_FAMILIES",
     "DriverTarget",
     "Target",
     "TargetConfig",
     "directory_bytes",
 ]
 
-#: Our drivers, in report order, and the LangChain vector store a user would pick instead.
-PEERS: dict[str, str] = {
-    "sqlite": "langchain-faiss",
-    "pgvector": "langchain-pgvector",
-    "chroma": "langchain-chroma",
+#: Our drivers, in report order.
+DRIVERS = ("sqlite", "pgvector", "chroma")
+#: What a user would pick instead of each driver, by family (``--peers``): the LangChain vector
+#: store on the same backend (:mod:`.peers`), and mem0 on it (:mod:`.mem0`).
+PEER_FAMILIES: dict[str, dict[str, str]] = {
+    "langchain": {
+        "sqlite": "langchain-faiss",
+        "pgvector": "langchain-pgvector",
+        "chroma": "langchain-chroma",
+    },
+    "mem0": {"sqlite": "mem0-faiss", "pgvector": "mem0-pgvector", "chroma": "mem0-chroma"},
 }
-DRIVERS = tuple(PEERS)
+#: Each driver's peers, in report order.
+PEERS: dict[str, tuple[str, ...]] = {
+    d: tuple(family[d] for family in PEER_FAMILIES.values()) for d in DRIVERS
+}
 
 
 @dataclass

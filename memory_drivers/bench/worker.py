@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def make_target(name: str, config: TargetConfig) -> Target:
     """The target called ``name`` (one of ours or a peer)."""
-    from . import peers
+    from . import mem0, peers
     from .targets import ChromaTarget, PgVectorTarget, SQLiteTarget
 
     classes: dict[str, type[Target]] = {
@@ -312,6 +312,9 @@ def make_target(name: str, config: TargetConfig) -> Target:
         "langchain-faiss": peers.FaissPeer,
         "langchain-pgvector": peers.PGVectorPeer,
         "langchain-chroma": peers.ChromaPeer,
+        "mem0-faiss": mem0.Mem0FaissPeer,
+        "mem0-pgvector": mem0.Mem0PgVectorPeer,
+        "mem0-chroma": mem0.Mem0ChromaPeer,
     }
     try:
         cls = classes[name]

@@ -152,10 +152,11 @@ def register(sub: Any) -> None:
         sub,
         "bench",
         cmd_bench,
-        "benchmark the drivers against their LangChain peers; write docs/benchmarks.md",
+        "benchmark the drivers against their LangChain and mem0 peers; write docs/benchmarks.md",
         "Load N synthetic memories (384-dimensional vectors of the real default model, "
         "computed once and cached) into each driver and into the LangChain vector store a user "
-        "would pick instead (FAISS, PGVector, Chroma), each in a fresh process, and measure "
+        "would pick instead (FAISS, PGVector, Chroma; with --peers langchain,mem0 also mem0 on "
+        "the same backend), each in a fresh process, and measure "
         "store_many throughput, recall p50/p95 (vector, vector + tag + since, keyword) with "
         "recall@10 against exact search, get by id, peak memory and size on disk; plus ingest "
         "end to end with the real model and the model's speed on ONNX and PyTorch. Writes a "
@@ -176,9 +177,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--peers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also measure each driver's LangChain peer (default: yes)",
+        default="langchain",
+        metavar="LIST",
+        help="peers measured beside each driver: langchain (its LangChain vector store), mem0 "
+        "(mem0 on the same backend; slow to load: its FAISS store rewrites its files on every "
+        "add), e.g. langchain,mem0 (default langchain)",
+    )
+    p.add_argument(
+        "--no-peers", dest="peers", action="store_const", const="", help="measure no peers"
     )
     p.add_argument("--queries", type=int, default=200, metavar="Q", help="queries per workload")
     p.add_argument("--users", type=int, default=100, metavar="U", help="users (default 100)")
