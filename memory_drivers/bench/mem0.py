@@ -65,6 +65,8 @@ class _Mem0Peer(Target):
     kind = "peer"
     #: mem0's name of the vector store
     provider: ClassVar[str]
+    #: how the store is set up and what it cannot do, for the report
+    note: ClassVar[str]
 
     def __init__(self, config: TargetConfig) -> None:
         super().__init__(config)
@@ -102,10 +104,11 @@ class _Mem0Peer(Target):
             }
         )
         self.memory.embedding_model = mem0_embedder(self.config.embedder)
-        self.notes.append(
+        self.notes += [
+            self.note,
             "one add(infer=False) per memory, search(filters, top_k, default threshold 0.1); "
-            "the run's vectors through a mem0 embedder adapter"
-        )
+            "the run's vectors through a mem0 embedder adapter",
+        ]
 
     def ingest(self, items: Sequence[Item]) -> None:
         for item in items:
@@ -153,13 +156,13 @@ class Mem0FaissPeer(_Mem0Peer):
 
     name = "mem0-faiss"
     provider = "faiss"
+    note = (
+        "FAISS IndexFlatIP (cosine, exact); each insert rewrites the index file and the JSON "
+        "docstore; a filtered search fetches 2 x 60 neighbours of the whole index, then keeps "
+        "the user's; its filters are equalities, so vector + tag + since is n/a"
+    )
 
     def vector_store(self) -> dict[str, Any]:
-        self.notes.append(
-            "FAISS IndexFlatIP (cosine, exact); each insert rewrites the index file and the "
-            "JSON docstore; a filtered search fetches 2 x 60 neighbours of the whole index, "
-            "then keeps the user's; its filters are equalities, so vector + tag + since is n/a"
-        )
         return {
             "collection_name": "bench",
             "path": str(self.directory / "faiss"),
@@ -173,15 +176,15 @@ class Mem0PgVectorPeer(_Mem0Peer):
 
     name = "mem0-pgvector"
     provider = "pgvector"
+    note = (
+        "HNSW (cosine, the default), JSONB payload; search mixes in full-text (BM25-like) "
+        "scores from PostgreSQL"
+    )
 
     def vector_store(self) -> dict[str, Any]:
         if not self.config.pg_url:
             raise RuntimeError("the mem0-pgvector target needs a PostgreSQL database URL")
         self._empty_bytes = database_bytes(self.config.pg_url)
-        self.notes.append(
-            "HNSW (cosine, the default), JSONB payload, search mixes in full-text (BM25-like) "
-            "scores from PostgreSQL"
-        )
         return {
             "collection_name": "bench",
             "connection_string": libpq_url(self.config.pg_url),
@@ -218,11 +221,11 @@ class Mem0ChromaPeer(_Mem0Peer):
 
     name = "mem0-chroma"
     provider = "chroma"
+    note = (
+        "embedded persistent client, collection defaults (HNSW, l2); mem0 turns a contains "
+        "filter into $eq, which matches no element of the tags list, so vector + tag + since "
+        "is n/a"
+    )
 
     def vector_store(self) -> dict[str, Any]:
-        self.notes.append(
-            "embedded persistent client, collection defaults (HNSW, l2); mem0 turns a "
-            "contains filter into $eq, which matches no element of the tags list, so "
-            "vector + tag + since is n/a"
-        )
         return {"collection_name": "bench", "path": str(self.directory / "chroma")}
