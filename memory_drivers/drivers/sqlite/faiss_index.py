@@ -101,12 +101,12 @@ def log_position(connection: Connection) -> LogPosition:
     return LogPosition(last, saved, last if first is None else int(first) - 1)
 
 
-def _columns(kind: str) -> tuple[Any, ...]:
-    """What is read per vector: memories also bring their owner (it never changes)."""
-    table = TABLES[kind]
-    if kind == "memories":
-        return table.c.pk, table.c.embedding, table.c.user_id
-    return table.c.pk, table.c.embedding
+def _vectors_sql(kind: str, where: str) -> str:
+    """What is read per vector (memories also bring their owner, which never changes), as
+    plain SQL: the raw bytes of many vectors become one array at once, with no per-row
+    processing."""
+    owner = ", user_id" if kind == "memories" else ""
+    return f"SELECT pk, embedding{owner} FROM {kind} WHERE {where}"
 
 
 #: A snapshot of the indexes ready to be written: its log position and serialized parts.
@@ -277,25 +277,28 @@ class VectorIndexes:
         self.counters["replayed"] += len(entries)
 
     def _add_rows(self, connection: Connection, kind: str, pks: Sequence[int]) -> None:
-        pk = TABLES[kind].c.pk
         for start in range(0, len(pks), READ_BATCH):
             batch = sorted(pks[start : start + READ_BATCH])
-            query = select(*_columns(kind))
             if batch[-1] - batch[0] + 1 == len(batch):  # a run of new rows: a range, no list
-                query = query.where(pk >= batch[0], pk <= batch[-1])
+                sql, values = _vectors_sql(kind, "pk BETWEEN ? AND ?"), (batch[0], batch[-1])
             else:
-                query = query.where(pk.in_(batch))
-            self._add(kind, connection.execute(query).all())
+                sql = _vectors_sql(kind, f"pk IN ({', '.join('?' * len(batch))})")
+                values = tuple(batch)
+            self._add(kind, connection.exec_driver_sql(sql, values).cursor.fetchall())
 
     def _add(self, kind: str, rows: Sequence[Any]) -> None:
+        """Add rows of (pk, the vector's bytes[, owner])."""
         if not rows:
             return
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.stack([row[1] for row in rows]).astype(np.float32, copy=False)
-        if vectors.shape[1] != self.dimension:
+        sizes = {len(row[1]) for row in rows}
+        if sizes != {4 * self.dimension}:
+            found = ", ".join(str(size // 4) for size in sorted(sizes))
             raise IndexFileError(
-                f"stored vectors have {vectors.shape[1]} dimensions, the index {self.dimension}"
+                f"stored vectors have {found} dimensions, the index {self.dimension}"
             )
+        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+        vectors = vectors.reshape(len(rows), self.dimension)
         self.indexes[kind].add_with_ids(vectors, ids)
         owners = None
         if kind == "memories":
@@ -310,15 +313,11 @@ class VectorIndexes:
             position = log_position(connection)
             self.indexes = {kind: _new_index(self.dimension) for kind in KINDS}
             self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
-            for kind, table in TABLES.items():
+            for kind in KINDS:
                 after = 0
                 while True:
-                    rows = connection.execute(
-                        select(*_columns(kind))
-                        .where(table.c.pk > after)
-                        .order_by(table.c.pk)
-                        .limit(READ_BATCH)
-                    ).all()
+                    sql = _vectors_sql(kind, f"pk > ? ORDER BY pk LIMIT {READ_BATCH}")
+                    rows = connection.exec_driver_sql(sql, (after,)).cursor.fetchall()
                     self._add(kind, rows)
                     if progress is not None and rows:
                         progress(len(rows))
