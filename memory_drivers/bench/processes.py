@@ -229,7 +229,9 @@ def processes_table(results: dict[str, Any]) -> str:
         "rebuilds",
         "file loads",
         "saves",
+        "first recall ms",
     ]
+    first = results.get("first_recall_ms")
     cells = [
         f"{c['n']:,}",
         str(c["writers"]),
@@ -245,6 +247,7 @@ def processes_table(results: dict[str, Any]) -> str:
         str(results["rebuilds"]),
         str(results["file_loads"]),
         str(results["saves"]),
+        f"{first:.0f}" if first is not None else "",
     ]
     return "\n".join(
         ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(cells) + " |"]
@@ -265,7 +268,8 @@ def processes_section(runs: list[dict[str, Any]]) -> str:
             "processes (batches of store_many) and reader processes (vector recall within one "
             "user's memories, query vector known) on the same files at once. Latency over every "
             "reader's recalls; rebuilds, file loads and saves summed over the processes (each "
-            "loads the index file once when it opens). Vectors: the hashing embedder's, replayed "
+            "loads the index file once when it opens; the slowest reader's first recall, which "
+            "loads it, is the last column). Vectors: the hashing embedder's, replayed "
             f"(the workload measures sharing, not quality). Machine: {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, load average {machine.get('load_average')} at "
             "the start (a shared machine: latencies are noisy).",
