@@ -423,6 +423,13 @@ class ReplicatedDriver(BaseMemoryDriver):
         if self._thread is not None:
             self._thread.join(timeout=30)
         try:
+            if self._thread is not None and any(self.outbox.lag(n) for n in self.replica_names):
+                # A short-lived process (a CLI command) delivers its writes before it ends; a
+                # replica that is down gets them from the next process, or from reconcile.
+                try:
+                    self.sync_replicas()
+                except MemoryDriverError as exc:
+                    log.warning("replication: delivery on close failed: %s", exc)
             with self._delivery_lock:
                 self.outbox.close()
         finally:
