@@ -12,15 +12,23 @@
 
 Every method has the name, parameters, result and errors of the same method of
 :class:`~memory_drivers.base.BaseMemoryDriver`, because it *is* that method: the async driver
-wraps a driver and runs each call of it in a worker thread, so validation, ranking and scoping
-stay written once, in ``base.py``, and the event loop is never blocked by a query, an index or
-an embedding model. At most ``ASYNC_MAX_THREADS`` calls of one async driver run at once (the
-others wait without blocking the loop); every driver's own pool (``PGVECTOR_POOL_SIZE``,
-httpx's connections to AutoMem, Redis' pool) bounds what reaches its backend.
+wraps a driver and runs each call of it, so validation, ranking and scoping stay written once,
+in ``base.py``. A call runs one of two ways:
 
-Cancelling a call that waits for a thread means it never starts; cancelling one that runs
-lets it finish in its thread before the cancellation goes on, so a write is either whole or
-never started, as in the sync API.
+- natively, for a driver with ``native_async = True`` (automem, pgvector) unless
+  ``ASYNC_NATIVE=false``: on the event loop, as a greenlet that awaits the driver's async I/O
+  where the sync code would wait (:mod:`memory_drivers.bridge`); the embedding model and a
+  reranker run in a worker thread;
+- in a worker thread, for every other driver (and the cache in front of any).
+
+At most ``ASYNC_MAX_THREADS`` threads of one async driver run at once (the others wait without
+blocking the loop); every driver's own pool (``PGVECTOR_POOL_SIZE``, httpx's connections to
+AutoMem, Redis' pool) bounds what reaches its backend.
+
+Cancelling a call that waits for a thread means it never starts; cancelling one that runs in
+a thread lets it finish before the cancellation goes on; a native call is interrupted where it
+awaits (a transaction rolls back). A write is either whole or never happened, as in the sync
+API.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from . import bridge
 from .base import BaseMemoryDriver
 from .config import Settings
 from .errors import ConfigurationError
@@ -124,18 +133,30 @@ class AsyncMemoryDriver:
         return self._size
 
     @property
+    def native(self) -> bool:
+        """Whether calls await the driver's own async I/O on the event loop (automem and
+        pgvector, unless ``ASYNC_NATIVE=false``) rather than run in a worker thread."""
+        return self.sync.native_async and self.sync.settings.async_native
+
+    @property
     def closed(self) -> bool:
         return self.sync._closed
 
     async def _run(self, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """``function(*args, **kwargs)`` in one of this driver's threads (see the module
-        docstring for cancellation)."""
+        """``function(*args, **kwargs)``: on the event loop with the driver's native async I/O
+        when it has it, else in one of this driver's threads (see the module docstring)."""
         if self.closed:  # a closed driver only refuses (or reports it), with no I/O
             return function(*args, **kwargs)
+        if self.native:
+            call = functools.partial(function, *args, **kwargs)
+            return await bridge.run_native(self._in_thread, call)
+        return await self._in_thread(function, *args, **kwargs)
+
+    async def _in_thread(self, function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         context = contextvars.copy_context()
         try:
             future = self._threads.submit(context.run, function, *args, **kwargs)
-        except RuntimeError:  # closed (and its threads stopped) since the check above
+        except RuntimeError:  # closed (and its threads stopped) since the check in _run
             return function(*args, **kwargs)
         try:
             return await asyncio.wrap_future(future)

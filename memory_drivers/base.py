@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import ValidationError as PydanticValidationError
 
-from . import metrics
+from . import bridge, metrics
 from . import validation as check
 from .config import Settings, get_settings
 from .embeddings import Embedder, check_vectors, get_embedder
@@ -206,6 +206,9 @@ class BaseMemoryDriver(ABC):
     name: ClassVar[str] = "base"
     #: Whether :meth:`get_vectors` gives the stored vectors back (AutoMem keeps its own).
     vectors_readable: ClassVar[bool] = False
+    #: Whether the driver's I/O goes through :mod:`memory_drivers.bridge` (async I/O awaited on
+    #: the event loop in a call of the async API, instead of a worker thread per call).
+    native_async: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -278,7 +281,7 @@ class BaseMemoryDriver(ABC):
     def _embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         started = time.perf_counter()
         try:
-            vectors = self.embedder.embed_documents(list(texts))
+            vectors = bridge.blocking(self.embedder.embed_documents, list(texts))
         except MemoryDriverError:
             raise
         except Exception as exc:
@@ -289,7 +292,7 @@ class BaseMemoryDriver(ABC):
     def _embed_query(self, text: str) -> np.ndarray:
         started = time.perf_counter()
         try:
-            vector = self.embedder.embed_query(text)
+            vector = bridge.blocking(self.embedder.embed_query, text)
         except MemoryDriverError:
             raise
         except Exception as exc:
@@ -658,7 +661,8 @@ class BaseMemoryDriver(ABC):
         if self.reranker is None or not hits:
             return hits[:top_k]
         try:
-            scores = list(self.reranker.score(query, [h.memory.content for h in hits]))
+            contents = [h.memory.content for h in hits]
+            scores = list(bridge.blocking(self.reranker.score, query, contents))
         except MemoryDriverError:
             raise
         except Exception as exc:

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # --- driver selection -------------------------------------------------------------
     memory_driver: str = "sqlite"
     async_max_threads: int = Field(16, ge=1)
+    async_native: bool = True
 
     # --- sqlite driver ----------------------------------------------------------------
     memory_db_url: str = "sqlite:///storage/memories.db"

@@ -30,7 +30,6 @@ already lives apart (:mod:`memory_drivers.automem_wire`).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ import httpx
 import numpy as np
 
 from .. import automem_wire as wire
+from .. import bridge
 from ..base import (
     BaseMemoryDriver,
     KnowledgeRecord,
@@ -137,6 +137,7 @@ class AutoMemDriver(BaseMemoryDriver):
     """Memories in AutoMem (or ``memory-drivers serve``), through its REST API."""
 
     name = "automem"
+    native_async = True  # the async API talks to AutoMem with httpx's AsyncClient
 
     def __init__(
         self,
@@ -158,10 +159,15 @@ class AutoMemDriver(BaseMemoryDriver):
         if s.automem_api_token is not None:
             headers["Authorization"] = f"Bearer {s.automem_api_token.get_secret_value()}"
         self._timeout = s.automem_timeout
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(s.automem_timeout, connect=min(s.automem_timeout, 10.0)),
+        self._client_options: dict[str, Any] = {
+            "base_url": self.url,
+            "headers": headers,
+            "timeout": httpx.Timeout(s.automem_timeout, connect=min(s.automem_timeout, 10.0)),
+        }
+        self._http = httpx.Client(**self._client_options)
+        #: the async API's clients, one per event loop
+        self._async_http = bridge.PerLoop(
+            lambda: httpx.AsyncClient(**self._client_options), lambda client: client.aclose()
         )
         self._service: dict[str, Any] | None = None  # its /health answer, read once
         try:
@@ -201,7 +207,12 @@ class AutoMemDriver(BaseMemoryDriver):
         """One request: the status and JSON body of a success; raises the typed error, wrapped
         in :class:`_Retryable` when trying again may help."""
         try:
-            response = self._http.request(method, path, params=params, json=body)
+            if bridge.active():  # a call of the async API: await on the event loop
+                response = bridge.wait_for(
+                    self._async_http.get().request(method, path, params=params, json=body)
+                )
+            else:
+                response = self._http.request(method, path, params=params, json=body)
         except httpx.TimeoutException as exc:
             raise _Retryable(
                 BackendUnavailableError(
@@ -248,7 +259,7 @@ class AutoMemDriver(BaseMemoryDriver):
                         f"{failure.error} (tried {tries} time{'s' if tries > 1 else ''})"
                     ) from failure.__cause__
                 log.warning("%s; retrying in %.2fs", failure.error, delay)
-                time.sleep(delay)
+                bridge.sleep(delay)
                 delay *= 2
                 if done is not None and done():
                     return None
@@ -401,7 +412,8 @@ class AutoMemDriver(BaseMemoryDriver):
         def attempt() -> None:
             nonlocal pending
             if size == 1 and len(pending) > 1:
-                pending, failure = self._post_each(pending, stored)
+                # its threads wait with the sync client: in a worker thread in a native call
+                pending, failure = bridge.blocking(self._post_each, pending, stored)
                 if failure is not None:
                     raise failure
             while pending:
@@ -1028,3 +1040,4 @@ class AutoMemDriver(BaseMemoryDriver):
 
     def _close(self) -> None:
         self._http.close()
+        self._async_http.close()

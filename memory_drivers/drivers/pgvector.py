@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
+from pgvector.psycopg import register_vector, register_vector_async
 from sqlalchemy import (
     Float,
     Table,
@@ -61,8 +61,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REGCONFIG, array
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import bridge
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, SchemaError
@@ -71,6 +73,7 @@ from ..sql import migrations
 from ..sql.driver import IN_BATCH, SQLDriver, plain_rows, retried
 from ..sql.engines import (
     MIGRATION_LOCK,
+    async_engine_for,
     describe,
     engine_for,
     postgres_url,
@@ -120,6 +123,20 @@ def _register_vector(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.rollback()
 
 
+def _register_vector_async(dbapi_connection: Any, _record: Any) -> None:
+    """:func:`_register_vector` for the async engine's psycopg ``AsyncConnection``."""
+
+    async def register(connection: Any) -> None:
+        try:
+            await register_vector_async(connection)
+        except psycopg.ProgrammingError:
+            pass  # no extension yet: as in _register_vector
+        finally:
+            await connection.rollback()
+
+    dbapi_connection.run_async(register)
+
+
 def _permanent(exc: DBAPIError) -> bool:
     orig = exc.orig
     return getattr(orig, "sqlstate", None) in PERMANENT or bool(PERMANENT_MESSAGE.search(str(orig)))
@@ -129,6 +146,7 @@ class PgVectorDriver(SQLDriver):
     """PostgreSQL with pgvector: memories, knowledge, links and vectors in one database."""
 
     name = "pgvector"
+    native_async = True  # the async API uses psycopg's async connections
 
     def __init__(
         self,
@@ -143,6 +161,8 @@ class PgVectorDriver(SQLDriver):
 
     # ------------------------------------------------------------------ engine, transactions
     def _create_engine(self) -> Engine:
+        #: the async API's engines (psycopg's async connections), one per event loop
+        self._async_engines = bridge.PerLoop(self._async_engine, lambda engine: engine.dispose())
         engine = engine_for(self.settings)
         event.listen(engine, "connect", _register_vector)
         self._url = engine.url
@@ -169,9 +189,21 @@ class PgVectorDriver(SQLDriver):
             "the server is running."
         )
 
+    def _async_engine(self) -> AsyncEngine:
+        engine = async_engine_for(self.settings)
+        event.listen(engine.sync_engine, "connect", _register_vector_async)
+        return engine
+
+    def _engine_now(self) -> Engine:
+        return self._async_engines.get().sync_engine if bridge.active() else self.engine
+
+    def _close(self) -> None:
+        self._async_engines.close()
+        super()._close()
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
+        with self._engine_now().connect() as connection:
             transaction = connection.begin()
             try:
                 yield connection
@@ -402,7 +434,7 @@ class PgVectorDriver(SQLDriver):
             "database": self._label,
             **server,
             **counts,
-            "pool": self.engine.pool.status(),
+            "pool": self._engine_now().pool.status(),
         }
 
     def _stats(self) -> dict[str, Any]:

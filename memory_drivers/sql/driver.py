@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import bridge
 from ..base import (
     BaseMemoryDriver,
     KnowledgeRecord,
@@ -160,7 +161,7 @@ def retried(method: Callable[..., Result]) -> Callable[..., Result]:
                     raise self._unavailable(exc) from exc
                 attempt += 1
                 log.info("%s: transient failure (%s); retrying", self.name, exc.orig)
-                time.sleep(min(0.05 * 2**attempt, 1.0, max(0.0, deadline - now)))
+                bridge.sleep(min(0.05 * 2**attempt, 1.0, max(0.0, deadline - now)))
 
     return wrapper
 
@@ -226,16 +227,21 @@ class SQLDriver(BaseMemoryDriver):
     def _prepare_schema(self) -> None:
         """Apply pending migrations, or raise ``SchemaError`` saying what to run."""
 
+    def _engine_now(self) -> Engine:
+        """The engine of this call: ``self.engine``, or a driver's async engine (its
+        ``sync_engine`` face) in a native call of the async API."""
+        return self.engine
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
         """A connection in a write transaction."""
-        with self.engine.begin() as connection:
+        with self._engine_now().begin() as connection:
             yield connection
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
         """A connection in a read transaction (one snapshot)."""
-        with self.engine.begin() as connection:
+        with self._engine_now().begin() as connection:
             yield connection
 
     #: How long transient failures are retried before BackendUnavailableError (seconds).

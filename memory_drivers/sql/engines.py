@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -29,7 +29,11 @@ from sqlalchemy.pool import StaticPool
 from ..config import Settings
 from ..errors import ConfigurationError, SchemaError
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
+    "async_engine_for",
     "create_sqlite_engine",
     "describe",
     "engine_for",
@@ -195,28 +199,41 @@ def _plain_floats(value: Any) -> str:
     return json.dumps(value)
 
 
-def engine_for(settings: Settings, url: str | None = None) -> Engine:
-    """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
+def _postgres(settings: Settings, url: str | None) -> tuple[URL, dict[str, Any]]:
+    """The psycopg URL for ``url`` (default ``DATABASE_URL``) and the pool's options."""
     url = url or settings.database_url
     if not url:
         raise ConfigurationError(
             "the pgvector driver needs DATABASE_URL, e.g. "
             "postgresql://user:password@localhost:5432/dbname"
         )
-    return create_engine(
-        postgres_url(url),
-        json_serializer=jsonb_text,
-        pool_size=settings.pgvector_pool_size,
-        max_overflow=settings.pgvector_pool_size,
+    return postgres_url(url), {
+        "json_serializer": jsonb_text,
+        "pool_size": settings.pgvector_pool_size,
+        "max_overflow": settings.pgvector_pool_size,
         # No ping per checkout (a round trip per call): a dead pooled connection fails its
         # first statement, which the driver retries like any dropped connection.
-        pool_pre_ping=False,
-        pool_timeout=max(settings.pgvector_connect_timeout, 1.0),
-        connect_args={
+        "pool_pre_ping": False,
+        "pool_timeout": max(settings.pgvector_connect_timeout, 1.0),
+        "connect_args": {
             "connect_timeout": max(1, round(settings.pgvector_connect_timeout)),
             "application_name": "memory-drivers",
         },
-    )
+    }
+
+
+def engine_for(settings: Settings, url: str | None = None) -> Engine:
+    """A pooled engine for ``url`` (default ``DATABASE_URL``)."""
+    target, options = _postgres(settings, url)
+    return create_engine(target, **options)
+
+
+def async_engine_for(settings: Settings, url: str | None = None) -> AsyncEngine:
+    """The same over psycopg's async connections, for the async API (one per event loop)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    target, options = _postgres(settings, url)
+    return create_async_engine(target.set(drivername="postgresql+psycopg_async"), **options)
 
 
 def prepare_database(connection: Connection, where: str) -> None:
