@@ -38,27 +38,19 @@ from memory_drivers.drivers.sqlite import SQLiteDriver
 from memory_drivers.manager import MemoryDriverManager
 from memory_drivers.server import ServerThread, create_app
 from memory_drivers.server.limits import ServerLimits
-from memory_drivers.testing import fast_embedder
+from memory_drivers.testing import RecordingEmbedder, fast_embedder
 
 
-class SlowEmbedder:
+class SlowEmbedder(RecordingEmbedder):
     """The fast test embedder, taking ``delay`` seconds per call and recording how many calls
     run at once (embedding is CPU work that the async API must keep off the event loop)."""
 
     def __init__(self, delay: float) -> None:
-        self.inner = fast_embedder()
+        super().__init__(fast_embedder())
         self.delay = delay
         self.running = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
 
     def _slowly(self, call: Any) -> Any:
         with self._lock:
@@ -72,10 +64,10 @@ class SlowEmbedder:
                 self.running -= 1
 
     def embed_documents(self, texts: Sequence[str]) -> Any:
-        return self._slowly(lambda: self.inner.embed_documents(texts))
+        return self._slowly(lambda: super(SlowEmbedder, self).embed_documents(texts))
 
     def embed_query(self, text: str) -> Any:
-        return self._slowly(lambda: self.inner.embed_query(text))
+        return self._slowly(lambda: super(SlowEmbedder, self).embed_query(text))
 
 
 def sqlite_driver(path: Path, embedder: Any = None, **settings: Any) -> SQLiteDriver:
@@ -204,23 +196,29 @@ def test_bad_thread_limits_are_configuration_errors(tmp_path: Path):
 # ======================================================================== the event loop
 
 
+async def ticks_during(call: Any) -> int:
+    """How often a coroutine that sleeps 10 ms at a time ran while ``call`` was awaited."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        await call
+    finally:
+        task.cancel()
+    return ticks
+
+
 async def test_the_event_loop_keeps_running_while_a_call_works(tmp_path: Path):
     """A recall whose embedding takes 0.5 s must not stop other coroutines for 0.5 s."""
     embedder = SlowEmbedder(0.5)
     async with await AsyncMemoryDriver.open(sqlite_driver, tmp_path, embedder) as adriver:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        try:
-            await adriver.recall("u1", query="anything", search="vector")
-        finally:
-            task.cancel()
+        ticks = await ticks_during(adriver.recall("u1", query="anything", search="vector"))
         # 0.5 s of embedding: about 50 ticks of 10 ms; a blocked loop gets none
         assert ticks >= 10, f"the event loop ticked only {ticks} times during a 0.5 s call"
 
@@ -440,17 +438,5 @@ async def test_native_calls_embed_off_the_event_loop(automem_server):
     slow = SlowEmbedder(0.5)
     async with await AsyncMemoryDriver.open(AutoMemDriver, client, embedder=slow) as adriver:
         assert adriver.native
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        try:
-            await adriver.recall("u1", query="anything", search="vector")
-        finally:
-            task.cancel()
+        ticks = await ticks_during(adriver.recall("u1", query="anything", search="vector"))
     assert ticks >= 10, f"the event loop ticked only {ticks} times during a 0.5 s embedding"
