@@ -20,7 +20,7 @@ embedder; the ``test_semantic_*`` tests use the real default model.
 
 Layout: the suite is one class made of one mixin per area (:mod:`.storage`, :mod:`.recall`,
 :mod:`.ranking`, :mod:`.knowledge`, :mod:`.associations`, :mod:`.maintenance`, :mod:`.bad_input`,
-:mod:`.limits`, :mod:`.differential`, :mod:`.equivalence`), each built on
+:mod:`.limits`, :mod:`.differential`, :mod:`.equivalence`, :mod:`.transfer`), each built on
 :class:`~.base.ConformanceBase` (fixtures and helpers).
 """
 
@@ -36,6 +36,7 @@ from .maintenance import MaintenanceTests
 from .ranking import RankingTests
 from .recall import RecallTests
 from .storage import StorageTests
+from .transfer import TransferTests
 
 __all__ = ["MemoryDriverConformance"]
 
@@ -43,6 +44,7 @@ __all__ = ["MemoryDriverConformance"]
 # pytest collects inherited tests base class first, so the areas are listed last to first: the
 # tests run in the order of the areas above.
 class MemoryDriverConformance(
+    TransferTests,
     EquivalenceTests,
     DifferentialTests,
     LimitTests,
