@@ -223,10 +223,28 @@ def test_replica_names_hide_passwords() -> None:
     assert _label("sqlite:///r.db") == "sqlite:///r.db" and _label("pgvector") == "pgvector"
 
 
-def test_bad_configuration() -> None:
+def test_bad_configuration(tmp_path: Path) -> None:
+    from memory_drivers.embeddings.hashing import HashingEmbedder
+
     settings = build_settings(_env_file=None, embedding_provider="hashing")
     with pytest.raises(ConfigurationError, match="REPLICATED_PRIMARY"):
         ReplicatedDriver(settings)
+    primary = SQLiteDriver(
+        settings.replace(memory_db_url=f"sqlite:///{tmp_path}/p.db"), embedder=HashingEmbedder(64)
+    )
+    replica = SQLiteDriver(
+        settings.replace(memory_db_url=f"sqlite:///{tmp_path}/r.db"), embedder=HashingEmbedder(32)
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="every replica needs the primary's embedder"):
+            ReplicatedDriver(settings, primary=primary, replicas=[replica])
+    finally:
+        primary.close()
+        replica.close()
+    with pytest.raises(ConfigurationError, match="cannot be the replicated driver itself"):
+        ReplicatedDriver(
+            settings.replace(replicated_primary="replicated", replicated_replicas=["sqlite"])
+        )
 
 
 # ---------------------------------------------------------------------- faults

@@ -107,8 +107,36 @@ class ReplicatedDriver(BaseMemoryDriver):
                 driver.close()
             raise
         assert primary is not None
+        try:
+            self._set_up(primary, list(replicas), replica_names, outbox_path)
+        except BaseException:
+            for driver in opened:  # what this constructor opened; a caller's stay open
+                driver.close()
+            raise
+        self.fallback_reads = 0
+        self._primary_down_until = 0.0
+        self._primary_error: str | None = None
+        self._replica_errors: dict[str, str] = {}
+        self._delivery_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start_delivery:
+            self._thread = threading.Thread(
+                target=self._deliver_forever, name="memory-drivers-replication", daemon=True
+            )
+            self._thread.start()
+
+    def _set_up(
+        self,
+        primary: BaseMemoryDriver,
+        replicas: list[BaseMemoryDriver],
+        replica_names: Sequence[str] | None,
+        outbox_path: Path | None,
+    ) -> None:
+        s = self.settings
         self.primary = primary
-        self.replicas = list(replicas)
+        self.replicas = replicas
         if not self.replicas:
             raise ConfigurationError("the replicated driver needs at least one replica")
         self._embedder = primary.embedder
@@ -123,19 +151,6 @@ class ReplicatedDriver(BaseMemoryDriver):
             names[i] if i < len(names) else f"replica-{i}" for i in range(len(self.replicas))
         ]
         self.outbox = Outbox(outbox_path or s.replicated_outbox_path, self.replica_names)
-        self.fallback_reads = 0
-        self._primary_down_until = 0.0
-        self._primary_error: str | None = None
-        self._replica_errors: dict[str, str] = {}
-        self._delivery_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if start_delivery:
-            self._thread = threading.Thread(
-                target=self._deliver_forever, name="memory-drivers-replication", daemon=True
-            )
-            self._thread.start()
 
     def _open(
         self, spec: str | None, setting: str, embedder: Embedder | None, options: dict[str, Any]
