@@ -43,7 +43,7 @@ from pydantic import ValidationError as PydanticValidationError
 from . import bridge, metrics
 from . import validation as check
 from .config import Settings, get_settings
-from .embeddings import Embedder, check_vectors, get_embedder
+from .embeddings import Embedder, TokenCounter, check_vectors, get_embedder
 from .errors import (
     ConfigurationError,
     ConflictError,
@@ -807,11 +807,16 @@ class BaseMemoryDriver(ABC):
         title: str | None = None,
         doc_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
     ) -> KnowledgeDocument:
         """Store a document for every user, split into overlapping chunks.
 
         Storing a ``doc_id`` again replaces all of its chunks. Chunk size and overlap are
-        ``KNOWLEDGE_CHUNK_TOKENS`` and ``KNOWLEDGE_CHUNK_OVERLAP``.
+        ``KNOWLEDGE_CHUNK_TOKENS`` and ``KNOWLEDGE_CHUNK_OVERLAP`` tokens, and a chunk is never
+        longer than the embedding model reads (:meth:`_split_document`). Chunks are embedded
+        in batches of ``EMBEDDING_BATCH_SIZE``; ``progress`` is called after each with the
+        number of chunks embedded in it and the document's number of chunks.
         """
         self._check_open()
         s = self.settings
@@ -830,8 +835,14 @@ class BaseMemoryDriver(ABC):
             check.plain_text(title, "title")
         doc = check.identifier(doc_id, "doc_id", optional=True) or str(uuid.uuid4())
         meta = check.metadata(metadata, limits=self.limits)
-        pieces = chunk_text(text, s.knowledge_chunk_tokens, s.knowledge_chunk_overlap)
-        vectors = self._embed_documents(pieces)
+        pieces = self._split_document(text)
+        batch = s.embedding_batch_size
+        parts = []
+        for start in range(0, len(pieces), batch):
+            parts.append(self._embed_documents(pieces[start : start + batch]))
+            if progress is not None:
+                progress(len(parts[-1]), len(pieces))
+        vectors = np.concatenate(parts)
         now = check.utcnow()
         chunks = [
             KnowledgeChunk(
@@ -853,6 +864,25 @@ class BaseMemoryDriver(ABC):
         return KnowledgeDocument(
             doc_id=doc, category=str(cat), title=title, metadata=meta, chunks=chunks
         )
+
+    def _split_document(self, text: str) -> list[str]:
+        """A document's chunks: ``KNOWLEDGE_CHUNK_TOKENS`` words and punctuation marks, or, when
+        the embedder tells how its model splits text (a TokenCounter), that many of the model's
+        tokens and at most as many as it reads, so no part of a chunk is left out of its vector.
+        The overlap is at most half a chunk."""
+        s = self.settings
+        size, overlap = s.knowledge_chunk_tokens, s.knowledge_chunk_overlap
+        embedder = self.embedder
+        if not isinstance(embedder, TokenCounter):
+            return chunk_text(text, size, overlap)
+        try:
+            size = max(1, min(size, embedder.max_tokens))
+            spans = embedder.token_spans(text)
+        except MemoryDriverError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"tokenizer of {embedder.name!r} failed: {exc}") from exc
+        return chunk_text(text, size, min(overlap, size // 2), spans)
 
     def recall_global_knowledge(
         self,

@@ -19,7 +19,7 @@ import functools
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import snowballstemmer
 
@@ -113,22 +113,70 @@ def query_terms(text: str, question_words: Iterable[str] = QUESTION_WORDS) -> tu
     return tuple(_terms(text, skip))
 
 
-def chunk_text(text: str, size: int, overlap: int) -> list[str]:
-    """Split ``text`` into chunks of ``size`` tokens, each sharing ``overlap`` with the last.
+def chunk_text(
+    text: str,
+    size: int,
+    overlap: int,
+    pieces: Sequence[tuple[int, int]] | None = None,
+) -> list[str]:
+    """Split ``text`` into chunks of at most ``size`` tokens, each sharing about ``overlap``
+    tokens with the one before.
 
-    A token is a word or a punctuation mark; each chunk is the original text from its first
-    token to its last, so nothing is rewritten. A text of at most ``size`` tokens is one chunk.
+    Chunks break between words and punctuation marks (:data:`_TOKEN`), never inside a word
+    unless the word alone is longer than ``size``; each chunk is the original text from its
+    first word to its last, so nothing is rewritten. Tokens are words and punctuation marks,
+    or, given ``pieces`` (an embedding model's tokens as character spans, see
+    :class:`~memory_drivers.embeddings.TokenCounter`), the model's tokens: then every chunk
+    fits what the model reads. A text of at most ``size`` tokens is one chunk.
     """
     if overlap >= size:
         raise ValueError("overlap must be smaller than size")
-    spans = [m.span() for m in _TOKEN.finditer(text)]
-    if len(spans) <= size:
+    units = [m.span() for m in _TOKEN.finditer(text)]
+    weights = [1] * len(units)
+    if pieces is not None:
+        units, weights = _weigh(units, pieces, size)
+    if sum(weights) <= size:
         return [text.strip()]
     chunks = []
     start = 0
     while True:
-        end = min(start + size, len(spans))
-        chunks.append(text[spans[start][0] : spans[end - 1][1]])
-        if end == len(spans):
+        end, total = start, 0
+        while end < len(units) and total + weights[end] <= size:
+            total += weights[end]
+            end += 1
+        chunks.append(text[units[start][0] : units[end - 1][1]])
+        if end == len(units):
             return chunks
-        start = end - overlap
+        back, shared = end, 0
+        while back - 1 > start and shared + weights[back - 1] <= overlap:
+            back -= 1
+            shared += weights[back]
+        start = back
+
+
+def _weigh(
+    units: list[tuple[int, int]], pieces: Sequence[tuple[int, int]], size: int
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """The words (``units``) with how many of ``pieces`` each holds (a piece belongs to the
+    word it starts in, or the word before); a word of more than ``size`` pieces becomes one
+    unit per piece."""
+    counts = [0] * len(units)
+    where = 0
+    for begin, _ in pieces:
+        while where + 1 < len(units) and units[where + 1][0] <= begin:
+            where += 1
+        if units:
+            counts[where] += 1
+    spans: list[tuple[int, int]] = []
+    weights: list[int] = []
+    first = 0
+    for unit, count in zip(units, counts, strict=True):
+        if count <= size:
+            spans.append(unit)
+            weights.append(count)
+        else:
+            own = list(pieces[first : first + count])
+            spans += [(max(a, unit[0]), min(b, unit[1])) for a, b in own]
+            weights += [1] * len(own)
+        first += count
+    return spans, weights

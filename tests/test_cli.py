@@ -668,6 +668,25 @@ def test_too_long_names_the_setting_that_limits_it(
     assert short.code == 0, short.err
 
 
+def test_knowledge_add_of_a_large_document_shows_progress(
+    cli: Run, store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large document is embedded in batches (EMBEDDING_BATCH_SIZE chunks) with a progress
+    bar on stderr that reaches the number of chunks; --no-progress prints nothing there."""
+    monkeypatch.setenv("KNOWLEDGE_CHUNK_TOKENS", "20")
+    monkeypatch.setenv("KNOWLEDGE_CHUNK_OVERLAP", "0")
+    monkeypatch.setenv("EMBEDDING_BATCH_SIZE", "4")
+    (store_dir / "big.txt").write_text(" ".join(f"w{i}" for i in range(200)), encoding="utf-8")
+    added = cli("--progress", "knowledge", "add", "--category", "c", "--doc-id", "big", "big.txt")
+    assert added.code == 0, added.err
+    assert added.out.strip() == "stored document big (10 chunks, category c)"
+    assert "embedding" in added.err and "10/10" in added.err
+    quiet = cli(
+        "--no-progress", "knowledge", "add", "--category", "c", "--doc-id", "big", "big.txt"
+    )
+    assert quiet.code == 0 and quiet.err == ""
+
+
 def test_knowledge_add_search_delete(cli: Run, store_dir: Path) -> None:
     (store_dir / "tea.txt").write_text(
         "Office tea policy. Green tea is served in the kitchen at ten every morning.",

@@ -162,3 +162,45 @@ def test_long_words_are_cut_to_max_term_length():
     assert query_terms(word + "x") == ("λ" * MAX_TERM_LENGTH,)
     assert len(("λ" * MAX_TERM_LENGTH).encode()) < 2047
     assert terms("b" * MAX_TERM_LENGTH) == ["b" * MAX_TERM_LENGTH]
+
+
+def _pieces(text: str, per_word: int) -> list[tuple[int, int]]:
+    """A stand-in model tokenizer: every word in ``per_word`` pieces (punctuation: one)."""
+    spans: list[tuple[int, int]] = []
+    for match in re.finditer(r"\w+|[^\w\s]", text):
+        start, end = match.span()
+        n = per_word if match.group()[0].isalnum() else 1
+        cuts = [start + (end - start) * i // n for i in range(n + 1)]
+        spans += [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+    return spans
+
+
+def test_chunks_by_model_tokens_fit_the_model_and_break_between_words():
+    """With a model's tokens (pieces), every chunk holds at most ``size`` of them, chunks start
+    and end on whole words, and consecutive chunks share up to ``overlap`` pieces."""
+    text = " ".join(f"word{i:03d}" for i in range(300)) + "."
+    pieces = _pieces(text, 3)
+    chunks = chunk_text(text, 30, 6, pieces)
+    words = set(text.replace(".", " .").split())
+    assert len(chunks) > 20
+    for chunk in chunks:
+        assert len(_pieces(chunk, 3)) <= 30
+        assert set(chunk.replace(".", " .").split()) <= words  # whole words only
+    for before, after in itertools.pairwise(chunks):
+        shared = before.split()[-2:]
+        assert after.split()[:2] == shared  # 6 pieces = 2 words of 3
+    assert chunks[0].startswith("word000") and chunks[-1].endswith("word299.")
+    # without pieces: words and punctuation marks are the tokens, as before
+    assert chunk_text(text, 30, 6) == chunk_text(text, 30, 6, _pieces(text, 1))
+
+
+def test_a_word_longer_than_a_chunk_is_cut_between_its_pieces():
+    text = "short " + "x" * 100 + " tail"
+    pieces = [(0, 5), *((6 + i * 10, 16 + i * 10) for i in range(10)), (107, 111)]
+    # "short" and 3 of the word's 10 pieces; then 4 pieces at a time, one shared; the tail
+    assert chunk_text(text, 4, 1, pieces) == [
+        "short " + "x" * 30,
+        "x" * 40,
+        "x" * 40,
+        "x" * 20 + " tail",
+    ]

@@ -16,13 +16,22 @@ __all__ = ["register"]
 def cmd_knowledge_add(s: Session) -> int:
     a = s.args
     text = read_text(a.file, "document")
-    doc = s.driver.store_global_knowledge(
-        text,
-        category=a.category,
-        title=a.title,
-        doc_id=a.doc_id,
-        metadata=json_object(a.metadata, "--metadata"),
-    )
+    with s.progress(None, "embedding", "chunk") as bar:
+
+        def step(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.total = total
+                bar.refresh()
+            bar.update(done)
+
+        doc = s.driver.store_global_knowledge(
+            text,
+            category=a.category,
+            title=a.title,
+            doc_id=a.doc_id,
+            metadata=json_object(a.metadata, "--metadata"),
+            progress=step,
+        )
     if s.json:
         print_json(doc)
     else:

@@ -11,7 +11,9 @@
   for tests and offline experiments.
 
 Any object with ``name``, ``dimension``, ``embed_documents`` and ``embed_query`` works
-(:class:`Embedder`); pass it as ``Driver(embedder=...)``.
+(:class:`Embedder`); pass it as ``Driver(embedder=...)``. An embedder that also has
+``max_tokens`` and ``token_spans`` (:class:`TokenCounter`; the sentence-transformers ones do)
+gets knowledge chunks that it reads whole.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..errors import ConfigurationError, EmbeddingError
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["Embedder", "check_vectors", "get_embedder"]
+__all__ = ["Embedder", "TokenCounter", "check_vectors", "get_embedder"]
 
 
 @runtime_checkable
@@ -51,6 +53,20 @@ class Embedder(Protocol):
 
     def embed_query(self, text: str) -> Any:
         """The vector of a search query."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An embedder that says how its model splits text (knowledge is chunked by it)."""
+
+    @property
+    def max_tokens(self) -> int:
+        """How many tokens of a text the model reads (special tokens not counted)."""
+        ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character offsets in ``text`` of the model's tokens, in order."""
         ...
 
 

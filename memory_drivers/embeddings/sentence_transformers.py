@@ -83,6 +83,8 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._model: Any = None
         self._dimension: int | None = None
+        self._max_tokens: int | None = None
+        self._tokens: tuple[Any, int] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -160,6 +162,42 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self._encode(list(texts))
+
+    # ------------------------------------------------------------------ tokens (TokenCounter)
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces of a text the model reads: its max sequence length less [CLS]/[SEP]."""
+        if self._max_tokens is None:
+            tokenizer, length = self._token_source()
+            self._max_tokens = length - tokenizer.num_special_tokens_to_add(False)
+        return self._max_tokens
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character offsets of the model's word pieces in ``text`` (no special tokens)."""
+        tokenizer, _ = self._token_source()
+        return [tuple(span) for span in tokenizer.encode(text, add_special_tokens=False).offsets]
+
+    def _token_source(self) -> tuple[Any, int]:
+        """The model's fast tokenizer (``tokenizers``, without truncation) and max sequence
+        length, read from the model's files when local (no weights loaded), else from the
+        loaded model."""
+        if self._tokens is None:
+            config = self._path / "sentence_bert_config.json" if self._path else None
+            if self._path is not None and (self._path / "tokenizer.json").exists():
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(self._path / "tokenizer.json"))
+                tokenizer.no_truncation()
+                tokenizer.no_padding()
+                length = 512
+                if config is not None and config.exists():
+                    length = int(json.loads(config.read_text()).get("max_seq_length") or 512)
+            else:
+                model = self._load()
+                tokenizer = model.tokenizer.backend_tokenizer
+                length = int(model.max_seq_length)
+            self._tokens = (tokenizer, length)
+        return self._tokens
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._encode([text])[0]

@@ -377,10 +377,14 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         title: str | None = None,
         doc_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
     ) -> KnowledgeDocument:
         self._check_open()
         document = self._write(
-            lambda: self.inner.store_global_knowledge(content, category, title, doc_id, metadata),
+            lambda: self.inner.store_global_knowledge(
+                content, category, title, doc_id, metadata, progress=progress
+            ),
             knowledge=True,
         )
         self._invalidate(knowledge=True)

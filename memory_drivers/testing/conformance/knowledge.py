@@ -8,6 +8,7 @@ from ...base import BaseMemoryDriver
 from ...errors import ValidationError
 from ...models import KnowledgeDocument
 from ...text import chunk_text
+from ..embedders import RecordingEmbedder, fast_embedder
 from .base import ConformanceBase, MakeDriver
 
 __all__ = ["KnowledgeTests"]
@@ -60,6 +61,55 @@ class KnowledgeTests(ConformanceBase):
         hit = driver.recall_global_knowledge("word150 word151 word152", top_k=1)[0]
         assert "word150" in hit.chunk.content
         assert (hit.chunk.doc_id, hit.chunk.title, hit.chunk.category) == ("D1", "Long", "manual")
+
+    def test_semantic_knowledge_chunks_fit_the_model(
+        self, semantic_driver: BaseMemoryDriver
+    ) -> None:
+        """With the real model (all-MiniLM-L6-v2 reads 256 word pieces), a document is chunked
+        by the model's own tokens: no chunk is longer than the model reads, consecutive chunks
+        overlap, and a fact in what used to be the unread second half of a 512-token chunk is
+        found by vector search. A failure means chunks are cut by another count than the
+        embedder's tokenizer (BaseMemoryDriver._split_document, embeddings.TokenCounter)."""
+        embedder = semantic_driver.embedder
+        filler = [
+            "The community garden committee met on Tuesday to discuss seed orders.",
+            "Volunteers repainted the fence and sorted the compost bins by size.",
+            "Tomatoes and beans need staking before the summer rains arrive.",
+            "The tool shed key now hangs on the hook beside the watering cans.",
+        ]
+        fact = "The Eyjafjallajokull volcano in Iceland erupted and grounded flights in Europe."
+        sentences = [filler[i % 4] for i in range(24)]
+        sentences.insert(20, fact)  # about word piece 300, past what the model reads of 512
+        sentences += [filler[i % 4] for i in range(40)]
+        text = " ".join(sentences)
+        doc = semantic_driver.store_global_knowledge(text, category="notes", doc_id="garden")
+        limit = embedder.max_tokens  # type: ignore[attr-defined]
+        assert limit < semantic_driver.settings.knowledge_chunk_tokens
+        for chunk in doc.chunks:
+            assert len(embedder.token_spans(chunk.content)) <= limit  # type: ignore[attr-defined]
+        for before, after in zip(doc.chunks, doc.chunks[1:], strict=False):
+            assert after.content.split()[0] in before.content.split()[-60:], "chunks overlap"
+        assert text.startswith(doc.chunks[0].content) and text.endswith(doc.chunks[-1].content)
+        hits = semantic_driver.recall_global_knowledge(
+            "Which volcano erupted in Iceland?", top_k=1, search="vector"
+        )
+        assert fact in hits[0].chunk.content
+
+    def test_knowledge_is_embedded_in_batches_with_progress(self, make_driver: MakeDriver) -> None:
+        """A document's chunks are embedded EMBEDDING_BATCH_SIZE at a time, and ``progress``
+        hears of each batch with the number of chunks; the document is stored whole."""
+        embedder = RecordingEmbedder(fast_embedder())
+        driver = make_driver(
+            embedder, knowledge_chunk_tokens=20, knowledge_chunk_overlap=0, embedding_batch_size=4
+        )
+        steps: list[tuple[int, int]] = []
+        text = " ".join(f"w{i}" for i in range(200))
+        doc = driver.store_global_knowledge(
+            text, "c", doc_id="D", progress=lambda *a: steps.append(a)
+        )
+        assert embedder.document_calls == [4, 4, 2]
+        assert steps == [(4, 10), (4, 10), (2, 10)]
+        assert driver.get_global_knowledge("D") == doc and len(doc.chunks) == 10
 
     def test_knowledge_same_doc_id_replaces(self, make_driver: MakeDriver) -> None:
         """Storing a doc_id again replaces all of its chunks: old text is never recalled."""
