@@ -391,6 +391,32 @@ def test_writers_and_readers_at_once_never_rebuild(db: Path, tmp_path: Path) -> 
         assert driver.stats()["index"]["rebuilds"] == 0
 
 
+def test_an_index_ahead_of_an_older_snapshot_is_kept(db: Path) -> None:
+    """A read transaction that began before this process's index took in newer writes (another
+    thread of a server, say) finds the index ahead of its snapshot: that is not a database
+    restored from a backup, so the index is neither reloaded nor rebuilt, and the writes are
+    found afterwards. A failure means every such read reloads the whole index."""
+    with open_store(url_of(db)) as driver:
+        populate(driver, "before", 5)
+        driver.recall(USER, query="before")
+        counters = dict(driver.stats()["index"])
+        with driver._read() as older:
+            older.exec_driver_sql("SELECT count(*) FROM memories").fetchall()  # snapshot taken
+            later = populate(driver, "later", 3)  # committed on another connection
+            index = driver._vector_index(older)
+            assert index.seq > int(
+                older.exec_driver_sql(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'"
+                ).fetchone()[0]
+            )
+            index.ensure_current(older)
+        after = driver.stats()["index"]
+        for counter in ("rebuilds", "file_loads"):
+            assert after[counter] == counters[counter], (counter, counters, after)
+        for memory_id, content in later.items():
+            assert_found(driver, memory_id, content)
+
+
 # ---------------------------------------------------------------------- the index file
 def _store_with_data(url: str, label: str = "own", count: int = 20) -> tuple[dict[str, str], str]:
     with open_store(url) as driver:

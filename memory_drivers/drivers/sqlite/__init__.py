@@ -386,6 +386,7 @@ class SQLiteDriver(SQLDriver):
                     store_id=info["store_id"],
                     embedder=info["embedder"],
                     dimension=int(info["dimension"]),
+                    current=lambda: read_connection(self.engine),
                     latest=lambda: write_connection(self.engine),
                 )
             return self._index

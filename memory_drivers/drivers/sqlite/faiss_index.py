@@ -116,9 +116,10 @@ Snapshot = tuple[int, list[np.ndarray]]
 class VectorIndexes:
     """The memories and knowledge indexes of one store, with their log position.
 
-    ``latest`` opens a write transaction: it is used, rarely, to read the database's state as
-    it is now (waiting for a save being recorded by another process to commit), when an index
-    file or this index is newer than the caller's snapshot.
+    ``current`` opens a new read transaction and ``latest`` a write transaction; they are
+    used, rarely, to read the database's state as it is now when this index (``current``) or
+    the index file (``latest``, which waits for a save being recorded by another process to
+    commit) is newer than the caller's snapshot.
     """
 
     def __init__(
@@ -128,12 +129,14 @@ class VectorIndexes:
         store_id: str,
         embedder: str,
         dimension: int,
+        current: Callable[[], AbstractContextManager[Connection]] | None = None,
         latest: Callable[[], AbstractContextManager[Connection]] | None = None,
     ):
         self.path = path
         self.store_id = store_id
         self.embedder = embedder
         self.dimension = dimension
+        self._current = current
         self._latest = latest
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
         self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
@@ -176,10 +179,10 @@ class VectorIndexes:
                 self._replay(connection)
 
     def _now(self) -> LogPosition:
-        """The database's log position now, once saves under way are recorded."""
-        if self._latest is None:
+        """The database's log position now (a new read transaction)."""
+        if self._current is None:
             raise IndexFileError("no way to read the database's current state")
-        with self._latest() as connection:
+        with self._current() as connection:
             return log_position(connection)
 
     def _open(self, connection: Connection, saved: int) -> None:
@@ -197,13 +200,13 @@ class VectorIndexes:
             if seq == saved:
                 self._load(connection, seq, indexes)
                 return
-            if seq > saved and self._latest is not None:
-                with self._latest() as latest:
-                    now = log_position(latest)
-                    if seq == now.saved:
-                        self._load(latest, seq, indexes)
-                        return
-                    saved = now.saved
+            if seq > saved and self._latest is not None and self._current is not None:
+                with self._latest() as latest:  # waits for a save under way to commit
+                    saved = log_position(latest).saved
+                if seq == saved:
+                    with self._current() as fresh:
+                        self._load(fresh, seq, indexes)
+                    return
             raise IndexFileError(
                 f"it holds log position {seq}, but the database recorded {saved} as saved"
             )
