@@ -30,6 +30,7 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -151,7 +152,7 @@ class SQLiteDriver(SQLDriver):
         try:
             yield
         except DBAPIError as exc:
-            if _disk_full(exc.orig):
+            if exc.orig is not None and _disk_full(exc.orig):
                 raise StorageFullError(
                     f"SQLite database {self._label}: the disk is full ({exc.orig}); nothing of "
                     "this write was stored. Free space on the disk holding it and retry; "
@@ -428,7 +429,7 @@ class SQLiteDriver(SQLDriver):
             return False  # another process saved one at least as new
         snapshot = index.snapshot()
         seq = snapshot[0]
-        tmp = index.write_temporary(snapshot)
+        tmp: Path | None = index.write_temporary(snapshot)
         try:
             with self._translate_errors(), write_connection(self.engine) as connection:
                 saved = log_position(connection).saved
@@ -440,7 +441,8 @@ class SQLiteDriver(SQLDriver):
                 connection.execute(delete(store_info).where(store_info.c.key == COMPACTED_KEY))
                 connection.execute(insert(store_info).values(key=COMPACTED_KEY, value=str(seq)))
                 # Renamed before the commit, under the write lock: a process that sees the
-                # file before the commit waits for it (VectorIndexes._now).
+                # file before the commit waits for it (VectorIndexes._open).
+                assert tmp is not None
                 index.install(tmp, seq)
                 tmp = None
             return True

@@ -96,7 +96,7 @@ class LogPosition(NamedTuple):
 
 def log_position(connection: Connection) -> LogPosition:
     """The :class:`LogPosition` of ``connection``'s snapshot."""
-    last, saved, first = connection.exec_driver_sql(_LOG_POSITION).cursor.fetchone()
+    last, saved, first = connection.exec_driver_sql(_LOG_POSITION).cursor.fetchone() or (0, 0, None)
     last, saved = int(last or 0), int(saved or 0)
     return LogPosition(last, saved, last if first is None else int(first) - 1)
 
@@ -282,6 +282,7 @@ class VectorIndexes:
     def _add_rows(self, connection: Connection, kind: str, pks: Sequence[int]) -> None:
         for start in range(0, len(pks), READ_BATCH):
             batch = sorted(pks[start : start + READ_BATCH])
+            values: tuple[int, ...]
             if batch[-1] - batch[0] + 1 == len(batch):  # a run of new rows: a range, no list
                 sql, values = _vectors_sql(kind, "pk BETWEEN ? AND ?"), (batch[0], batch[-1])
             else:
