@@ -38,7 +38,7 @@ from memory_drivers.drivers.sqlite import SQLiteDriver
 from memory_drivers.manager import MemoryDriverManager
 from memory_drivers.server import ServerThread, create_app
 from memory_drivers.server.limits import ServerLimits
-from memory_drivers.testing import RecordingEmbedder, fast_embedder
+from memory_drivers.testing import RecordingEmbedder, fast_embedder, through_async
 
 
 class SlowEmbedder(RecordingEmbedder):
@@ -440,3 +440,34 @@ async def test_native_calls_embed_off_the_event_loop(automem_server):
         assert adriver.native
         ticks = await ticks_during(adriver.recall("u1", query="anything", search="vector"))
     assert ticks >= 10, f"the event loop ticked only {ticks} times during a 0.5 s embedding"
+
+
+# ======================================================================== the test kit's facade
+
+
+def test_the_facade_streams_every_iterator_through_the_async_api(tmp_path: Path):
+    """memory_drivers.testing.through_async: the conformance suite's calls, iterators too, go
+    through AsyncMemoryDriver, not to the wrapped driver directly."""
+    facade = through_async(lambda **kw: sqlite_driver(tmp_path, kw["embedder"]))(
+        embedder=fast_embedder(), settings=None
+    )
+    try:
+        a, b = facade.store_many([{"user_id": "u1", "content": c} for c in ("one", "two")])
+        facade.associate(a.id, b.id)
+        facade.store_global_knowledge("a document", "docs", doc_id="d1")
+        streamed: list[int] = []
+        original = facade.async_driver._batches
+
+        def recording(items: Any, size: int) -> Any:
+            streamed.append(size)
+            return original(items, size)
+
+        facade.async_driver._batches = recording
+        assert [m.id for m in facade.iter_memories("u1")] == [a.id, b.id]
+        assert [(x.source_id, x.target_id) for x in facade.iter_associations()] == [(a.id, b.id)]
+        assert [c.doc_id for c in facade.iter_global_knowledge(batch_size=7)] == ["d1"]
+        assert streamed == [500, 500, 7], "an iterator bypassed the async driver"
+        with pytest.raises(ValidationError, match="batch_size"):
+            facade.iter_associations(batch_size=0)
+    finally:
+        facade.close()

@@ -36,6 +36,10 @@ _CALLS = frozenset(
     for name, value in vars(AsyncMemoryDriver).items()
     if not name.startswith("_") and asyncio.iscoroutinefunction(value)
 )
+#: Its async iterators (``iter_memories``, ...), offered as sync iterators.
+_STREAMS = frozenset(
+    name for name in vars(AsyncMemoryDriver) if name.startswith("iter_") and name not in _CALLS
+)
 
 
 class EventLoopThread:
@@ -75,14 +79,18 @@ class BlockingAsyncDriver:
                 return self._loop.run(method(*args, **kwargs))
 
             return call
+        if name in _STREAMS:
+            stream = getattr(self.async_driver, name)
+
+            def iterate(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                # the arguments are checked now, at the call, as the sync API does
+                return self._drain(stream(*args, **kwargs))
+
+            return iterate
         return getattr(self.async_driver.sync, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self.async_driver.sync, name, value)  # e.g. the suite's driver.reranker = ...
-
-    def iter_memories(self, user_id: str | None = None, *, batch_size: int = 500) -> Iterator[Any]:
-        # the arguments are checked now, at the call, as the sync API does
-        return self._drain(self.async_driver.iter_memories(user_id, batch_size=batch_size))
 
     def _drain(self, memories: AsyncIterator[Any]) -> Iterator[Any]:
         while True:
