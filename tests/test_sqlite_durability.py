@@ -701,6 +701,29 @@ def test_index_file_location(tmp_path: Path) -> None:
             assert_found(driver, memory_id, content)
 
 
+def test_an_index_file_that_cannot_be_written_does_not_stop_reads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FAISS_INDEX_PATH under a regular file (its folder cannot be created): stores, recalls,
+    stats, rebuild_index and close all work, each failed save is a logged warning, not a raw
+    OSError. A failure means a read raised because the derived file could not be saved."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with (
+        caplog.at_level(logging.WARNING),
+        open_store(
+            url_of(tmp_path / "m.db"), faiss_index_path=blocker / "m.faiss", faiss_persist_every=1
+        ) as driver,
+    ):
+        memories = populate(driver, "own", 5)
+        for memory_id, content in memories.items():
+            assert_found(driver, memory_id, content)
+        result = driver.rebuild_index()
+        assert result["rebuilt"] is True and result["saved"] is False
+        assert_index_in_sync(driver)
+    assert any("cannot save the FAISS index" in r.getMessage() for r in caplog.records)
+
+
 def test_in_memory_database_needs_no_index_file(tmp_path: Path, monkeypatch) -> None:
     """'sqlite://' (in memory) stores and recalls, and writes no file at all."""
     monkeypatch.chdir(tmp_path)

@@ -398,9 +398,10 @@ class SQLiteDriver(SQLDriver):
         The file is written to a temporary name first; renaming it into place, recording its
         log position and deleting the log entries the previous file covered (or, ``compact``,
         every entry this one covers) happen in one write transaction, which serializes saves
-        between processes. A full disk only logs a warning: the index in memory is current
-        and the database has everything, so searches go on; the save is tried again after
-        ``SAVE_RETRY_SECONDS`` (``force``: now).
+        between processes. A file that cannot be written (a full disk, a path that cannot be
+        created, the database busy past its timeout) only logs a warning: the index in memory
+        is current and the database has everything, so searches go on; the save is tried
+        again after ``SAVE_RETRY_SECONDS`` (``force``: now).
         """
         index = self._index
         if index is None or not index.loaded or self.index_path is None:
@@ -409,14 +410,13 @@ class SQLiteDriver(SQLDriver):
             return False
         try:
             return self._save(index, compact)
-        except (OSError, StorageFullError) as exc:
-            if not _disk_full(exc):
-                raise
+        except OSError as exc:  # StorageFullError and BackendUnavailableError are OSErrors too
             self._save_retry_at = time.monotonic() + SAVE_RETRY_SECONDS
             log.warning(
-                "cannot save the FAISS index %s: the disk is full (%s). Nothing is lost: "
-                "searches go on from memory and the database; the save is tried again later.",
+                "cannot save the FAISS index %s: %s (%s). Nothing is lost: searches go on from "
+                "memory and the database; the save is tried again later.",
                 self.index_path,
+                "the disk is full" if _disk_full(exc) else "the file cannot be written",
                 exc,
             )
             return False
@@ -457,9 +457,10 @@ class SQLiteDriver(SQLDriver):
         with self._translate_errors(), read_connection(self.engine) as connection:
             index = self._vector_index(connection)
             index.rebuild(connection, progress)
-        self._persist(force=True, compact=True)
+        saved = self._persist(force=True, compact=True)
         return {
             "rebuilt": True,
+            "saved": saved,
             "memories": index.indexes["memories"].ntotal,
             "knowledge_chunks": index.indexes["knowledge_chunks"].ntotal,
             "seconds": round(time.perf_counter() - started, 3),

@@ -509,9 +509,14 @@ class VectorIndexes:
     def _read_file(self) -> tuple[int, dict[str, Any]]:
         if self.path is None:
             raise FileNotFoundError("no index file for an in-memory database")
-        with open(self.path, "rb") as handle:
-            header = self._read_header(handle)
-            payload = handle.read()
+        try:
+            with open(self.path, "rb") as handle:
+                header = self._read_header(handle)
+                payload = handle.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # a path that is not a file, not readable, ...
+            raise IndexFileError(f"it cannot be read ({exc})") from None
         sizes = header.get("sizes", [])
         if len(sizes) != len(KINDS) or sum(sizes) != len(payload):
             raise IndexFileError("it is truncated")
