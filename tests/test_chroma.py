@@ -9,6 +9,7 @@ driver's own request wrapper, on top of a real store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -240,7 +241,8 @@ def test_health_check_embedded(embedded: Callable[..., ChromaDriver], tmp_path: 
     assert report["chroma_version"] == chromadb.__version__
     assert report["counts"] == {"memories": 3, "knowledge_chunks": 1, "associations": 1}
     assert report["collections"] == {
-        "memories": "memories",
+        "memories": "memories.u.<hash of the user>",
+        "directory": "memories.ids",
         "knowledge": "global_knowledge",
         "associations": "memories_associations",
     }
@@ -257,7 +259,7 @@ def test_health_check_server(remote: Callable[..., ChromaDriver], shared_server:
     assert abs(report["heartbeat"] - now) < 60 * 10**9, "the server's clock, in nanoseconds"
     assert isinstance(report["server_version"], str) and report["server_version"]
     assert report["counts"] == {"memories": 3, "knowledge_chunks": 1, "associations": 1}
-    assert report["collections"]["memories"] == driver.collection_name
+    assert report["collections"]["directory"] == driver.collection_name + ".ids"
     session = driver._client._server._session  # chromadb's own default is no timeout at all
     assert session.timeout == httpx.Timeout(driver.settings.chroma_timeout)
 
@@ -294,10 +296,17 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     )[0]
     other = driver.store("u1", "the and of")  # only stop words: no terms
     driver.associate(m.id, other.id, "LEADS_TO", 0.4)
-    record = driver._memories.get(ids=[m.id], include=["metadatas", "documents", "embeddings"])
+    users = driver._client.list_collections()
+    assert sorted(c.name for c in users if ".u." in c.name) == [
+        "memories.u." + hashlib.sha256(b"u1").hexdigest()[:32]
+    ], "one collection per user, named by a hash of the user id"
+    mine = driver._user_collection("u1")
+    assert mine.metadata["memory_drivers.user"] == "u1"
+    record = mine.get(ids=[m.id], include=["metadatas", "documents", "embeddings"])
     assert record["documents"] == ["Hiking boots in the closet"]
     meta = record["metadatas"][0]
-    assert re.fullmatch(r"[0-9a-f]{32}", meta.pop("write")), "the write token of store_many"
+    token = meta.pop("write")
+    assert re.fullmatch(r"[0-9a-f]{32}", token), "the write token of store_many"
     assert {k: v for k, v in meta.items() if k != "memory"} == {
         "user_id": "u1",
         "conversation_id": "c1",
@@ -313,7 +322,13 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     }
     assert json.loads(meta["memory"])["metadata"] == m.metadata
     assert len(record["embeddings"][0]) == 256
-    empty = driver._memories.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
+    entry = driver._directory.get(ids=[m.id], include=["metadatas"])["metadatas"][0]
+    assert entry["write"] == token
+    assert {k: v for k, v in entry.items() if k != "write"} == {
+        "user_id": "u1",
+        "created_us": micros(at(1)),
+    }, "the directory says whose a memory is"
+    empty = mine.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
     assert (empty["terms"], empty["tags"]) == ([""], [""]), "empty arrays hold one empty string"
     link = driver._links.get(include=["metadatas"])
     assert link["ids"] == [f"{m.id}:{other.id}:LEADS_TO"]
@@ -324,6 +339,7 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
         "strength": 0.4,
     }
     info = driver._client.get_collection("memories_associations").metadata
+    assert info["memory_drivers.layout"] == "users"
     assert info["memory_drivers.embedder"] == driver.embedder.name
     assert info["memory_drivers.dimension"] == "256"
     driver.store_global_knowledge("Refunds", category="policy", title="T", doc_id="R")
@@ -346,8 +362,8 @@ def test_arrays_of_a_deleted_collection_never_reach_new_records(
     first.store_many(
         [{"user_id": "u1", "content": f"zebra {i}", "tags": ["stale"]} for i in range(20)]
     )
-    for name in ("first", "first_kb", "first_associations"):
-        first._client.delete_collection(name)
+    for collection in first._client.list_collections():  # first.u.<hash>, first.ids, ...
+        first._client.delete_collection(collection.name)
     first.close()
     driver = embedded()
     plain = driver.store_many([{"user_id": "u1", "content": f"memory {i}"} for i in range(5)])
@@ -368,8 +384,9 @@ def test_a_store_of_the_earlier_record_layout_is_repaired_on_open(
     b = driver.store("u1", "What is its name?", conversation_id="c")
     driver.store_global_knowledge("Refunds within thirty days", category="policy", doc_id="R")
     # The earlier layout: empty arrays left out; then a stale array arrives (Chroma's bug).
-    record = driver._memories.get(ids=[b.id], include=["metadatas"])["metadatas"][0]
-    driver._memories.update(ids=[b.id], metadatas=[{"tags": ["pets"], "terms": record["terms"]}])
+    mine = driver._user_collection("u1")
+    record = mine.get(ids=[b.id], include=["metadatas"])["metadatas"][0]
+    mine.update(ids=[b.id], metadatas=[{"tags": ["pets"], "terms": record["terms"]}])
     driver._knowledge.update(ids=driver._knowledge.get()["ids"], metadatas=[{"terms": ["x"]}])
     driver._write_store_info({"records": "", "context_window": ""})
     driver.close()
@@ -390,15 +407,122 @@ def test_update_rewrites_the_filter_keys(embedded: Callable[..., ChromaDriver]):
     driver = embedded()
     m = driver.store("u1", "alpha words", tags=["old"], metadata={"a": 1, "keep": "k"})
     driver.update(m.id, tags=[], metadata={"b": True}, content="beta")
-    meta = driver._memories.get(ids=[m.id], include=["metadatas"])["metadatas"][0]
+    meta = driver._user_collection("u1").get(ids=[m.id], include=["metadatas"])["metadatas"][0]
     assert meta["tags"] == [""] and "meta:number:a" not in meta and "meta:string:keep" not in meta
     assert meta["meta:boolean:b"] is True and meta["terms"] == ["beta"]
     assert driver.recall("u1", tags=["old"]) == []
     assert driver.recall("u1", metadata={"a": 1}) == []
     assert driver.recall("u1", query="alpha", use_vector=False) == []
     driver.update(m.id, importance=0.9)
-    meta = driver._memories.get(ids=[m.id], include=["metadatas"])["metadatas"][0]
+    meta = driver._user_collection("u1").get(ids=[m.id], include=["metadatas"])["metadatas"][0]
     assert meta["terms"] == ["beta"], "an update without new content keeps the terms"
+
+
+# ============================================================================ layout migration
+
+
+def old_layout(driver: ChromaDriver) -> None:
+    """Turn ``driver``'s store (closed here) into one of the earlier layout, with raw chromadb
+    calls: every memory in the one collection ``memories`` (the records as they were written
+    then: the same metadata), no directory, no user collections, no ``layout`` in the info."""
+    driver.close()
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.PersistentClient(
+        path=str(driver.path), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+    old = client.create_collection(
+        "memories",
+        configuration={"hnsw": {"space": "cosine", "ef_search": 200}},
+        metadata={"memory_drivers.format": "1"},
+        embedding_function=None,
+    )
+    for collection in client.list_collections():
+        if collection.name.startswith("memories.u."):
+            records = collection.get(include=["metadatas", "documents", "embeddings"])
+            old.add(
+                ids=records["ids"],
+                embeddings=records["embeddings"],
+                metadatas=records["metadatas"],
+                documents=records["documents"],
+            )
+            client.delete_collection(collection.name)
+    client.delete_collection("memories.ids")
+    links = client.get_collection("memories_associations", embedding_function=None)
+    info = dict(links.metadata)
+    info.pop("memory_drivers.layout")
+    links.modify(metadata=info)
+    client.close()
+
+
+def layout_fixture(driver: ChromaDriver) -> list[Memory]:
+    stored = driver.store_many(
+        [
+            {
+                "user_id": "u1",
+                "content": "I adopted a puppy",
+                "conversation_id": "c",
+                "tags": ["pets"],
+            },
+            {"user_id": "u1", "content": "What is its name?", "conversation_id": "c"},
+            {"user_id": "u1", "content": "green tea in the morning", "metadata": {"k": 1}},
+            {"user_id": "u2", "content": "black coffee at night", "memory_type": "fact"},
+        ]
+    )
+    driver.associate(stored[0].id, stored[2].id, "RELATES_TO", 0.6)
+    driver.store_global_knowledge("Refunds within thirty days", category="policy", doc_id="R")
+    return stored
+
+
+def assert_migrated(driver: ChromaDriver, stored: list[Memory]) -> None:
+    names = {c.name for c in driver._client.list_collections()}
+    assert "memories" not in names, "the old collection is deleted once copied"
+    assert driver._read_store_info()["layout"] == "users"
+    assert {n for n in names if n.startswith("memories.u.")} == {
+        driver._user_collection(u).name for u in ("u1", "u2")
+    }
+    assert [driver.get(m.id) for m in stored] == stored
+    assert (driver.count(), driver.count("u1"), driver.count("u2")) == (4, 3, 1)
+    assert [h.memory.id for h in driver.recall("u1", tags=["pets"])] == [stored[0].id]
+    hits = driver.recall("u1", query="puppy", search="keyword")
+    assert {h.memory.id for h in hits} == {stored[0].id, stored[1].id}, "context kept"
+    top = driver.recall("u1", query="green tea in the morning", top_k=1, search="vector")
+    assert top[0].memory.id == stored[2].id and top[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.memory.id for h in driver.recall("u2")] == [stored[3].id]
+    assert [r.memory.id for r in driver.related(stored[0].id)] == [stored[2].id]
+    assert driver.get_global_knowledge("R") is not None
+    with pytest.raises(ConflictError):
+        driver.store_many([{"user_id": "u3", "content": "taken", "id": stored[3].id}])
+    assert driver.delete(stored[3].id) is True and driver.count() == 3
+
+
+def test_a_store_of_one_collection_is_migrated_to_a_collection_per_user(
+    embedded: Callable[..., ChromaDriver],
+):
+    """A store of the earlier layout opens as it was: every memory, its vector, terms, links."""
+    first = embedded()
+    stored = layout_fixture(first)
+    old_layout(first)
+    assert_migrated(embedded(), stored)
+
+
+@pytest.mark.parametrize("fail", [{"upsert": 2}, {"upsert": 3}, {"delete_collection": 1}])
+def test_an_interrupted_migration_is_finished_on_the_next_open(
+    embedded: Callable[..., ChromaDriver], base: Settings, tmp_path: Path, fail: dict[str, int]
+):
+    """Upserts 1 and 2 copy u1's and u2's records, 3 the directory; then the old collection is
+    deleted. Wherever opening stops, the next open finishes the move and loses nothing."""
+    first = embedded()
+    stored = layout_fixture(first)
+    old_layout(first)
+
+    class DiesWhileMigrating(FailingDriver):
+        pass
+
+    DiesWhileMigrating.fail = dict(fail)
+    with pytest.raises(BackendUnavailableError, match="injected"):
+        DiesWhileMigrating(base.replace(chroma_path=tmp_path / "chroma"), embedder=fast_embedder())
+    assert_migrated(embedded(), stored)
 
 
 # ============================================================================ exactness
@@ -460,16 +584,24 @@ def test_native_where_selects_exactly_what_matches_accepts(
         MemoryFilter(metadata={"other": 1, "v": 1}),
         MemoryFilter(user_id="u1", tags=("red",), metadata={"v": 1}, min_importance=0.5),
     ]
+
+    def native(f: MemoryFilter) -> list[str]:
+        """What the where selects in the collections of f's user (every user's when None)."""
+        return [
+            mid
+            for _, collection in driver._scan_users(f.user_id)
+            for mid in collection.get(where=memory_where(f), include=[])["ids"]
+        ]
+
     for f in filters:
-        native = driver._memories.get(where=memory_where(f), include=[])["ids"]
         expected = {m.id for m in stored if f.matches(m)}
-        assert set(native) == expected, f
+        assert set(native(f)) == expected, f
     # Integers beyond 2**53 are indexed as floats: the where selects 2**60 and 2**60 + 1 alike,
     # and the re-check with matches() keeps recall exact.
     big = next(m for m in stored if m.metadata.get("v") == 2**60 + 1)
     for value, found in ((2**60 + 1, [big.id]), (2**60, [])):
         f = MemoryFilter(metadata={"v": value})
-        assert big.id in driver._memories.get(where=memory_where(f), include=[])["ids"]
+        assert big.id in native(f)
         assert [h.memory.id for h in driver.recall(big.user_id, metadata={"v": value})] == found
         hits = driver.recall(big.user_id, query="m9", metadata={"v": value})
         assert [h.memory.id for h in hits] == found
@@ -493,11 +625,16 @@ def random_store(driver: ChromaDriver, seed: int, count: int = 120) -> list[Memo
     )
 
 
-@pytest.mark.parametrize("limit", [0, 7, 20_000])
-def test_vector_recall_is_exact_in_every_path(embedded: Callable[..., ChromaDriver], limit: int):
-    """limit 0: always Chroma's HNSW index; 7: exhaustive scoring for small candidate sets,
-    HNSW for larger ones; 20000: always exhaustive. Many equal contents make ties at the cut."""
+@pytest.mark.parametrize(("limit", "walk"), [(0, 200), (7, 200), (20_000, 200), (20_000, 0)])
+def test_vector_recall_is_exact_in_every_path(
+    embedded: Callable[..., ChromaDriver], limit: int, walk: int
+):
+    """limit 0: always Chroma's HNSW index; 7: exhaustive scoring for users with few memories,
+    HNSW for larger ones; 20000: always exhaustive, a filter checked on the records read best
+    first (walk 200) or, walk 0, evaluated by Chroma. Many equal contents make ties at the
+    cut."""
     driver = embedded(chroma_exact_search_limit=limit)
+    driver.walk_limit = walk
     stored = random_store(driver, seed=limit)
     rng = random.Random(5)
     filters: list[dict[str, Any]] = [
@@ -575,14 +712,13 @@ def test_exhaustive_scoring_agrees_with_chromas_distances(embedded: Callable[...
     stored = driver.store_many([{"user_id": "u1", "content": f"note {i}"} for i in range(6)])
     query = driver._embed_query("note 3")
     ids = [m.id for m in stored]
-    answer = driver._memories.query(
-        query_embeddings=[query], n_results=len(ids), include=["distances"]
-    )
+    mine = driver._user_collection("u1")
+    answer = mine.query(query_embeddings=[query], n_results=len(ids), include=["distances"])
     chroma_scores = {
         mid: 1.0 - d for mid, d in zip(answer["ids"][0], answer["distances"][0], strict=True)
     }
     gone = str(uuid.uuid4())
-    found, scores = driver._score_all(driver._memories, query, [*ids, gone])
+    found, scores = driver._score_all(mine, query, [*ids, gone])
     assert sorted(found) == sorted(ids)
     for mid, score in zip(found, scores, strict=True):
         assert score == pytest.approx(chroma_scores[mid], abs=1e-6)
@@ -601,8 +737,11 @@ def poisoned_chroma_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def poisoned(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("Chroma's own embedding function was used")
 
-    monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", poisoned)
-    monkeypatch.setattr(ONNXMiniLM_L6_V2, "__call__", poisoned)
+    def poisoned_call(self: Any, input: Any) -> Any:  # the signature chromadb checks
+        raise AssertionError("Chroma's own embedding function was used")
+
+    monkeypatch.setattr(DefaultEmbeddingFunction, "__call__", poisoned_call)
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "__call__", poisoned_call)
     monkeypatch.setattr(ONNXMiniLM_L6_V2, "_download_model_if_not_exists", poisoned)
 
 
@@ -612,10 +751,11 @@ def test_chroma_never_embeds_and_telemetry_is_off(
     request: pytest.FixtureRequest, mode: str
 ) -> None:
     driver: ChromaDriver = request.getfixturevalue(mode)()
-    for collection in (driver._memories, driver._knowledge, driver._links):
-        assert collection._embedding_function is None
-    assert driver._client.get_settings().anonymized_telemetry is False
     m = driver.store("u1", "green tea", tags=["t"])
+    for collection in (driver._user_collection("u1"), driver._directory, driver._knowledge):
+        assert collection._embedding_function is None
+    assert driver._links._embedding_function is None
+    assert driver._client.get_settings().anonymized_telemetry is False
     driver.store_many([{"user_id": "u1", "content": f"note {i}"} for i in range(3)])
     driver.update(m.id, content="green tea and lemon")
     assert driver.recall("u1", query="green tea lemon", top_k=1)[0].memory.id == m.id
@@ -742,14 +882,22 @@ def failing(base: Settings, tmp_path: Path, opened: list[ChromaDriver]) -> Faili
     return driver
 
 
-def test_a_failed_batch_is_undone(failing: FailingDriver):
+@pytest.mark.parametrize("failing_add", [3, 5, 7])
+def test_a_failed_batch_is_undone(failing: FailingDriver, failing_add: int):
+    """Adds 1-4 write the directory, 5 and 6 u1's collection, 7 u2's: wherever the write
+    fails, nothing of it remains."""
     existing = failing.store("u1", "existing")
-    items = [{"user_id": "u1", "content": f"m{i}", "id": str(uuid.uuid4())} for i in range(17)]
-    failing.fail = {"add": 3}
+    items = [{"user_id": "u1", "content": f"m{i}", "id": str(uuid.uuid4())} for i in range(9)]
+    items += [{"user_id": "u2", "content": f"n{i}", "id": str(uuid.uuid4())} for i in range(8)]
+    failing.fail = {"add": failing_add}
     with pytest.raises(BackendUnavailableError, match="injected"):
         failing.store_many(items)
     assert failing.count() == 1 and failing.get(existing.id) == existing
-    assert failing._memories.get(ids=[i["id"] for i in items], include=[])["ids"] == []
+    ids = [i["id"] for i in items]
+    assert failing._directory.get(ids=ids, include=[])["ids"] == []
+    for user in ("u1", "u2"):
+        collection = failing._user_collection(user, create=True)
+        assert collection.get(ids=ids, include=[])["ids"] == []
     failing.fail = {}
     assert len(failing.store_many(items)) == 17, "the same ids can be stored afterwards"
 
@@ -781,7 +929,7 @@ def test_a_link_to_a_vanished_memory_is_skipped(embedded: Callable[..., ChromaDr
     a, b, c = (driver.store("u1", text) for text in ("a", "b", "c"))
     driver.associate(a.id, b.id)
     driver.associate(c.id, a.id, "LEADS_TO")
-    driver._memories.delete(ids=[b.id])  # as if the links' deletion had not happened
+    driver._user_collection("u1").delete(ids=[b.id])  # as if the links' deletion had not happened
     assert [(r.memory.id, r.direction) for r in driver.related(a.id)] == [(c.id, "incoming")]
     assert driver.delete(c.id) is True
     assert driver._links.count() == 1, "deleting a memory deletes its links"
@@ -794,11 +942,12 @@ def test_a_link_to_a_vanished_memory_is_skipped(embedded: Callable[..., ChromaDr
 def test_a_deleted_collection_is_a_typed_error(request: pytest.FixtureRequest, mode: str):
     driver: ChromaDriver = request.getfixturevalue(mode)()
     driver.store("u1", "x")
-    driver._client.delete_collection(driver.collection_name)  # as an administrator might
+    driver.recall("u1")
+    driver._client.delete_collection(driver._user_collection("u1").name)  # as an admin might
     with pytest.raises(BackendUnavailableError, match="collection of this store is gone") as e:
         driver.recall("u1")
     assert driver.location in str(e.value)
-    assert request.getfixturevalue(mode)().count() == 0, "opening again recreates it"
+    assert request.getfixturevalue(mode)().recall("u1") == [], "opened again: no memories"
 
 
 def test_unreachable_server_is_a_typed_error_naming_the_url(base: Settings):

@@ -25,7 +25,7 @@ except ImportError:  # chromadb is in the "all" extra that make test installs
 
 from chroma_server import ChromaServer, running_chroma
 
-from memory_drivers.drivers.chroma import ASSOCIATIONS_SUFFIX, ChromaDriver
+from memory_drivers.drivers.chroma import ChromaDriver
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,6 @@ class TestChromaServerConformance(MemoryDriverConformance):
             )
 
         yield factory
-        existing = {c.name for c in server_client.list_collections()}
-        for name in (*names.values(), names["chroma_collection"] + ASSOCIATIONS_SUFFIX):
-            if name in existing:
-                server_client.delete_collection(name)
+        for collection in server_client.list_collections():
+            if collection.name.startswith(prefix):  # memories.ids, memories.u.<hash>, ...
+                server_client.delete_collection(collection.name)

@@ -31,9 +31,9 @@ from .records import (
     K_STRENGTH,
     K_TARGET,
     K_TYPE,
-    K_USER,
     K_WRITE,
     LINK_VECTOR,
+    USER_INFIX,
     Where,
     all_of,
     batches,
@@ -50,7 +50,8 @@ __all__ = ["ChromaDriver"]
 
 
 class ChromaDriver(ChromaSearch):
-    """Memories, knowledge chunks and associations in three Chroma collections.
+    """Memories (a collection per user, and the id directory), knowledge chunks and
+    associations in Chroma collections.
 
     ``CHROMA_URL`` set: a Chroma server over HTTP (retries, typed connection errors). Unset: an
     embedded persistent client on ``CHROMA_PATH`` (one process per directory, as Chroma
@@ -65,43 +66,67 @@ class ChromaDriver(ChromaSearch):
         ids = [r.memory.id for r in records]
         token = uuid.uuid4().hex
         with self._write_lock:
-            taken = self._existing_ids(self._memories, ids)
+            taken = self._existing_ids(self._directory, ids)
             if not taken:
-                indexed = self._context_changes(new=[r.memory for r in records])
-                metadatas = [
-                    {**memory_metadata(r.memory, indexed.pop(r.memory.id, r.terms)), K_WRITE: token}
-                    for r in records
-                ]
-                self._add(
-                    self._memories,
-                    ids,
-                    embeddings=[r.vector for r in records],
-                    metadatas=metadatas,
-                    documents=[r.memory.content for r in records],
-                )
-                # Another process may have added some of these ids since the check above:
-                # Chroma then kept its record and ignored ours. The ids holding our token are
-                # ours; any other was taken, and what we added is removed again.
+                # The directory is where an id is taken: Chroma keeps the first add of an id
+                # and silently ignores later ones, so the ids holding our token are ours; any
+                # other was added by another process since the check, and ours are removed.
+                self._register([r.memory for r in records], token)
                 mine: set[str] = set()
                 for batch in batches(ids, ID_BATCH):
                     where = {K_WRITE: {"$eq": token}}
                     mine.update(
-                        self._get(self._memories, ids=list(batch), where=where, include=[])["ids"]
+                        self._get(self._directory, ids=list(batch), where=where, include=[])["ids"]
                     )
                 taken = sorted(set(ids) - mine)
                 if taken:
-                    self._undo(self._memories, sorted(mine), ConflictError("taken meanwhile"))
+                    self._undo(self._directory, sorted(mine), ConflictError("taken meanwhile"))
                 else:
-                    self._write_terms(self._memories, indexed)
+                    try:
+                        self._add_records(records, token)
+                    except BaseException as exc:
+                        self._undo(self._directory, ids, exc)
+                        raise
             if taken:
                 raise ConflictError(
                     f"a memory with id {sorted(taken)[0]} already exists ({len(taken)} of the "
                     "ids given are taken); nothing was stored. Leave id out to get a new one."
                 )
 
+    def _add_records(self, records: Sequence[MemoryRecord], token: str) -> None:
+        """Add the records to their users' collections (all, or none: a failure deletes what
+        was added) and re-index the conversations they join."""
+        indexed = self._context_changes(new=[r.memory for r in records])
+        groups: dict[str, list[MemoryRecord]] = {}
+        for r in records:
+            groups.setdefault(r.memory.user_id, []).append(r)
+        added: list[tuple[Any, list[str]]] = []
+        try:
+            for user, group in groups.items():
+                collection = self._user_collection(user, create=True)
+                ids = [r.memory.id for r in group]
+                own = [
+                    indexed.pop(mid, (user, r.terms))[1] for mid, r in zip(ids, group, strict=True)
+                ]
+                self._add(
+                    collection,
+                    ids,
+                    embeddings=[r.vector for r in group],
+                    metadatas=[
+                        {**memory_metadata(r.memory, terms), K_WRITE: token}
+                        for r, terms in zip(group, own, strict=True)
+                    ],
+                    documents=[r.memory.content for r in group],
+                )
+                added.append((collection, ids))
+        except BaseException as exc:
+            for collection, ids in reversed(added):
+                self._undo(collection, ids, exc)
+            raise
+        self._write_user_terms(indexed)
+
     def _get_memories(self, ids: Sequence[str], user_id: str | None) -> dict[str, Memory]:
-        where = {K_USER: {"$eq": user_id}} if user_id is not None else None
-        return self._fetch_memories(ids, where)
+        return self._fetch_memories(ids, user_id)
 
     def _update_memory(
         self,
@@ -112,10 +137,11 @@ class ChromaDriver(ChromaSearch):
         terms: str | None,
     ) -> Memory | None:
         with self._write_lock:
-            where = {K_USER: {"$eq": user_id}} if user_id is not None else None
-            result = self._get(
-                self._memories, ids=[memory_id], where=where, include=["metadatas", "documents"]
-            )
+            owner = user_id if user_id is not None else self._owners([memory_id]).get(memory_id)
+            collection = self._user_collection(owner) if owner is not None else None
+            if collection is None:
+                return None
+            result = self._get(collection, ids=[memory_id], include=["metadatas", "documents"])
             if not result["ids"]:
                 return None
             old_meta = result["metadatas"][0]
@@ -132,32 +158,41 @@ class ChromaDriver(ChromaSearch):
             if vector is not None:
                 columns["embeddings"] = [vector]
                 columns["documents"] = [updated.content]
-            self._call(self._memories.update, ids=[memory_id], **columns)
+            self._call(collection.update, ids=[memory_id], **columns)
             if vector is not None and updated.conversation_id is not None:
                 place = (updated.user_id, updated.conversation_id, updated.created_at, memory_id)
-                self._write_terms(self._memories, self._context_changes(places=[place]))
+                self._write_user_terms(self._context_changes(places=[place]))
             return updated
 
     def _delete_memories(self, ids: Sequence[str], user_id: str | None) -> list[str]:
         with self._write_lock:
-            where = {K_USER: {"$eq": user_id}} if user_id is not None else None
+            owners = self._owners(ids)
+            if user_id is not None:
+                owners = {mid: user for mid, user in owners.items() if user == user_id}
             found: list[str] = []
             places: list[tuple[str, str, datetime, str]] = []
-            for batch in batches(list(dict.fromkeys(ids)), ID_BATCH):
-                page = self._get(
-                    self._memories, ids=list(batch), where=where, include=["metadatas"]
-                )
-                found += page["ids"]
-                places += [
-                    (meta[K_USER], meta[K_CONVERSATION], moment(meta[K_CREATED]), mid)
-                    for mid, meta in zip(page["ids"], page["metadatas"], strict=True)
-                    if meta.get(K_CONVERSATION) is not None
-                ]
-            if not found:
+            for user, group in self._by_user(list(owners), None).items():
+                collection = self._user_collection(user)
+                if collection is None:
+                    continue
+                mine: list[str] = []
+                for batch in batches(group, ID_BATCH):
+                    page = self._get(collection, ids=list(batch), include=["metadatas"])
+                    mine += page["ids"]
+                    places += [
+                        (user, meta[K_CONVERSATION], moment(meta[K_CREATED]), mid)
+                        for mid, meta in zip(page["ids"], page["metadatas"], strict=True)
+                        if meta.get(K_CONVERSATION) is not None
+                    ]
+                # Records first, then their directory entries: an entry left behind by a
+                # failure in between is found (and removed) by the next delete of that id.
+                self._delete_ids(collection, mine)
+                found += mine
+            if not owners:
                 return []
+            self._write_user_terms(self._context_changes(places=places))
+            self._delete_ids(self._directory, list(owners))
             # Memories first: a link left behind by a failure here is skipped by related().
-            self._delete_ids(self._memories, found)
-            self._write_terms(self._memories, self._context_changes(places=places))
             for batch in batches(found, ID_BATCH):
                 self._call(
                     self._links.delete,
@@ -172,16 +207,24 @@ class ChromaDriver(ChromaSearch):
 
     def _count_memories(self, user_id: str | None) -> int:
         if user_id is None:
-            return int(self._call(self._memories.count))
-        where = {K_USER: {"$eq": user_id}}
-        return len(self._get(self._memories, where=where, include=[])["ids"])
+            return int(self._call(self._directory.count))
+        collection = self._user_collection(user_id)
+        return 0 if collection is None else int(self._call(collection.count))
 
     def _iter_memories(self, user_id: str | None, batch_size: int) -> Iterator[Memory]:
-        where = {K_USER: {"$eq": user_id}} if user_id is not None else None
-        keys = sorted((meta[K_CREATED], mid) for mid, meta in self._scan(self._memories, where))
+        keys = sorted(
+            (meta[K_CREATED], mid, user)
+            for user, collection in self._scan_users(user_id)
+            for mid, meta in self._scan(collection)
+        )
         for batch in batches(keys, batch_size):
-            found = self._fetch_memories([mid for _, mid in batch])
-            yield from (found[mid] for _, mid in batch if mid in found)
+            found: dict[str, Memory] = {}
+            groups: dict[str, list[str]] = {}
+            for _, mid, user in batch:
+                groups.setdefault(user, []).append(mid)
+            for user, group in groups.items():
+                found.update(self._fetch_memories(group, user))
+            yield from (found[mid] for _, mid, _ in batch if mid in found)
 
     # ------------------------------------------------------------------ knowledge
     def _replace_knowledge(self, doc_id: str, records: Sequence[KnowledgeRecord]) -> None:
@@ -241,7 +284,7 @@ class ChromaDriver(ChromaSearch):
     def _upsert_association(self, association: Association) -> Association:
         source, target = association.source_id, association.target_id
         with self._write_lock:
-            present = set(self._existing_ids(self._memories, [source, target]))
+            present = set(self._existing_ids(self._directory, [source, target]))
             for mid in (source, target):
                 if mid not in present:
                     raise NotFoundError(f"no memory {mid}")
@@ -316,13 +359,16 @@ class ChromaDriver(ChromaSearch):
 
     # ------------------------------------------------------------------ operations
     def _counts(self) -> dict[str, Any]:
-        users: set[str] = set()
+        users = 0
         by_type: dict[str, int] = {}
         memories = 0
-        for _, meta in self._scan(self._memories):
-            memories += 1
-            users.add(meta[K_USER])
-            by_type[meta[K_TYPE]] = by_type.get(meta[K_TYPE], 0) + 1
+        for _, collection in self._user_collections():
+            held = 0
+            for _, meta in self._scan(collection):
+                held += 1
+                by_type[meta[K_TYPE]] = by_type.get(meta[K_TYPE], 0) + 1
+            memories += held
+            users += held > 0
         chunks = 0
         documents: set[str] = set()
         for _, meta in self._scan(self._knowledge):
@@ -330,7 +376,7 @@ class ChromaDriver(ChromaSearch):
             documents.add(meta[K_DOC])
         return {
             "memories": memories,
-            "users": len(users),
+            "users": users,
             "associations": int(self._call(self._links.count)),
             "knowledge_documents": len(documents),
             "knowledge_chunks": chunks,
@@ -344,7 +390,8 @@ class ChromaDriver(ChromaSearch):
         else:
             place["path"] = str(self.path)
         place["collections"] = {
-            "memories": self.collection_name,
+            "memories": f"{self.collection_name}{USER_INFIX}<hash of the user>",
+            "directory": self.directory_name,
             "knowledge": self.knowledge_collection_name,
             "associations": self.associations_collection_name,
         }
@@ -357,7 +404,7 @@ class ChromaDriver(ChromaSearch):
             report["server_version"] = str(self._call(self._client.get_version))
         report["chroma_version"] = chromadb.__version__
         report["counts"] = {
-            "memories": int(self._call(self._memories.count)),
+            "memories": int(self._call(self._directory.count)),
             "knowledge_chunks": int(self._call(self._knowledge.count)),
             "associations": int(self._call(self._links.count)),
         }

@@ -28,7 +28,6 @@ from .records import (
     K_CREATED,
     K_TAGS,
     K_TERMS,
-    K_USER,
     MICROSECOND,
     array,
     batches,
@@ -36,7 +35,7 @@ from .records import (
     typed_metadata,
     words,
 )
-from .store import ChromaStore
+from .users import ChromaUsers
 
 __all__ = ["ChromaKeywords", "where_is_exact"]
 
@@ -64,16 +63,20 @@ def where_is_exact(f: MemoryFilter) -> bool:
     return f.memory_types != () and f.tags != () and f.exclude_tags != ()
 
 
-class ChromaKeywords(ChromaStore):
-    """Conversation context and keyword evidence over the memories collection."""
+class ChromaKeywords(ChromaUsers):
+    """Conversation context and keyword evidence over the user collections."""
 
     def _after_open(self) -> None:
+        super()._after_open()
         self._check_keyword_index()
 
     # ------------------------------------------------------------------ context on writes
     def _conversation(self, user_id: str, conversation_id: str) -> list[ctx.ContextRow[str]]:
-        where = {"$and": [{K_USER: {"$eq": user_id}}, {K_CONVERSATION: {"$eq": conversation_id}}]}
-        result = self._get(self._memories, where=where, include=["metadatas", "documents"])
+        collection = self._user_collection(user_id)
+        if collection is None:
+            return []
+        where = {K_CONVERSATION: {"$eq": conversation_id}}
+        result = self._get(collection, where=where, include=["metadatas", "documents"])
         rows = [
             ctx.ContextRow(mid, moment(meta[K_CREATED]), mid, doc or "", " ".join(words(meta)))
             for mid, meta, doc in zip(
@@ -86,23 +89,37 @@ class ChromaKeywords(ChromaStore):
         self,
         new: Sequence[Memory] = (),
         places: Sequence[tuple[str, str, datetime, str]] = (),
-    ) -> dict[str, str]:
-        """The indexed terms (by id) that change when ``new`` memories are inserted, or the
-        memories at ``places`` (user, conversation, created_at, id) are re-worded or deleted.
-        Call it under the write lock, after deletes and re-wordings and before inserts."""
+    ) -> dict[str, tuple[str, str]]:
+        """The user and indexed terms (by id) that change when ``new`` memories are inserted,
+        or the memories at ``places`` (user, conversation, created_at, id) are re-worded or
+        deleted. Call it under the write lock, after deletes and re-wordings and before
+        inserts."""
         window = self.context_window
+        owner = {m.id: m.user_id for m in new} | {mid: user for user, _, _, mid in places}
 
         def read(
             user: str, conversation: str, low: ctx.Position, high: ctx.Position
         ) -> ctx.Stretch[str]:
             stored = self._conversation(user, conversation)
+            owner.update((r.id, user) for r in stored)
             place = [(r.created_at, r.id) for r in stored]
             before = [r for r, p in zip(stored, place, strict=True) if p < low][-window:]
             inside = [r for r, p in zip(stored, place, strict=True) if low <= p <= high]
             after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
             return ctx.Stretch(before, inside, after)
 
-        return ctx.changes(places, new, window, read)
+        changed = ctx.changes(places, new, window, read)
+        return {mid: (owner[mid], terms) for mid, terms in changed.items()}
+
+    def _write_user_terms(self, indexed: Mapping[str, tuple[str, str]]) -> None:
+        """Set the ``terms`` metadata of existing memories (id -> (user, terms))."""
+        groups: dict[str, dict[str, str]] = {}
+        for mid, (user, terms) in indexed.items():
+            groups.setdefault(user, {})[mid] = terms
+        for user, terms_of in groups.items():
+            collection = self._user_collection(user)
+            if collection is not None:
+                self._write_terms(collection, terms_of)
 
     def _write_terms(self, collection: Any, indexed: Mapping[str, str]) -> None:
         """Set the ``terms`` metadata of existing records."""
@@ -137,34 +154,46 @@ class ChromaKeywords(ChromaStore):
                     if words(meta) != document_terms(document).split()
                 }
                 self._write_terms(self._knowledge, chunks)
-            groups: dict[tuple[str, str | None], list[tuple[datetime, str, str, Any]]] = {}
-            for mid, (meta, document) in self._scan_with_documents(self._memories):
-                key = (meta[K_USER], meta.get(K_CONVERSATION))
-                groups.setdefault(key, []).append((moment(meta[K_CREATED]), mid, document, meta))
-            changes: dict[str, str] = {}
-            tags: dict[str, list[str]] = {}
-            for (_, conversation), rows in groups.items():
-                rows.sort(key=lambda row: row[:2])
-                own = [document_terms(document) for _, _, document, _ in rows]
-                wanted = ctx.indexed_terms(own, self.context_window) if conversation else own
-                for (_, mid, document, meta), terms in zip(rows, wanted, strict=True):
-                    if terms.split() != words(meta) or (repair and not meta.get(K_TERMS)):
-                        changes[mid] = terms
-                    if repair:
-                        true_tags = memory_from_record(mid, document, meta).tags or [EMPTY]
-                        if list(meta.get(K_TAGS) or ()) != true_tags:
-                            tags[mid] = true_tags
-            self._write_terms(self._memories, changes)
-            for batch in batches(list(tags.items()), min(self._max_batch, ID_BATCH)):
-                self._call(
-                    self._memories.update,
-                    ids=[mid for mid, _ in batch],
-                    metadatas=[{K_TAGS: value} for _, value in batch],
-                )
+            changed = repaired = 0
+            for _, collection in self._user_collections():
+                changes, tags = self._reindex(collection, repair)
+                self._write_terms(collection, changes)
+                for batch in batches(list(tags.items()), min(self._max_batch, ID_BATCH)):
+                    self._call(
+                        collection.update,
+                        ids=[mid for mid, _ in batch],
+                        metadatas=[{K_TAGS: value} for _, value in batch],
+                    )
+                changed += len(changes)
+                repaired += len(tags)
             self._write_store_info(
                 {ctx.STORE_KEY: str(self.context_window), RECORDS_KEY: RECORDS_VERSION}
             )
-        log.info("chroma: re-indexed %d memories, repaired the tags of %d", len(changes), len(tags))
+        log.info("chroma: re-indexed %d memories, repaired the tags of %d", changed, repaired)
+
+    def _reindex(
+        self, collection: Any, repair: bool
+    ) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The terms (and, repairing, the tags) of one user's memories that are not as they
+        should be."""
+        groups: dict[str | None, list[tuple[datetime, str, str, Any]]] = {}
+        for mid, (meta, document) in self._scan_with_documents(collection):
+            key = meta.get(K_CONVERSATION)
+            groups.setdefault(key, []).append((moment(meta[K_CREATED]), mid, document, meta))
+        changes: dict[str, str] = {}
+        tags: dict[str, list[str]] = {}
+        for conversation, rows in groups.items():
+            rows.sort(key=lambda row: row[:2])
+            own = [document_terms(document) for _, _, document, _ in rows]
+            wanted = ctx.indexed_terms(own, self.context_window) if conversation else own
+            for (_, mid, document, meta), terms in zip(rows, wanted, strict=True):
+                if terms.split() != words(meta) or (repair and not meta.get(K_TERMS)):
+                    changes[mid] = terms
+                if repair:
+                    true_tags = memory_from_record(mid, document, meta).tags or [EMPTY]
+                    if list(meta.get(K_TAGS) or ()) != true_tags:
+                        tags[mid] = true_tags
+        return changes, tags
 
     def _scan_with_documents(self, collection: Any) -> list[tuple[str, tuple[Any, str]]]:
         """(id, (metadata, document)) of every record."""
@@ -222,11 +251,12 @@ class ChromaKeywords(ChromaStore):
         return KeywordEvidence([ids[i] for i in order], lengths, continues, postings)
 
     def _scope(
-        self, f: MemoryFilter, where: Any, *, embeddings: bool
+        self, collection: Any, f: MemoryFilter, where: Any, *, embeddings: bool
     ) -> tuple[list[str], list[Any], list[str], list[Any]]:
-        """Every record of the scope: ids, metadatas, documents, embeddings (one request)."""
+        """Every record of the scope in the user's collection: ids, metadatas, documents,
+        embeddings (one request)."""
         include = ["metadatas", "documents", *(["embeddings"] if embeddings else [])]
-        result = self._get(self._memories, where=where, include=include)
+        result = self._get(collection, where=where, include=include)
         ids, metas, docs = result["ids"], result["metadatas"], result["documents"]
         vectors = list(result["embeddings"]) if embeddings else [None] * len(ids)
         if where_is_exact(f):

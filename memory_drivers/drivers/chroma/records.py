@@ -1,15 +1,18 @@
 """How the chroma driver lays out its records: collections, metadata keys, ``where`` filters.
 
-A memory is one record of the memories collection: its content as the document, its vector as
-the embedding, and metadata holding what Chroma can filter on (see ``docs/drivers/chroma.md``):
-tags and keyword terms as string arrays, ``created_at`` as integer microseconds, and one typed
-key per scalar metadata value (``meta:number:<key>``, ...). Knowledge chunks and associations
-have collections of their own. :func:`memory_where` turns a :class:`MemoryFilter` into the
-``where`` that selects exactly the memories the shared semantics select.
+A memory is one record of its user's collection (``<CHROMA_COLLECTION>.u.<hash of the user>``):
+its content as the document, its vector as the embedding, and metadata holding what Chroma can
+filter on (see ``docs/drivers/chroma.md``): tags and keyword terms as string arrays,
+``created_at`` as integer microseconds, and one typed key per scalar metadata value
+(``meta:number:<key>``, ...). The id directory (``<CHROMA_COLLECTION>.ids``) holds one small
+record per memory saying whose it is. Knowledge chunks and associations have collections of
+their own. :func:`memory_where` turns a :class:`MemoryFilter` into the ``where`` that selects,
+within the user's collection, exactly the memories the shared semantics select.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -17,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from ...models import KnowledgeChunk, Memory, MemoryFilter
 
-__all__ = ["ASSOCIATIONS_SUFFIX", "memory_where", "micros"]
+__all__ = ["ASSOCIATIONS_SUFFIX", "memory_where", "micros", "user_collection_name"]
 
 T = TypeVar("T")
 Where = dict[str, Any]
@@ -35,6 +38,16 @@ INFO_PREFIX = "memory_drivers."
 ASSOCIATIONS_SUFFIX = "_associations"
 #: Suffix of the collections a re-embedding writes to before they replace the live ones.
 REEMBED_SUFFIX = ".reembed"
+#: Between CHROMA_COLLECTION and the hash of a user: the name of that user's collection.
+USER_INFIX = ".u."
+#: Suffix of the id directory's name (after CHROMA_COLLECTION).
+DIRECTORY_SUFFIX = ".ids"
+#: Key of a user collection's metadata naming its user (collection names hold a hash).
+OWNER_KEY = INFO_PREFIX + "user"
+#: Store info: the memories' layout ("users": a collection per user and the id directory;
+#: absent: every memory in the one collection CHROMA_COLLECTION, migrated when opened).
+LAYOUT_KEY = "layout"
+LAYOUT = "users"
 #: Associations carry no vector; Chroma wants one per record, so each gets this constant.
 LINK_VECTOR = [1.0]
 #: Ids per ``get(ids=...)`` / ``$in`` list.
@@ -45,6 +58,12 @@ PAGE = 2000
 RETRY_BACKOFF = 0.25
 #: Extra hits asked of the HNSW index beyond ``top_k``, so ties at the cut are seen.
 HNSW_MARGIN = 16
+#: How far (cosine) Chroma's float32 distances may be from the exact scores: candidates that
+#: close to the last of the ``top_k`` are read and scored exactly before the cut.
+DISTANCE_SLACK = 1e-4
+#: Records a filtered vector recall reads best first (checking each one here) before it asks
+#: Chroma to evaluate the filter instead.
+WALK_LIMIT = 200
 #: Recent recall over more candidates than this reads the newest windows first.
 RECENT_SCAN = 1000
 #: Those windows: the last day, month and year, in microseconds.
@@ -171,6 +190,11 @@ def chunk_from_record(
     )
 
 
+def user_collection_name(prefix: str, user_id: str) -> str:
+    """The name of ``user_id``'s collection: a hash, since user ids may hold any character."""
+    return f"{prefix}{USER_INFIX}{hashlib.sha256(user_id.encode()).hexdigest()[:32]}"
+
+
 def link_id(source: str, target: str, relationship_type: str) -> str:
     return f"{source}:{target}:{relationship_type}"
 
@@ -185,7 +209,8 @@ def all_of(conditions: Sequence[Where]) -> Where | None:
 
 
 def memory_where(f: MemoryFilter, terms: Sequence[str] | None = None) -> Where | None:
-    """The filter as a Chroma ``where``; with ``terms``, also "has one of these terms".
+    """The filter as a Chroma ``where`` within the user's collection (``f.user_id`` picks the
+    collection, so it is no condition here); with ``terms``, also "has one of these terms".
 
     It selects exactly what :meth:`MemoryFilter.matches` accepts, except where it cannot
     (integers beyond 2**53 are compared as floats; an empty tuple of tags or types, which the
@@ -193,8 +218,6 @@ def memory_where(f: MemoryFilter, terms: Sequence[str] | None = None) -> Where |
     every candidate with ``matches`` before ``top_k`` is cut either way.
     """
     conditions: list[Where] = []
-    if f.user_id is not None:
-        conditions.append({K_USER: {"$eq": f.user_id}})
     if f.conversation_id is not None:
         conditions.append({K_CONVERSATION: {"$eq": f.conversation_id}})
     if f.memory_types:

@@ -1,6 +1,7 @@
-"""How the chroma driver ranks: vector recall (exact up to ``CHROMA_EXACT_SEARCH_LIMIT``
-candidates, Chroma's HNSW index above), keyword and hybrid recall over every record of the
-scope (scored by memory_drivers.ranking), recent recall over the filtered candidates.
+"""How the chroma driver ranks, within the user's collection: vector recall (exact up to
+``CHROMA_EXACT_SEARCH_LIMIT`` memories of the user, Chroma's HNSW index above), keyword and
+hybrid recall over every record of the scope (scored by memory_drivers.ranking), recent recall
+over the filtered candidates.
 
 Candidates are re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is cut, and ties at
 the cut follow the shared order.
@@ -21,6 +22,7 @@ from ...ranking import rank_hybrid, rank_keyword
 from ...ranking.pipeline import scored_in_memory
 from .keywords import ChromaKeywords, moment
 from .records import (
+    DISTANCE_SLACK,
     HNSW_MARGIN,
     ID_BATCH,
     K_CATEGORY,
@@ -58,42 +60,49 @@ class _Ranked:
 
 
 class ChromaSearch(ChromaKeywords):
-    """The search primitives, over the collections of :class:`ChromaStore`."""
+    """The search primitives, over the collections of :class:`ChromaUsers`."""
 
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
         f = search.filter
+        if f.user_id is None:  # cleanup of every user: recent, every match
+            if search.mode != "recent" or search.top_k is not None:
+                raise ValueError("only a recent search of every match may span users")
+            hits = [
+                hit
+                for _, collection in self._user_collections()
+                for hit in self._ordered(collection, f, memory_where(f), None)
+            ]
+            return sorted(hits, key=lambda h: (-micros(h.memory.created_at), h.memory.id))
+        collection = self._user_collection(f.user_id)
+        if collection is None:
+            return []
+        where = memory_where(f)
         if search.mode == "vector":
             assert search.vector is not None and search.top_k is not None
-            where = memory_where(f)
-
-            def accept(ids: Sequence[str]) -> dict[str, Memory]:
-                found = self._fetch_memories(ids)
-                return {mid: m for mid, m in found.items() if f.matches(m)}
 
             def decode(mid: str, doc: str | None, meta: Mapping[str, Any]) -> Memory | None:
                 memory = memory_from_record(mid, doc, meta)
                 return memory if f.matches(memory) else None
 
-            ranked = self._rank(self._memories, where, search.vector, search.top_k, accept, decode)
+            ranked = self._rank(collection, where, search.vector, search.top_k, decode)
             found = [RecallHit(memory=r.item, score=r.score) for r in ranked]
             return sorted(found, key=hit_order)[: search.top_k]
 
         if search.mode in ("keyword", "hybrid"):
-            return self._ranked(search)
-        where = memory_where(f)
+            return self._ranked(collection, search)
         if search.top_k is not None:
-            hits = self._recent_in_windows(f, where, search.top_k)
+            hits = self._recent_in_windows(collection, f, where, search.top_k)
             if hits is not None:
                 return hits
-        return self._ordered(f, where, search.top_k)
+        return self._ordered(collection, f, where, search.top_k)
 
-    def _ranked(self, search: MemorySearch) -> list[RecallHit]:
+    def _ranked(self, collection: Any, search: MemorySearch) -> list[RecallHit]:
         """Keyword and hybrid recall: every record of the scope in one request (one snapshot),
         scored by the shared ranking."""
         f = search.filter
         terms = search.terms or ()
         hybrid = search.mode == "hybrid"
-        ids, metas, docs, vectors = self._scope(f, memory_where(f), embeddings=hybrid)
+        ids, metas, docs, vectors = self._scope(collection, f, memory_where(f), embeddings=hybrid)
         evidence = self._evidence(ids, metas, terms, conversations=True)
         if not hybrid:
             ranked = rank_keyword(terms, evidence, self.ranking, search.top_k, search.details)
@@ -125,11 +134,13 @@ class ChromaSearch(ChromaKeywords):
         ]
         return sorted(hits, key=hit_order)[: search.top_k]
 
-    def _ordered(self, f: MemoryFilter, where: Where | None, top_k: int | None) -> list[RecallHit]:
+    def _ordered(
+        self, collection: Any, f: MemoryFilter, where: Where | None, top_k: int | None
+    ) -> list[RecallHit]:
         """Recent recall over every candidate: one request (one consistent snapshot), the
         shared order applied here, records decoded and re-checked newest first until ``top_k``
         passed."""
-        result = self._get(self._memories, where=where, include=["metadatas", "documents"])
+        result = self._get(collection, where=where, include=["metadatas", "documents"])
         candidates = sorted(
             (-meta[K_CREATED], mid, position)
             for position, (mid, meta) in enumerate(
@@ -148,7 +159,7 @@ class ChromaSearch(ChromaKeywords):
         return hits
 
     def _recent_in_windows(
-        self, f: MemoryFilter, where: Where | None, top_k: int
+        self, collection: Any, f: MemoryFilter, where: Where | None, top_k: int
     ) -> list[RecallHit] | None:
         """The ``top_k`` newest candidates, read from the last day, month or year only.
 
@@ -157,15 +168,15 @@ class ChromaSearch(ChromaKeywords):
         (ids only, cheap) and the first holding ``top_k`` is read: everything outside it is
         older than everything in it, so its ``top_k`` newest are the answer. None: read all.
         """
-        everything = self._get(self._memories, where=where, include=[], limit=self.recent_scan + 1)
+        everything = self._get(collection, where=where, include=[], limit=self.recent_scan + 1)
         if len(everything["ids"]) <= self.recent_scan:
             return None
         now = micros(datetime.now(timezone.utc))
         for span in RECENT_WINDOWS:
             window = all_of([*([where] if where else []), {K_CREATED: {"$gte": now - span}}])
-            count = len(self._get(self._memories, where=window, include=[])["ids"])
+            count = len(self._get(collection, where=window, include=[])["ids"])
             if count >= top_k:
-                hits = self._ordered(f, window, top_k)
+                hits = self._ordered(collection, f, window, top_k)
                 if len(hits) == top_k:
                     return hits
         return None
@@ -176,36 +187,103 @@ class ChromaSearch(ChromaKeywords):
         where: Where | None,
         vector: np.ndarray,
         top_k: int,
-        accept: Callable[[Sequence[str]], Mapping[str, Any]],
         decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
     ) -> list[_Ranked]:
-        """The ``top_k`` best candidates passing ``where`` (and the check in ``accept`` /
-        ``decode``), plus every candidate tied with the last of them.
+        """The ``top_k`` best records passing ``where`` (and the check in ``decode``, which
+        returns None for a record that fails it), plus every record tied with the last of them.
 
-        Up to ``CHROMA_EXACT_SEARCH_LIMIT`` candidates, every candidate is scored (exact, see
-        :meth:`_score_all`); above, Chroma's HNSW index picks the best (approximate).
+        Exact when the collection holds at most ``CHROMA_EXACT_SEARCH_LIMIT`` records (see
+        :meth:`_walk_all`) or at most that many pass ``where`` (:meth:`_score_all`); above,
+        Chroma's HNSW index picks the best (approximate).
         """
         limit = self.settings.chroma_exact_search_limit
         query = np.asarray(vector, dtype=np.float32)
         if limit > 0:
-            ids = self._get(collection, where=where, include=[], limit=limit + 1)["ids"]
-            if not ids:
+            size = int(self._call(collection.count))
+            if size == 0:
                 return []
-            if len(ids) <= limit:
-                ranked_ids, scores = self._score_all(collection, query, ids)
-                return self._walk(ranked_ids, scores, top_k, accept)
+            if size <= limit:
+                ranked = self._walk_all(collection, query, size, top_k, decode, where is not None)
+                if ranked is not None:
+                    return ranked
+            if size <= limit or where is not None:
+                ids = self._get(collection, where=where, include=[], limit=limit + 1)["ids"]
+                if len(ids) <= limit:
+                    if not ids:
+                        return []
+                    ranked_ids, scores = self._score_all(collection, query, ids)
+                    return self._walk(collection, ranked_ids, scores, top_k, decode)
         return self._rank_hnsw(collection, where, query, top_k, decode)
+
+    def _walk_all(
+        self,
+        collection: Any,
+        query: np.ndarray,
+        size: int,
+        top_k: int,
+        decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
+        filtered: bool,
+    ) -> list[_Ranked] | None:
+        """Rank every record of the collection with one unfiltered query (Chroma's distances,
+        float32), then read records best first, checking and scoring each exactly from its
+        stored vector, until ``top_k`` passed and the next one's distance puts it more than
+        ``DISTANCE_SLACK`` below the last of them: nothing unread can reach the cut.
+
+        None when the query did not return every record (the index left some out, or the
+        collection changed since it was counted) or, ``filtered``, when more than
+        ``walk_limit`` records were read: the caller then lets Chroma evaluate the filter.
+        """
+        result = self._call(
+            collection.query, query_embeddings=[query], n_results=size, include=["distances"]
+        )
+        ids = result["ids"][0]
+        if len(ids) < size:
+            return None
+        approximate = 1.0 - np.asarray(result["distances"][0], dtype=np.float64)
+        order = np.argsort(-approximate, kind="stable")
+        ranked: list[_Ranked] = []
+        position = 0
+        while position < len(order):
+            if len(ranked) >= top_k:
+                cut = sorted((r.score for r in ranked), reverse=True)[top_k - 1]
+                if approximate[order[position]] < cut - DISTANCE_SLACK:
+                    break
+            if filtered and position >= self.walk_limit:
+                return None
+            wanted = max(top_k - len(ranked), 1) * (4 if filtered else 1) + 4
+            batch = [ids[i] for i in order[position : position + wanted]]
+            position += len(batch)
+            ranked += self._read_scored(collection, batch, query, decode)
+        return ranked
+
+    def _read_scored(
+        self,
+        collection: Any,
+        ids: Sequence[str],
+        query: np.ndarray,
+        decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
+    ) -> list[_Ranked]:
+        """These records, decoded (those ``decode`` accepts) and scored exactly."""
+        page = self._get(
+            collection, ids=list(ids), include=["metadatas", "documents", "embeddings"]
+        )
+        if not page["ids"]:
+            return []
+        scores = _scores(page["embeddings"], query)
+        found = []
+        for rid, doc, meta, score in zip(
+            page["ids"], page["documents"], page["metadatas"], scores, strict=True
+        ):
+            item = decode(rid, doc, meta)
+            if item is not None:
+                found.append(_Ranked(rid, float(score), item))
+        return found
 
     def _score_all(
         self, collection: Any, query: np.ndarray, ids: Sequence[str]
     ) -> tuple[list[str], np.ndarray]:
-        """The cosine similarity of every candidate with ``query``, from their stored vectors.
-
-        Reading the candidates' vectors by id and scoring them here is exact and cost less
-        than half of asking Chroma's index for as many neighbours as there are candidates
-        (at 100,000 memories, 1,000 per user: ~13 ms against ~49 ms). A candidate deleted
-        since it was counted is simply not returned.
-        """
+        """The cosine similarity of every candidate with ``query``, from their stored vectors
+        (a candidate deleted since it was counted is simply not returned)."""
         found: list[str] = []
         vectors: list[Any] = []
         for batch in batches(list(ids), ID_BATCH):
@@ -216,14 +294,15 @@ class ChromaSearch(ChromaKeywords):
             return [], np.zeros(0)
         return found, _scores(vectors, query)
 
-    @staticmethod
     def _walk(
+        self,
+        collection: Any,
         ids: Sequence[str],
         scores: np.ndarray,
         top_k: int,
-        accept: Callable[[Sequence[str]], Mapping[str, Any]],
+        decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
     ) -> list[_Ranked]:
-        """Walk scored candidates best first, fetching and checking records a batch at a time,
+        """Walk scored candidates best first, reading and checking records a batch at a time,
         until ``top_k`` passed and the next candidate scores strictly lower than the last."""
         order = np.lexsort((np.asarray(ids, dtype=object), -scores))
         ranked: list[_Ranked] = []
@@ -232,10 +311,19 @@ class ChromaSearch(ChromaKeywords):
             end = min(len(order), position + top_k - len(ranked))
             while end < len(order) and scores[order[end]] == scores[order[end - 1]]:
                 end += 1  # a tie at the cut: the shared order decides, so fetch them all
-            records = accept([ids[i] for i in order[position:end]])
+            batch = [ids[i] for i in order[position:end]]
+            page = self._get(collection, ids=batch, include=["metadatas", "documents"])
+            records = {
+                rid: (doc, meta)
+                for rid, doc, meta in zip(
+                    page["ids"], page["documents"], page["metadatas"], strict=True
+                )
+            }
             for i in order[position:end]:
                 if ids[i] in records:
-                    ranked.append(_Ranked(ids[i], float(scores[i]), records[ids[i]]))
+                    item = decode(ids[i], *records[ids[i]])
+                    if item is not None:
+                        ranked.append(_Ranked(ids[i], float(scores[i]), item))
             position = end
         return ranked
 
@@ -282,20 +370,13 @@ class ChromaSearch(ChromaKeywords):
         category, top_k = search.category, search.top_k
         where = {K_CATEGORY: {"$eq": category}} if category is not None else None
 
-        def accept(ids: Sequence[str]) -> dict[str, KnowledgeChunk]:
-            result = self._get(self._knowledge, ids=list(ids), include=["metadatas", "documents"])
-            return {
-                cid: chunk_from_record(cid, doc, meta)
-                for cid, doc, meta in zip(
-                    result["ids"], result["documents"], result["metadatas"], strict=True
-                )
-            }
+        def decode(cid: str, doc: str | None, meta: Mapping[str, Any]) -> KnowledgeChunk | None:
+            chunk = chunk_from_record(cid, doc, meta)
+            return chunk if category is None or chunk.category == category else None
 
         if search.mode == "vector":
             assert search.vector is not None
-            ranked = self._rank(
-                self._knowledge, where, search.vector, top_k, accept, chunk_from_record
-            )
+            ranked = self._rank(self._knowledge, where, search.vector, top_k, decode)
             return [KnowledgeHit(chunk=r.item, score=r.score) for r in ranked]
         hybrid = search.mode == "hybrid"
         include = ["metadatas", "documents", *(["embeddings"] if hybrid else [])]

@@ -1,8 +1,10 @@
 """The chroma driver's connection and collections: opening them, calling Chroma with retries,
-reading and writing records in batches, the store info, and re-embedding into new collections.
+reading and writing records in batches, and the store info.
 
-:class:`ChromaStore` holds all of it; :class:`~.search.ChromaSearch` ranks on top of it and
-:class:`~.driver.ChromaDriver` implements the primitives.
+:class:`ChromaStore` holds all of it; :class:`~.users.ChromaUsers` lays the memories out (a
+collection per user, the id directory, migration, re-embedding) on top of it,
+:class:`~.search.ChromaSearch` ranks and :class:`~.driver.ChromaDriver` implements the
+primitives.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from typing import Any, Literal
 import chromadb
 import chromadb.errors
 import httpx
-import numpy as np
 
 from ...base import BaseMemoryDriver
 from ...config import Settings
 from ...embeddings import Embedder
 from ...errors import BackendUnavailableError, ConfigurationError, MemoryDriverError
-from ...models import Memory
 from .records import (
     ASSOCIATIONS_SUFFIX,
+    DIRECTORY_SUFFIX,
     FORMAT,
     HNSW_EF_SEARCH,
     ID_BATCH,
@@ -35,11 +36,11 @@ from .records import (
     RECENT_SCAN,
     REEMBED_SUFFIX,
     RETRY_BACKOFF,
-    Kind,
+    WALK_LIMIT,
     T,
     Where,
     batches,
-    memory_from_record,
+    user_collection_name,
 )
 
 __all__ = ["ChromaStore", "check_collection_name", "parse_url"]
@@ -119,35 +120,38 @@ class ChromaStore(BaseMemoryDriver):
             settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
         )
         s = self.settings
+        #: The prefix of the memories' collections; also the name of the one collection of the
+        #: earlier layout, migrated when opened (see :mod:`.users`).
         self.collection_name = check_collection_name(s.chroma_collection, "CHROMA_COLLECTION")
+        check_collection_name(
+            user_collection_name(s.chroma_collection, ""), "CHROMA_COLLECTION (+ '.u.<hash>')"
+        )
+        self.directory_name = check_collection_name(
+            s.chroma_collection + DIRECTORY_SUFFIX, "CHROMA_COLLECTION (+ '.ids')"
+        )
         self.knowledge_collection_name = check_collection_name(
             s.chroma_knowledge_collection, "CHROMA_KNOWLEDGE_COLLECTION"
         )
         self.associations_collection_name = check_collection_name(
             s.chroma_collection + ASSOCIATIONS_SUFFIX, "CHROMA_COLLECTION (+ '_associations')"
         )
-        #: Where re-embedding writes the new vectors, then renamed over the live collections.
-        self.reembed_collection_names: dict[Kind, str] = {
-            "memories": check_collection_name(
-                s.chroma_collection + REEMBED_SUFFIX, "CHROMA_COLLECTION (+ '.reembed')"
-            ),
-            "knowledge_chunks": check_collection_name(
-                s.chroma_knowledge_collection + REEMBED_SUFFIX,
-                "CHROMA_KNOWLEDGE_COLLECTION (+ '.reembed')",
-            ),
-        }
+        check_collection_name(
+            s.chroma_knowledge_collection + REEMBED_SUFFIX,
+            "CHROMA_KNOWLEDGE_COLLECTION (+ '.reembed')",
+        )
         names = {
             self.collection_name,
+            self.directory_name,
             self.knowledge_collection_name,
             self.associations_collection_name,
-            *self.reembed_collection_names.values(),
+            self.knowledge_collection_name + REEMBED_SUFFIX,
         }
-        if len(names) < 5:
+        if len(names) < 5 or self.knowledge_collection_name.startswith(self.collection_name + "."):
             raise ConfigurationError(
                 "CHROMA_COLLECTION and CHROMA_KNOWLEDGE_COLLECTION must name different "
                 f"collections (got {s.chroma_collection!r} and {s.chroma_knowledge_collection!r}; "
                 f"the driver also uses {self.associations_collection_name!r} and the names "
-                "with '.reembed' appended)"
+                f"starting with {self.collection_name + '.'!r} or ending in '.reembed')"
             )
         self.mode: Literal["embedded", "server"] = "server" if s.chroma_url else "embedded"
         self.path: Path | None = None
@@ -160,16 +164,20 @@ class ChromaStore(BaseMemoryDriver):
             self.path = Path(s.chroma_path).expanduser().resolve()
         #: Candidates above which recent recall reads the newest windows first.
         self.recent_scan = RECENT_SCAN
+        #: Records a filtered vector recall checks here before Chroma evaluates the filter.
+        self.walk_limit = WALK_LIMIT
         #: Serializes this process's multi-step writes (check-then-add, read-modify-write).
         self._write_lock = threading.RLock()
         self._client: Any = None
         self._client = self._connect()
-        #: The collections a re-embedding in progress writes to (see _before_reembed).
-        self._reembedding: dict[Kind, Any] = {}
+        #: The collections a re-embedding in progress writes to, by live name.
+        self._reembedding: dict[str, Any] = {}
+        #: The user collections opened so far, by user.
+        self._users: dict[str, Any] = {}
         try:
             self._links = self._open_collection(self.associations_collection_name)
             self._finish_interrupted_reembed()
-            self._memories = self._open_collection(self.collection_name, vector_space=True)
+            self._directory = self._open_collection(self.directory_name)
             self._knowledge = self._open_collection(
                 self.knowledge_collection_name, vector_space=True
             )
@@ -179,6 +187,9 @@ class ChromaStore(BaseMemoryDriver):
         except BaseException:
             self._client.close()
             raise
+
+    def _finish_interrupted_reembed(self) -> None:
+        """Hook: complete a re-embedding interrupted while its copies replaced the live ones."""
 
     def _after_open(self) -> None:
         """Hook: work to do once the collections are open and the store's stamp checked."""
@@ -290,41 +301,34 @@ class ChromaStore(BaseMemoryDriver):
             return
         raise BackendUnavailableError(f"Chroma {self.location}: {reason} ({exc})") from exc
 
-    def _open_collection(self, name: str, *, vector_space: bool = False) -> Any:
+    def _open_collection(
+        self, name: str, *, vector_space: bool = False, metadata: Mapping[str, str] | None = None
+    ) -> Any:
         collection = self._call(
             self._client.get_or_create_collection,
             name=name,
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine", "ef_search": HNSW_EF_SEARCH}},
-            metadata={f"{INFO_PREFIX}format": FORMAT},
+            metadata={f"{INFO_PREFIX}format": FORMAT, **(metadata or {})},
         )
         if vector_space:
-            # The raw JSON: the parsed ``configuration`` warns about "legacy" (= no)
-            # embedding function, which is what this driver wants.
-            space = ((collection.configuration_json or {}).get("hnsw") or {}).get("space")
-            if space not in (None, "cosine"):
-                raise ConfigurationError(
-                    f"Chroma collection {name!r} at {self.location} uses the {space!r} distance; "
-                    "this driver needs 'cosine'. Point CHROMA_COLLECTION / "
-                    "CHROMA_KNOWLEDGE_COLLECTION at other collections."
-                )
+            self._check_space(collection, name)
         return collection
+
+    def _check_space(self, collection: Any, name: str) -> None:
+        # The raw JSON: the parsed ``configuration`` warns about "legacy" (= no) embedding
+        # function, which is what this driver wants.
+        space = ((collection.configuration_json or {}).get("hnsw") or {}).get("space")
+        if space not in (None, "cosine"):
+            raise ConfigurationError(
+                f"Chroma collection {name!r} at {self.location} uses the {space!r} distance; "
+                "this driver needs 'cosine'. Point CHROMA_COLLECTION / "
+                "CHROMA_KNOWLEDGE_COLLECTION at other collections."
+            )
 
     # ------------------------------------------------------------------ record helpers
     def _get(self, collection: Any, **kwargs: Any) -> dict[str, Any]:
         return dict(self._call(collection.get, **kwargs))
-
-    def _fetch_memories(self, ids: Sequence[str], where: Where | None = None) -> dict[str, Memory]:
-        found: dict[str, Memory] = {}
-        for batch in batches(list(dict.fromkeys(ids)), ID_BATCH):
-            result = self._get(
-                self._memories, ids=list(batch), where=where, include=["metadatas", "documents"]
-            )
-            for mid, doc, meta in zip(
-                result["ids"], result["documents"], result["metadatas"], strict=True
-            ):
-                found[mid] = memory_from_record(mid, doc, meta)
-        return found
 
     def _existing_ids(self, collection: Any, ids: Sequence[str]) -> list[str]:
         taken: list[str] = []
@@ -417,15 +421,9 @@ class ChromaStore(BaseMemoryDriver):
                     metadata.pop(INFO_PREFIX + key, None)
             self._call(self._links.modify, metadata=metadata)
 
-    # ------------------------------------------------------------------ re-embedding
-    # Chroma fixes a collection's dimension at its first vector, so new vectors (of any
-    # dimension) go to fresh collections "<name>.reembed", with copies of the records; once
-    # the base class has written the new stamp, they replace the live ones (delete, rename).
-    # The stamp lives in the associations collection, which is never replaced. An interrupted
-    # run leaves either the stamp's reembed mark (copy unfinished: the store is refused until
-    # reembed() runs again, which starts the copy over) or, without the mark, complete copies
-    # not yet renamed: the next open renames them (_finish_interrupted_reembed).
     def _find_collection(self, name: str) -> Any | None:
+        """The collection ``name``, or None when there is none."""
+
         def lookup() -> Any | None:
             try:
                 return self._client.get_collection(name=name, embedding_function=None)
@@ -433,66 +431,3 @@ class ChromaStore(BaseMemoryDriver):
                 return None
 
         return self._call(lookup)
-
-    def _live_name(self, kind: Kind) -> str:
-        return self.collection_name if kind == "memories" else self.knowledge_collection_name
-
-    def _replace_live(self, kind: Kind, new: Any) -> None:
-        """Put ``new`` (a complete re-embedded copy) in place of the live collection."""
-        live = self._live_name(kind)
-        if self._find_collection(live) is not None:
-            self._call(self._client.delete_collection, name=live)
-        self._call(new.modify, name=live)
-
-    def _finish_interrupted_reembed(self) -> None:
-        if self._read_store_info().get("reembed_target"):
-            return  # the copy was not finished; reembed() starts it again
-        for kind, name in self.reembed_collection_names.items():
-            copy = self._find_collection(name)
-            if copy is not None:
-                log.warning(
-                    "Chroma %s: finishing an interrupted re-embedding of %s", self.location, kind
-                )
-                self._replace_live(kind, copy)
-
-    def _before_reembed(self) -> None:
-        with self._write_lock:
-            self._reembedding = {}
-            for kind, name in self.reembed_collection_names.items():
-                if self._find_collection(name) is not None:  # left by an interrupted run
-                    self._call(self._client.delete_collection, name=name)
-                self._reembedding[kind] = self._open_collection(name, vector_space=True)
-
-    def _set_vectors(
-        self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str], vectors: np.ndarray
-    ) -> None:
-        live = self._memories if kind == "memories" else self._knowledge
-        target = self._reembedding.get(kind)
-        if target is None:  # not through reembed(): same dimension, in place
-            for start in range(0, len(ids), self._max_batch):
-                end = start + self._max_batch
-                self._call(
-                    live.update, ids=list(ids[start:end]), embeddings=list(vectors[start:end])
-                )
-            return
-        vector_of = dict(zip(ids, vectors, strict=True))
-        for batch in batches(list(ids), min(self._max_batch, ID_BATCH)):
-            records = self._get(live, ids=list(batch), include=["metadatas", "documents"])
-            if records["ids"]:
-                self._call(
-                    target.add,
-                    ids=records["ids"],
-                    embeddings=[vector_of[rid] for rid in records["ids"]],
-                    metadatas=records["metadatas"],
-                    documents=records["documents"],
-                )
-
-    def _after_reembed(self) -> None:
-        with self._write_lock:
-            for kind, copy in self._reembedding.items():
-                self._replace_live(kind, copy)
-            self._reembedding = {}
-            self._memories = self._open_collection(self.collection_name, vector_space=True)
-            self._knowledge = self._open_collection(
-                self.knowledge_collection_name, vector_space=True
-            )
