@@ -4,7 +4,7 @@ Environment (embedded: a local persistent directory, no server)::
 
     MEMORY_DRIVER=chroma
     CHROMA_PATH=storage/chromadb
-    CHROMA_COLLECTION=memories                    # also uses memories_associations
+    CHROMA_COLLECTION=memories                    # a prefix: memories.u.<hash of a user>, ...
     CHROMA_KNOWLEDGE_COLLECTION=global_knowledge
 
 or against a server (``chroma run --host 127.0.0.1 --port 8000 --path /srv/chroma``)::
@@ -31,13 +31,20 @@ What Chroma has no notion of is encoded as metadata the driver writes (see
 microseconds, and one typed key per scalar metadata value (``meta:number:<key>``, ...), so that
 every filter is a Chroma ``where`` that selects exactly the memories the shared semantics
 select. Candidates are then re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is
-cut. Vector search scores every filtered candidate (exact) up to ``CHROMA_EXACT_SEARCH_LIMIT``
-candidates, and above it lets Chroma's HNSW index pick the best (approximate). Keyword and
+cut. Vector search is exact up to ``CHROMA_EXACT_SEARCH_LIMIT`` memories of the user (or
+filtered candidates), and above it lets Chroma's HNSW index pick the best (approximate). Keyword and
 recent recall order the candidates here.
 
+Each user's memories are a collection of their own (``<CHROMA_COLLECTION>.u.<hash>``), so a
+recall reads one small collection with no ``user_id`` filter; the id directory
+(``<CHROMA_COLLECTION>.ids``) says whose each memory is. Stores of the earlier layout (one
+collection of every memory) are migrated in place when opened.
+
 Layout: :mod:`.records` (how records and ``where`` filters look), :mod:`.store` (the connection,
-the collections, reading and writing records, re-embedding), :mod:`.search` (ranking) and
-:mod:`.driver` (``ChromaDriver``, the primitives), each class built on the one before.
+the collections, reading and writing records), :mod:`.users` (a collection per user, the
+directory, migration, re-embedding), :mod:`.keywords` (conversation context, keyword evidence),
+:mod:`.search` (ranking) and :mod:`.driver` (``ChromaDriver``, the primitives), each class
+built on the one before.
 """
 
 from __future__ import annotations
