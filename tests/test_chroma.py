@@ -305,8 +305,6 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     record = mine.get(ids=[m.id], include=["metadatas", "documents", "embeddings"])
     assert record["documents"] == ["Hiking boots in the closet"]
     meta = record["metadatas"][0]
-    token = meta.pop("write")
-    assert re.fullmatch(r"[0-9a-f]{32}", token), "the write token of store_many"
     assert {k: v for k, v in meta.items() if k != "memory"} == {
         "user_id": "u1",
         "conversation_id": "c1",
@@ -322,12 +320,10 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     }
     assert json.loads(meta["memory"])["metadata"] == m.metadata
     assert len(record["embeddings"][0]) == 256
-    entry = driver._directory.get(ids=[m.id], include=["metadatas"])["metadatas"][0]
-    assert entry["write"] == token
-    assert {k: v for k, v in entry.items() if k != "write"} == {
-        "user_id": "u1",
-        "created_us": micros(at(1)),
-    }, "the directory says whose a memory is"
+    entry = driver._directory.get(ids=[m.id], include=["metadatas", "documents"])
+    token, user = entry["documents"][0].split(" ", 1)
+    assert re.fullmatch(r"[0-9a-f]{32}", token) and user == "u1", "write token, user"
+    assert entry["metadatas"] == [{"user_id": "u1", "created_us": micros(at(1))}]
     empty = mine.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
     assert (empty["terms"], empty["tags"]) == ([""], [""]), "empty arrays hold one empty string"
     link = driver._links.get(include=["metadatas"])

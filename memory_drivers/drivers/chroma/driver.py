@@ -31,7 +31,6 @@ from .records import (
     K_STRENGTH,
     K_TARGET,
     K_TYPE,
-    K_WRITE,
     LINK_VECTOR,
     USER_INFIX,
     Where,
@@ -72,12 +71,7 @@ class ChromaDriver(ChromaSearch):
                 # and silently ignores later ones, so the ids holding our token are ours; any
                 # other was added by another process since the check, and ours are removed.
                 self._register([r.memory for r in records], token)
-                mine: set[str] = set()
-                for batch in batches(ids, ID_BATCH):
-                    where = {K_WRITE: {"$eq": token}}
-                    mine.update(
-                        self._get(self._directory, ids=list(batch), where=where, include=[])["ids"]
-                    )
+                mine = {mid for mid, held, _ in self._directory_documents(ids) if held == token}
                 taken = sorted(set(ids) - mine)
                 if taken:
                     self._undo(self._directory, sorted(mine), ConflictError("taken meanwhile"))
@@ -113,7 +107,7 @@ class ChromaDriver(ChromaSearch):
                     ids,
                     embeddings=[r.vector for r in group],
                     metadatas=[
-                        {**memory_metadata(r.memory, terms), K_WRITE: token}
+                        memory_metadata(r.memory, terms)
                         for r, terms in zip(group, own, strict=True)
                     ],
                     documents=[r.memory.content for r in group],

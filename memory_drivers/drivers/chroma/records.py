@@ -86,8 +86,8 @@ K_TERMS = "terms"
 #: so a memory without tags could match another's tag filter. "" is never a tag or a term.
 EMPTY = ""
 K_MEMORY = "memory"
-#: A token per store_many call: Chroma keeps the first add of an id and silently ignores later
-#: ones, so the token read back says whose record an id holds (see _insert_memories).
+#: The write token of the earlier layout's records (now in the directory's documents, see
+#: .users), read when migrating.
 K_WRITE = "write"
 META_PREFIX = "meta:"
 

@@ -241,17 +241,21 @@ class ChromaSearch(ChromaKeywords):
             return None
         approximate = 1.0 - np.asarray(result["distances"][0], dtype=np.float64)
         order = np.argsort(-approximate, kind="stable")
+        descending = -approximate[order]  # ascending, for searchsorted
         ranked: list[_Ranked] = []
-        position = 0
+        position, wanted = 0, top_k * (4 if filtered else 1) + 4
         while position < len(order):
             if len(ranked) >= top_k:
+                # Everything left that could reach the cut, in one read; nothing else can.
                 cut = sorted((r.score for r in ranked), reverse=True)[top_k - 1]
-                if approximate[order[position]] < cut - DISTANCE_SLACK:
+                end = int(np.searchsorted(descending, DISTANCE_SLACK - cut, side="right"))
+                if end <= position:
                     break
-            if filtered and position >= self.walk_limit:
-                return None
-            wanted = max(top_k - len(ranked), 1) * (4 if filtered else 1) + 4
-            batch = [ids[i] for i in order[position : position + wanted]]
+            else:
+                if filtered and position >= self.walk_limit:
+                    return None
+                end, wanted = position + wanted, wanted * 2
+            batch = [ids[i] for i in order[position:end]]
             position += len(batch)
             ranked += self._read_scored(collection, batch, query, decode)
         return ranked
