@@ -343,12 +343,21 @@ class ChromaDriver(ChromaSearch):
     def _read_vectors(
         self, kind: Literal["memories", "knowledge_chunks"], ids: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        collection = self._memories if kind == "memories" else self._knowledge
+        if kind == "memories":
+            groups = [
+                (self._user_collection(user), group)
+                for user, group in self._by_user(ids, None).items()
+            ]
+        else:
+            groups = [(self._knowledge, list(dict.fromkeys(ids)))]
         found: dict[str, np.ndarray] = {}
-        for batch in batches(list(dict.fromkeys(ids)), ID_BATCH):
-            result = self._get(collection, ids=list(batch), include=["embeddings"])
-            for rid, vector in zip(result["ids"], result["embeddings"], strict=True):
-                found[rid] = np.asarray(vector, dtype=np.float32)
+        for collection, group in groups:
+            if collection is None:
+                continue
+            for batch in batches(group, ID_BATCH):
+                result = self._get(collection, ids=list(batch), include=["embeddings"])
+                for rid, vector in zip(result["ids"], result["embeddings"], strict=True):
+                    found[rid] = np.asarray(vector, dtype=np.float32)
         return found
 
     # ------------------------------------------------------------------ operations
