@@ -498,8 +498,10 @@ class SQLDriver(BaseMemoryDriver):
         columns = (M.id, M.created_at, M.content, M.search_terms)
         parts = []
         for n in range(slots):
-            low_t, low_i = bindparam(f"lt{n}", type_=M.created_at.type), bindparam(f"li{n}")
-            high_t, high_i = bindparam(f"ht{n}", type_=M.created_at.type), bindparam(f"hi{n}")
+            low_t = bindparam(f"lt{n}", type_=M.created_at.type)
+            high_t = bindparam(f"ht{n}", type_=M.created_at.type)
+            low_i: Any = bindparam(f"li{n}")
+            high_i: Any = bindparam(f"hi{n}")
             mine = select(*columns).where(
                 M.user_id == bindparam(f"u{n}"), M.conversation_id == bindparam(f"c{n}")
             )
