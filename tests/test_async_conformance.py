@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 from automem_support import live_server  # noqa: F401 - a fixture
-from redis_support import AutoMemStore, chroma_factory, pgvector_factory, sqlite_factory
+from redis_support import (  # noqa: F401 - fixtures
+    AutoMemStore,
+    chroma_factory,
+    namespace,
+    pgvector_factory,
+    redis_client,
+    sqlite_factory,
+    with_cache,
+)
 
 from memory_drivers.testing import MemoryDriverConformance, through_async
 
@@ -27,6 +35,14 @@ class TestAsyncChromaConformance(MemoryDriverConformance):
     @pytest.fixture
     def driver_factory(self, tmp_path):
         yield through_async(chroma_factory(tmp_path))
+
+
+class TestAsyncCachedPgVectorConformance(MemoryDriverConformance):
+    """The Redis cache in front of pgvector: native calls, Redis through redis.asyncio."""
+
+    @pytest.fixture
+    def driver_factory(self, pg_database, namespace):  # noqa: F811 - the fixture
+        yield through_async(with_cache(pgvector_factory(pg_database), namespace))
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ is the driver API on top of it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -81,7 +82,7 @@ def _number(value: Any, name: str, minimum: float, kind: type[N]) -> N:
     return kind(value)
 
 
-class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
+class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):  # type: ignore[override]  # native_async
     """Any driver with a Redis cache in front; the whole public API, same semantics.
 
     ``redis`` is a ``redis.Redis`` client or a URL (default ``REDIS_URL``); a client built from
@@ -128,13 +129,13 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
         )
         if timeout is not None:
             _number(timeout, "timeout", 0.001, float)
+        connect_async = None
         if redis is None or isinstance(redis, str):
             self.url = redacted(redis or s.redis_url)
-            self._client = connect(
-                redis or s.redis_url,
-                timeout=timeout if timeout is not None else s.memory_cache_timeout,
-                on_connect=self._connected,
-            )
+            timeout = timeout if timeout is not None else s.memory_cache_timeout
+            own = functools.partial(connect, redis or s.redis_url, timeout=timeout)
+            self._client = own(on_connect=self._connected)
+            connect_async = functools.partial(own, on_connect=self._connected, asynchronous=True)
             self._owns_client = True
         else:
             kwargs = getattr(getattr(redis, "connection_pool", None), "connection_kwargs", {})
@@ -142,7 +143,7 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
             self._client = redis
             self._owns_client = False
         self.namespace = namespace or f"{s.redis_prefix}:cache:{inner.name}"
-        self._init_generations()
+        self._init_generations(connect_async)
 
     @classmethod
     def from_settings(cls, inner: BaseMemoryDriver, settings: Settings) -> CachedMemoryDriver:
@@ -592,5 +593,4 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):
             self.inner.close()
         finally:
             if self._owns_client:
-                with contextlib.suppress(*self._redis_errors):
-                    self._client.close()
+                self._close_clients()

@@ -58,17 +58,34 @@ def connect(
     timeout: float,
     connect_timeout: float | None = None,
     on_connect: Callable[[], None] | None = None,
+    asynchronous: bool = False,
 ) -> Any:
     """A ``redis.Redis`` client for ``url`` that answers strings (UTF-8), never retries on its
     own and gives up after ``timeout`` seconds per command (``connect_timeout`` to connect,
     default the same). ``on_connect`` is called each time it opens a connection (at first use,
-    and again after a connection was lost). Creating it does not connect."""
+    and again after a connection was lost). Creating it does not connect. ``asynchronous``:
+    a ``redis.asyncio.Redis`` with the same behaviour instead (for one event loop)."""
     redis = import_redis()
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
+    if asynchronous:
+        import redis.asyncio as module
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        retry: Any = AsyncRetry(NoBackoff(), 0)
+    else:
+        from redis.retry import Retry
+
+        module, retry = redis, Retry(NoBackoff(), 0)
     options: dict[str, Any] = {}
-    if on_connect is not None:
+    if on_connect is not None and asynchronous:
+
+        async def connected_async(connection: Any) -> None:
+            await connection.on_connect()
+            on_connect()
+
+        options["redis_connect_func"] = connected_async
+    elif on_connect is not None:
 
         def connected(connection: Any) -> None:
             connection.on_connect()
@@ -76,13 +93,13 @@ def connect(
 
         options["redis_connect_func"] = connected
     try:
-        return redis.Redis.from_url(
+        return module.Redis.from_url(
             url,
             **options,
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=connect_timeout if connect_timeout is not None else timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=retry,
             retry_on_timeout=False,
             health_check_interval=0,
         )

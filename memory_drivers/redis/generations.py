@@ -23,10 +23,15 @@ the cache is used again, ``gen:all`` gets a new token if either says so, which i
 everything cached before the outage; other processes check the store's stamp when they notice
 the outage themselves, whenever they open a new connection to Redis, and at least every
 ``MEMORY_CACHE_SYNC_INTERVAL`` seconds.
+
+Every Redis command goes through :meth:`GenerationCache._redis`: the sync client's answer, or,
+in a native call of the async API (:mod:`memory_drivers.bridge`), the answer of the event
+loop's ``redis.asyncio`` client, awaited on the loop. The logic above is written once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,11 +41,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import TypeAdapter
 
-from .. import metrics
+from .. import bridge, metrics
 from .. import validation as check
 from ..base import BaseMemoryDriver
 from ..errors import (
@@ -101,6 +106,19 @@ return 0
 """
 
 
+class Commands(NamedTuple):
+    """A Redis client with the cache's scripts registered on it: the sync client, or one event
+    loop's ``redis.asyncio`` client (whose commands return awaitables)."""
+
+    client: Any
+    read: Any
+    reconcile: Any
+
+    @classmethod
+    def of(cls, client: Any) -> Commands:
+        return cls(client, client.register_script(_READ), client.register_script(_RECONCILE))
+
+
 class _Uncacheable(Exception):
     """An argument of a type the cache key cannot represent exactly: the call bypasses it."""
 
@@ -156,7 +174,8 @@ class GenerationCache:
     """Generations, availability and invalidation, for :class:`~.cache.CachedMemoryDriver`.
 
     The driver's constructor sets the attributes declared here, then calls
-    :meth:`_init_generations`.
+    :meth:`_init_generations` with, if it has one, how to make a ``redis.asyncio`` client of
+    the same server (for native calls of the async API).
     """
 
     inner: BaseMemoryDriver
@@ -169,9 +188,14 @@ class GenerationCache:
     _redis_errors: tuple[type[BaseException], ...]
     _gen_ttl: int
 
-    def _init_generations(self) -> None:
-        self._read = self._client.register_script(_READ)
-        self._reconcile_script = self._client.register_script(_RECONCILE)
+    def _init_generations(self, connect_async: Callable[[], Any] | None = None) -> None:
+        self._commands = Commands.of(self._client)
+        #: the async API's clients, one per event loop (None: the cache has only a sync client)
+        self._async_commands = (
+            bridge.PerLoop(lambda: Commands.of(connect_async()), lambda c: c.client.aclose())
+            if connect_async is not None
+            else None
+        )
         self._state = threading.Lock()
         self._connections = 0  # connections opened so far (see _connected)
         self._down_until: float | None = None
@@ -189,6 +213,28 @@ class GenerationCache:
             "invalidations": 0,
             "failed_invalidations": 0,
         }
+
+    @property
+    def native_async(self) -> bool:
+        """Whether the async API runs calls natively: when the wrapped driver does (automem,
+        pgvector) and the cache made its client from a URL; then its Redis commands are
+        awaited on the event loop too (``redis.asyncio``). Else each call runs in a thread."""
+        return self.inner.native_async and self._async_commands is not None
+
+    def _close_clients(self) -> None:
+        """Close the sync client, and the running loop's async one (in a native call)."""
+        with contextlib.suppress(*self._redis_errors):
+            self._client.close()
+        if self._async_commands is not None:
+            with contextlib.suppress(*self._redis_errors):
+                self._async_commands.close()
+
+    def _redis(self, command: Callable[[Commands], Any]) -> Any:
+        """``command(commands)``'s answer: with the sync client, or in a native call of the
+        async API with the event loop's ``redis.asyncio`` client, awaited on the loop."""
+        if self._async_commands is not None and bridge.active():
+            return bridge.wait_for(command(self._async_commands.get()))
+        return command(self._commands)
 
     # ------------------------------------------------------------------ keys
     def _key(self, *parts: str) -> str:
@@ -250,7 +296,7 @@ class GenerationCache:
             self._count("bypassed")
             return False
         try:
-            self._client.ping()
+            self._redis(lambda r: r.client.ping())
         except self._redis_errors as exc:
             self._mark_down(exc)
             return False
@@ -294,10 +340,9 @@ class GenerationCache:
             force = dirty != self._dirty_done
             connections = self._connections
         stamp = self.inner._read_store_info().get(LEDGER_KEY, "")
-        bumped = self._reconcile_script(
-            keys=[self._gen_all, self._key("outage")],
-            args=[stamp, _token(), self._gen_ttl, "1" if force else "0"],
-        )
+        keys = [self._gen_all, self._key("outage")]
+        args = [stamp, _token(), self._gen_ttl, "1" if force else "0"]
+        bumped = self._redis(lambda r: r.reconcile(keys=keys, args=args))
         if bumped:
             log.info("cache namespace %s invalidated after an outage", self.namespace)
         with self._state:
@@ -333,7 +378,9 @@ class GenerationCache:
             with self._state:
                 connections = self._connections
             try:
-                stamp, raw = self._read(keys=[*generations, key], args=[_token(), self._gen_ttl])
+                stamp, raw = self._redis(
+                    lambda r: r.read(keys=[*generations, key], args=[_token(), self._gen_ttl])
+                )
             except self._redis_errors as exc:
                 self._mark_down(exc)
                 return load()
@@ -359,7 +406,8 @@ class GenerationCache:
         data = adapter.dump_json(value)
         if len(data) <= MAX_ENTRY_BYTES:
             try:
-                self._client.set(key, stamp + "\n" + data.decode(), ex=self.ttl)
+                entry = stamp + "\n" + data.decode()
+                self._redis(lambda r: r.client.set(key, entry, ex=self.ttl))
             except self._redis_errors as exc:
                 self._mark_down(exc)
         return value
@@ -388,13 +436,17 @@ class GenerationCache:
             self._note_dirty()
             return
         token = _token()
-        try:
-            pipe = self._client.pipeline(transaction=False)
+
+        def invalidate(r: Commands) -> Any:
+            pipe = r.client.pipeline(transaction=False)
             for key in sorted(keys):
                 pipe.set(key, token, ex=self._gen_ttl)
             if entries:
                 pipe.delete(*sorted(entries))
-            pipe.execute()
+            return pipe.execute()
+
+        try:
+            self._redis(invalidate)
         except self._redis_errors as exc:
             self._mark_down(exc)
             self._note_dirty()
@@ -430,7 +482,7 @@ class GenerationCache:
                 report["error"] = self._last_error
         if up:
             try:
-                memory = self._client.info("memory")
+                memory = self._redis(lambda r: r.client.info("memory"))
                 report["redis_used_memory"] = memory.get("used_memory")
             except self._redis_errors as exc:
                 self._mark_down(exc)

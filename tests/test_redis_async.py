@@ -1,0 +1,215 @@
+"""The Redis features through the async API, on ``redis.asyncio``, against real Redis servers.
+
+The cache in front of a native driver (pgvector) awaits its Redis commands on the event loop:
+its async answers are its sync ones, the loop keeps running while Redis does not answer, and
+many calls wait on Redis at once with one worker thread. The whole conformance suite runs
+through the async cache in test_async_conformance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_support import (  # noqa: F401 - fixtures
+    REDIS_URL,
+    namespace,
+    redis_client,
+    redis_server,
+)
+
+from memory_drivers import AsyncMemoryDriver
+from memory_drivers.config import build_settings
+from memory_drivers.drivers.pgvector import PgVectorDriver
+from memory_drivers.drivers.sqlite import SQLiteDriver
+from memory_drivers.redis import CachedMemoryDriver, connect
+from memory_drivers.testing import fast_embedder
+
+FACTS = [
+    "The user drinks green tea every morning",
+    "The user's sister lives in Lisbon",
+    "The user is allergic to peanuts",
+]
+
+
+def cached_pgvector(database_url: str, redis_url: str, prefix: str, **options: Any) -> Any:
+    settings = build_settings(_env_file=None, database_url=database_url, memory_auto_migrate=True)
+    inner = PgVectorDriver(settings, embedder=fast_embedder())
+    return CachedMemoryDriver(inner, redis_url, namespace=prefix, **options)
+
+
+async def ticks_during(call: Any) -> tuple[Any, int]:
+    """``call``'s result, and how often a coroutine sleeping 10 ms at a time ran meanwhile."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        return await call, ticks
+    finally:
+        task.cancel()
+
+
+def test_the_cache_is_native_only_in_front_of_a_native_driver(tmp_path: Path, namespace: str):  # noqa: F811 - the fixture
+    settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{tmp_path}/m.db")
+    cache = CachedMemoryDriver(
+        SQLiteDriver(settings, embedder=fast_embedder()), REDIS_URL, namespace=namespace
+    )
+    try:
+        assert not AsyncMemoryDriver(cache).native  # sqlite has no async I/O: a thread per call
+    finally:
+        cache.close()
+
+
+async def test_async_answers_are_the_sync_ones(pg_database: str, namespace: str):  # noqa: F811 - the fixture
+    """Misses, hits, invalidation by an async write: the same answers as the sync cache's."""
+    driver = await asyncio.to_thread(cached_pgvector, pg_database, REDIS_URL, namespace)
+    adriver = AsyncMemoryDriver(driver, max_threads=1)
+    assert adriver.native
+    try:
+        stored = [await adriver.store("u1", fact) for fact in FACTS]
+        query = {"user_id": "u1", "query": "What does the user drink?", "search": "vector"}
+        first = await adriver.recall(**query)  # a miss, filled from pgvector
+        hits_before = driver.counters["hits"]
+        second = await adriver.recall(**query)  # a hit, from Redis
+        assert driver.counters["hits"] == hits_before + 1
+        assert first == second == await asyncio.to_thread(driver.recall, **query)
+        assert await adriver.get(stored[0].id) == driver.get(stored[0].id) == stored[0]
+
+        updated = await adriver.update(stored[0].id, content="The user drinks black coffee")
+        assert (await adriver.get(stored[0].id)).content == updated.content
+        after = await adriver.recall(**query)
+        assert after == await asyncio.to_thread(driver.recall, **query)
+        assert next(h for h in after if h.memory.id == stored[0].id).memory == updated
+
+        health = await adriver.health_check()
+        assert health["cache"]["status"] == "ok"
+    finally:
+        await adriver.close()
+    assert driver._closed and driver.inner._closed
+
+
+async def test_the_loop_runs_and_calls_overlap_while_redis_is_paused(
+    pg_database: str,
+    redis_server: Any,  # noqa: F811 - the fixture
+):
+    """Redis stops answering the cache (``CLIENT PAUSE ... WRITE`` from another connection:
+    the cache's read script is paused, ``INFO`` is not): 20 cached recalls with one worker
+    thread all wait in Redis at once, and the event loop keeps ticking meanwhile. Through
+    threads only one would wait there."""
+    driver = await asyncio.to_thread(
+        cached_pgvector, pg_database, redis_server.url, "md-async", timeout=10
+    )
+    adriver = AsyncMemoryDriver(driver, max_threads=1)
+    admin = connect(redis_server.url, timeout=5)
+    try:
+        for fact in FACTS:
+            await adriver.store("u1", fact)
+        queries = [f"question {i}" for i in range(20)]
+
+        async def recalls() -> Any:
+            return await asyncio.gather(
+                *(adriver.recall("u1", query=q, search="vector", top_k=2) for q in queries)
+            )
+
+        expected = await recalls()  # fills the cache
+        hits_before = driver.counters["hits"]
+
+        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        task = asyncio.create_task(recalls())
+        waiting, most_waiting = 0, 0
+        deadline = time.monotonic() + 4
+        while most_waiting < len(queries) and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+            waiting = await asyncio.to_thread(lambda: admin.info("clients")["blocked_clients"])
+            most_waiting = max(most_waiting, waiting)
+        assert not task.done(), "the recalls did not wait for the paused Redis"
+        await asyncio.to_thread(admin.execute_command, "CLIENT", "UNPAUSE")
+        answers = await task
+        assert most_waiting == len(queries), f"{most_waiting} recalls waited in Redis at once"
+        assert answers == expected
+        assert driver.counters["hits"] == hits_before + len(queries), "served from Redis"
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+        await adriver.close()
+
+
+async def test_the_event_loop_ticks_while_a_native_call_waits_for_redis(
+    pg_database: str,
+    redis_server: Any,  # noqa: F811 - the fixture
+):
+    """A cached get waits 0.5 s for a paused Redis without stopping the event loop."""
+    driver = await asyncio.to_thread(
+        cached_pgvector, pg_database, redis_server.url, "md-async", timeout=10
+    )
+    adriver = AsyncMemoryDriver(driver, max_threads=1)
+    admin = connect(redis_server.url, timeout=5)
+    try:
+        stored = await adriver.store("u1", FACTS[0])
+        assert await adriver.get(stored.id) == stored
+        admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+        started = time.monotonic()
+        found, ticks = await ticks_during(adriver.get(stored.id))
+        took = time.monotonic() - started
+        assert found == stored
+        assert took >= 0.3, f"the get did not wait for the paused Redis ({took:.2f}s)"
+        assert ticks >= 10, f"the event loop ticked {ticks} times in {took:.2f}s"
+    finally:
+        admin.close()
+        await adriver.close()
+
+
+async def test_a_redis_outage_in_a_native_call_falls_back_to_the_driver(
+    pg_database: str,
+    redis_server: Any,  # noqa: F811 - the fixture
+):
+    """With Redis gone, native calls are answered by the driver (the cache reports degraded),
+    as sync calls are."""
+    driver = await asyncio.to_thread(
+        cached_pgvector, pg_database, redis_server.url, "md-async", timeout=0.5
+    )
+    adriver = AsyncMemoryDriver(driver)
+    try:
+        stored = await adriver.store("u1", FACTS[0])
+        redis_server.stop()
+        assert await adriver.get(stored.id) == stored
+        hits = await adriver.recall("u1", query="tea", search="vector")
+        assert [h.memory.id for h in hits] == [stored.id]
+        health = await adriver.health_check()
+        assert health["status"] == "ok" and health["cache"]["status"] == "degraded"
+        assert driver.counters["errors"] >= 1
+    finally:
+        await adriver.close()
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_native_and_threaded_calls_share_one_cache(
+    pg_database: str,
+    namespace: str,  # noqa: F811 - the fixture
+    native: bool,
+):
+    """An entry written by an async call is served to the sync API and the other way round."""
+    driver = await asyncio.to_thread(cached_pgvector, pg_database, REDIS_URL, namespace)
+    adriver = AsyncMemoryDriver(driver)
+    try:
+        stored = driver.store("u1", FACTS[1])
+        if native:
+            first = await adriver.get(stored.id)
+            hits = driver.counters["hits"]
+            assert driver.get(stored.id) == first
+        else:
+            first = driver.get(stored.id)
+            hits = driver.counters["hits"]
+            assert await adriver.get(stored.id) == first
+        assert driver.counters["hits"] == hits + 1
+    finally:
+        await adriver.close()
