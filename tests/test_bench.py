@@ -141,8 +141,17 @@ def test_report_only_remakes_the_page_and_keeps_the_why(
     page = out.read_text()
     start, end = page.index(WHY_BEGIN) + len(WHY_BEGIN), page.index(WHY_END)
     out.write_text(page[:start] + "\nsqlite is slower because it is durable.\n" + page[end:])
+    quality = "<!-- quality: written by memory-drivers bench quality -->\n## Q\n<!-- /quality -->"
+    copy = "<!-- copy: written by memory-drivers bench copy -->\n## C\n<!-- /copy -->"
+    with out.open("a") as page_file:
+        page_file.write(f"\n{quality}\n\n{copy}\n")
     assert main(args) == 0
-    assert "sqlite is slower because it is durable." in out.read_text()
+    again = out.read_text()
+    assert "sqlite is slower because it is durable." in again
+    assert again.count(quality) == again.count(copy) == 1, "other commands' sections are kept"
+    assert again.index(quality) < again.index(copy)
+    assert main(args) == 0
+    assert out.read_text() == again, "regenerating twice changes nothing"
     assert load_results(raw)["runs"] == results["runs"]
 
 

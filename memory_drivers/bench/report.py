@@ -536,8 +536,23 @@ def kept_why(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
+#: A section another command writes into the page (``bench quality``, ``bench copy``, ...):
+#: ``<!-- name: written by ... -->`` up to ``<!-- /name -->``.
+_SECTION = re.compile(r"<!-- (\w+): written by [^\n]*?-->.*?<!-- /\1 -->", re.S)
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections other commands wrote into an existing page, in their order."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return []
+    return [match.group(0) for match in _SECTION.finditer(text)]
+
+
 def write_report(results: Result, out: Path | None, plot: Path | None) -> list[Path]:
-    """Write the page (keeping its hand-written block) and the plot; the paths written."""
+    """Write the page (keeping its hand-written block and the sections other commands wrote
+    into it) and the plot; the paths written."""
     written: list[Path] = []
     plot_name = None
     if plot is not None:
@@ -547,7 +562,8 @@ def write_report(results: Result, out: Path | None, plot: Path | None) -> list[P
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         text = render_markdown(results, plot_name, kept_why(out))
-        out.write_text(text)
+        sections = kept_sections(out)
+        out.write_text(text + "".join(f"\n{section}\n" for section in sections))
         written.append(out)
     return written
 
