@@ -592,5 +592,4 @@ class CachedMemoryDriver(GenerationCache, BaseMemoryDriver):  # type: ignore[ove
         try:
             self.inner.close()
         finally:
-            if self._owns_client:
-                self._close_clients()
+            self._redis.close(sync=self._owns_client)

@@ -6,15 +6,25 @@ imports it before a client is asked for, so ``import memory_drivers.redis`` alwa
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import bridge
 from ..errors import BackendUnavailableError, ConfigurationError, MissingDependencyError
 
-__all__ = ["connect", "import_redis", "redacted", "redis_errors", "unavailable"]
+__all__ = [
+    "Clients",
+    "Commands",
+    "connect",
+    "import_redis",
+    "redacted",
+    "redis_errors",
+    "unavailable",
+]
 
 INSTALL = 'pip install "memory-drivers[redis]"'
 
@@ -116,3 +126,62 @@ def unavailable(url: str, exc: BaseException, doing: str) -> BackendUnavailableE
         f"Redis at {redacted(url)} failed while {doing}: {type(exc).__name__}: {exc}. "
         "Check REDIS_URL and that the server is running."
     )
+
+
+class Commands(NamedTuple):
+    """A Redis client with scripts registered on it: the sync client, or one event loop's
+    ``redis.asyncio`` client (whose commands and scripts return awaitables)."""
+
+    client: Any
+    scripts: dict[str, Any]
+
+
+class Clients:
+    """A Redis feature's clients: the sync ``client`` and, given ``connect_async`` (how to make
+    a ``redis.asyncio`` client of the same server), one async client per event loop for native
+    calls of the async API (:mod:`memory_drivers.bridge`). ``scripts`` (name -> Lua source)
+    are registered on each.
+
+    Calling it with ``command`` (a function of :class:`Commands`) is the one way the feature
+    sends Redis commands: with the sync client, or in a native call with the running loop's
+    async client, awaited on the loop; so its logic is written once, for both APIs.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        connect_async: Callable[[], Any] | None = None,
+        scripts: Mapping[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self._sources = dict(scripts or {})
+        self._sync = self._commands(client)
+        self._async = (
+            bridge.PerLoop(lambda: self._commands(connect_async()), lambda c: c.client.aclose())
+            if connect_async is not None
+            else None
+        )
+
+    def _commands(self, client: Any) -> Commands:
+        return Commands(client, {n: client.register_script(s) for n, s in self._sources.items()})
+
+    @property
+    def native(self) -> bool:
+        """Whether native calls of the async API can await Redis (an async client is made)."""
+        return self._async is not None
+
+    def __call__(self, command: Callable[[Commands], Any]) -> Any:
+        if self._async is not None and bridge.active():
+            return bridge.wait_for(command(self._async.get()))
+        return command(self._sync)
+
+    def close(self, *, sync: bool = True) -> None:
+        """Close the sync client (unless ``sync=False``: the caller's), and in a native call the
+        running loop's async client (the others' go with their loops)."""
+        errors = redis_errors()
+        if sync:
+            with contextlib.suppress(*errors):
+                self.client.close()
+        if self._async is not None:
+            with contextlib.suppress(*errors):
+                self._async.close()

@@ -24,14 +24,13 @@ everything cached before the outage; other processes check the store's stamp whe
 the outage themselves, whenever they open a new connection to Redis, and at least every
 ``MEMORY_CACHE_SYNC_INTERVAL`` seconds.
 
-Every Redis command goes through :meth:`GenerationCache._redis`: the sync client's answer, or,
-in a native call of the async API (:mod:`memory_drivers.bridge`), the answer of the event
-loop's ``redis.asyncio`` client, awaited on the loop. The logic above is written once.
+Every Redis command goes through ``self._redis`` (a :class:`.client.Clients`): to the sync
+client, or in a native call of the async API (:mod:`memory_drivers.bridge`) to the event loop's
+``redis.asyncio`` client, awaited on the loop. The logic above is written once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -41,11 +40,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from .. import bridge, metrics
+from .. import metrics
 from .. import validation as check
 from ..base import BaseMemoryDriver
 from ..errors import (
@@ -55,6 +54,7 @@ from ..errors import (
     NotFoundError,
     ValidationError,
 )
+from .client import Clients, Commands
 
 __all__ = ["LEDGER_KEY", "GenerationCache", "arguments_key", "valid_user_id"]
 
@@ -104,19 +104,6 @@ if ARGV[4] == '1' or (ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1]) t
 end
 return 0
 """
-
-
-class Commands(NamedTuple):
-    """A Redis client with the cache's scripts registered on it: the sync client, or one event
-    loop's ``redis.asyncio`` client (whose commands return awaitables)."""
-
-    client: Any
-    read: Any
-    reconcile: Any
-
-    @classmethod
-    def of(cls, client: Any) -> Commands:
-        return cls(client, client.register_script(_READ), client.register_script(_RECONCILE))
 
 
 class _Uncacheable(Exception):
@@ -189,13 +176,8 @@ class GenerationCache:
     _gen_ttl: int
 
     def _init_generations(self, connect_async: Callable[[], Any] | None = None) -> None:
-        self._commands = Commands.of(self._client)
-        #: the async API's clients, one per event loop (None: the cache has only a sync client)
-        self._async_commands = (
-            bridge.PerLoop(lambda: Commands.of(connect_async()), lambda c: c.client.aclose())
-            if connect_async is not None
-            else None
-        )
+        #: every Redis command goes through it (see the module docstring)
+        self._redis = Clients(self._client, connect_async, {"read": _READ, "reconcile": _RECONCILE})
         self._state = threading.Lock()
         self._connections = 0  # connections opened so far (see _connected)
         self._down_until: float | None = None
@@ -219,22 +201,7 @@ class GenerationCache:
         """Whether the async API runs calls natively: when the wrapped driver does (automem,
         pgvector) and the cache made its client from a URL; then its Redis commands are
         awaited on the event loop too (``redis.asyncio``). Else each call runs in a thread."""
-        return self.inner.native_async and self._async_commands is not None
-
-    def _close_clients(self) -> None:
-        """Close the sync client, and the running loop's async one (in a native call)."""
-        with contextlib.suppress(*self._redis_errors):
-            self._client.close()
-        if self._async_commands is not None:
-            with contextlib.suppress(*self._redis_errors):
-                self._async_commands.close()
-
-    def _redis(self, command: Callable[[Commands], Any]) -> Any:
-        """``command(commands)``'s answer: with the sync client, or in a native call of the
-        async API with the event loop's ``redis.asyncio`` client, awaited on the loop."""
-        if self._async_commands is not None and bridge.active():
-            return bridge.wait_for(command(self._async_commands.get()))
-        return command(self._commands)
+        return self.inner.native_async and self._redis.native
 
     # ------------------------------------------------------------------ keys
     def _key(self, *parts: str) -> str:
@@ -342,7 +309,7 @@ class GenerationCache:
         stamp = self.inner._read_store_info().get(LEDGER_KEY, "")
         keys = [self._gen_all, self._key("outage")]
         args = [stamp, _token(), self._gen_ttl, "1" if force else "0"]
-        bumped = self._redis(lambda r: r.reconcile(keys=keys, args=args))
+        bumped = self._redis(lambda r: r.scripts["reconcile"](keys=keys, args=args))
         if bumped:
             log.info("cache namespace %s invalidated after an outage", self.namespace)
         with self._state:
@@ -379,7 +346,9 @@ class GenerationCache:
                 connections = self._connections
             try:
                 stamp, raw = self._redis(
-                    lambda r: r.read(keys=[*generations, key], args=[_token(), self._gen_ttl])
+                    lambda r: r.scripts["read"](
+                        keys=[*generations, key], args=[_token(), self._gen_ttl]
+                    )
                 )
             except self._redis_errors as exc:
                 self._mark_down(exc)
