@@ -1,4 +1,5 @@
-"""The Redis features through the async API, on ``redis.asyncio``, against real Redis servers.
+"""The Redis features through the async API, on ``redis.asyncio``, against real Redis servers:
+the cache, and the working memory (AsyncSessionMemory).
 
 The cache in front of a native driver (pgvector) awaits its Redis commands on the event loop:
 its async answers are its sync ones, the loop keeps running while Redis does not answer, and
@@ -21,11 +22,17 @@ from redis_support import (  # noqa: F401 - fixtures
     redis_server,
 )
 
-from memory_drivers import AsyncMemoryDriver
+from memory_drivers import (
+    AsyncMemoryDriver,
+    BackendUnavailableError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
 from memory_drivers.config import build_settings
 from memory_drivers.drivers.pgvector import PgVectorDriver
 from memory_drivers.drivers.sqlite import SQLiteDriver
-from memory_drivers.redis import CachedMemoryDriver, connect
+from memory_drivers.redis import AsyncSessionMemory, CachedMemoryDriver, connect
 from memory_drivers.testing import fast_embedder
 
 FACTS = [
@@ -214,3 +221,86 @@ async def test_native_and_threaded_calls_share_one_cache(
         assert driver.counters["hits"] == hits + 1
     finally:
         await adriver.close()
+
+
+# ======================================================================== working memory
+
+
+def async_sessions(url: str, prefix: str, **options: Any) -> AsyncSessionMemory:
+    return AsyncSessionMemory(
+        url, settings=build_settings(_env_file=None), prefix=prefix, **options
+    )
+
+
+async def test_async_sessions_answer_as_the_sync_ones(namespace: str):  # noqa: F811 - the fixture
+    """Each coroutine is the sync method: same results, same errors, same keys."""
+    async with async_sessions(REDIS_URL, namespace, history_limit=3) as sessions:
+        assert sessions.native
+        sync = sessions.sync
+        s = await sessions.create("alice", data={"topic": "travel"})
+        assert await sessions.get(s.session_id, refresh=False) == sync.get(
+            s.session_id, refresh=False
+        )
+        with pytest.raises(ConflictError):
+            await sessions.create("alice", session_id=s.session_id)
+        with pytest.raises(ValidationError):
+            await sessions.get("")
+        updated = await sessions.update(s.session_id, {"budget": 900}, remove=["topic"])
+        assert updated.data == {"budget": 900} == sync.get(s.session_id).data
+        for i in range(5):
+            assert await sessions.add_message(s.session_id, "user", f"m{i}") == min(i + 1, 3)
+        history = await sessions.history(s.session_id)
+        assert [m.content for m in history] == ["m2", "m3", "m4"]
+        assert history == sync.history(s.session_id)
+        assert await sessions.active_sessions("alice") == [s.session_id]
+        health = await sessions.health()
+        assert health["status"] == "ok"
+        assert health["keys"]["sessions"] == health["keys"]["histories"] == 1
+        assert health["keys"] == sync.health()["keys"]
+        assert await sessions.touch(s.session_id)
+        assert await sessions.end(s.session_id)
+        assert not await sessions.end(s.session_id)
+        with pytest.raises(NotFoundError):
+            await sessions.add_message(s.session_id, "user", "too late")
+        assert sync.get(s.session_id) is None
+
+
+async def test_async_sessions_wait_in_redis_at_once(redis_server: Any):  # noqa: F811
+    """20 session reads wait in a paused Redis at the same time (no thread each), and then
+    answer; through a passed-in sync client they run in threads instead."""
+    sessions = async_sessions(redis_server.url, "md-async")
+    admin = connect(redis_server.url, timeout=5)
+    try:
+        ids = [(await sessions.create(f"user{i}")).session_id for i in range(20)]
+        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")  # the scripts write (refresh)
+        task = asyncio.ensure_future(asyncio.gather(*(sessions.get(i) for i in ids)))
+        most_waiting = 0
+        deadline = time.monotonic() + 4
+        while most_waiting < len(ids) and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.02)
+            waiting = await asyncio.to_thread(lambda: admin.info("clients")["blocked_clients"])
+            most_waiting = max(most_waiting, waiting)
+        assert not task.done(), "the reads did not wait for the paused Redis"
+        await asyncio.to_thread(admin.execute_command, "CLIENT", "UNPAUSE")
+        found = await task
+        assert most_waiting == len(ids), f"{most_waiting} reads waited in Redis at once"
+        assert [s.session_id for s in found] == ids
+        assert [s.user_id for s in found] == [f"user{i}" for i in range(20)]
+
+        threaded = AsyncSessionMemory(admin, prefix="md-async")
+        assert not threaded.native
+        assert (await threaded.get(ids[0])).user_id == "user0"
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
+        await sessions.close()
+
+
+async def test_async_sessions_report_an_unreachable_redis(tmp_path: Path):
+    from redis_support import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with async_sessions(url, "md-async") as sessions:
+        with pytest.raises(BackendUnavailableError, match="creating a session"):
+            await sessions.create("alice")
+        assert (await sessions.health())["status"] == "error"

@@ -1,6 +1,7 @@
 """Redis for memory-drivers: working memory, a cache in front of any driver, consolidation.
 
-- :class:`SessionMemory`: sessions with a TTL, capped conversation history, active sessions.
+- :class:`SessionMemory`: sessions with a TTL, capped conversation history, active sessions;
+  :class:`AsyncSessionMemory`: the same as coroutines (on ``redis.asyncio``).
 - :class:`CachedMemoryDriver`: a write-through cache in front of any driver
   (``MEMORY_CACHE=redis`` makes ``get_memory_driver()`` return one).
 - :class:`StreamConsolidator`: every N events of a Redis stream become one summary memory
@@ -12,6 +13,7 @@ created, never by importing this package. See docs/redis.md.
 
 from __future__ import annotations
 
+from .aio import AsyncSessionMemory
 from .cache import CachedMemoryDriver
 from .client import connect
 from .consolidation import ConsolidationResult, StreamConsolidator
@@ -25,6 +27,7 @@ from .summarizers import (
 )
 
 __all__ = [
+    "AsyncSessionMemory",
     "CachedMemoryDriver",
     "ConsolidationResult",
     "ExtractiveSummarizer",

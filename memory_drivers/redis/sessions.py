@@ -22,10 +22,14 @@ script, so it is atomic and uses Redis's clock: an update or a message for a ses
 just expired fails with ``NotFoundError`` instead of re-creating half a session, and
 ``active_sessions()`` checks each listed session's key inside the same script, so it never lists
 one that has expired or was removed.
+
+:class:`~.aio.AsyncSessionMemory` offers the same methods as coroutines: they run this code,
+with its Redis commands (all through ``self._redis``) awaited on the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping
@@ -37,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import validation as check
 from ..config import Settings, get_settings
 from ..errors import ConflictError, NotFoundError, ValidationError
-from .client import connect, redacted, redis_errors, unavailable
+from .client import Clients, connect, redacted, redis_errors, unavailable
 
 __all__ = ["Message", "Session", "SessionMemory"]
 
@@ -217,9 +221,13 @@ class SessionMemory:
     ) -> None:
         s = settings or get_settings()
         self._errors = redis_errors()
+        connect_async = None
         if redis is None or isinstance(redis, str):
             self.url = redacted(redis or s.redis_url)
             self._client = connect(redis or s.redis_url, timeout=s.redis_timeout)
+            connect_async = functools.partial(
+                connect, redis or s.redis_url, timeout=s.redis_timeout, asynchronous=True
+            )
             self._owns_client = True
         else:
             self.url = "<client>"
@@ -231,18 +239,17 @@ class SessionMemory:
         self.ttl = _positive(ttl if ttl is not None else s.session_ttl, "ttl")
         limit = history_limit if history_limit is not None else s.session_history_limit
         self.history_limit = int(check.top_k(limit, "history_limit"))
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in (
-                ("create", _CREATE),
-                ("get", _GET),
-                ("update", _UPDATE),
-                ("add_message", _ADD_MESSAGE),
-                ("history", _HISTORY),
-                ("end", _END),
-                ("active", _ACTIVE),
-            )
+        scripts = {
+            "create": _CREATE,
+            "get": _GET,
+            "update": _UPDATE,
+            "add_message": _ADD_MESSAGE,
+            "history": _HISTORY,
+            "end": _END,
+            "active": _ACTIVE,
         }
+        #: every Redis command goes through it (sync, or awaited in a native async call)
+        self._redis = Clients(self._client, connect_async, scripts)
 
     # ------------------------------------------------------------------ keys
     def _session_key(self, session_id: str) -> str:
@@ -257,7 +264,7 @@ class SessionMemory:
 
     def _run(self, name: str, keys: list[str], args: list[Any], doing: str) -> Any:
         try:
-            return self._scripts[name](keys=keys, args=args)
+            return self._redis(lambda r: r.scripts[name](keys=keys, args=args))
         except self._errors as exc:
             raise unavailable(self.url, exc, doing) from exc
 
@@ -403,14 +410,22 @@ class SessionMemory:
     def health(self) -> dict[str, Any]:
         """``status`` (``ok``/``error``), Redis memory use, and key counts of this prefix."""
         try:
-            memory = self._client.info("memory")
+            memory = self._redis(lambda r: r.client.info("memory"))
             sessions = histories = 0
-            for key in self._client.scan_iter(match=f"{_glob(self.prefix)}:*", count=1000):
-                if key.startswith(f"{self.prefix}:session:"):
-                    sessions += 1
-                elif key.startswith(f"{self.prefix}:history:"):
-                    histories += 1
-            total = self._client.dbsize()
+            cursor: Any = 0
+            match = f"{_glob(self.prefix)}:*"
+            while True:  # SCAN by hand: the same loop for the sync and the async client
+                cursor, keys = self._redis(
+                    functools.partial(_scan, cursor=cursor, match=match, count=1000)
+                )
+                for key in keys:
+                    if key.startswith(f"{self.prefix}:session:"):
+                        sessions += 1
+                    elif key.startswith(f"{self.prefix}:history:"):
+                        histories += 1
+                if not int(cursor):
+                    break
+            total = self._redis(lambda r: r.client.dbsize())
         except self._errors as exc:
             return {"status": "error", "url": self.url, "error": f"{type(exc).__name__}: {exc}"}
         return {
@@ -428,8 +443,7 @@ class SessionMemory:
 
     def close(self) -> None:
         """Close the client if this object made it."""
-        if self._owns_client:
-            self._client.close()
+        self._redis.close(sync=self._owns_client)
 
     def __enter__(self) -> SessionMemory:
         return self
@@ -456,6 +470,10 @@ def _positive(value: Any, name: str) -> float:
 
 def _milliseconds(seconds: Any) -> int:
     return max(1, round(_positive(seconds, "ttl") * 1000))
+
+
+def _scan(commands: Any, **options: Any) -> Any:
+    return commands.client.scan(**options)
 
 
 def _glob(text: str) -> str:
