@@ -1,5 +1,5 @@
 """The Redis features through the async API, on ``redis.asyncio``, against real Redis servers:
-the cache, and the working memory (AsyncSessionMemory).
+the cache, the working memory (AsyncSessionMemory) and consolidation (AsyncStreamConsolidator).
 
 The cache in front of a native driver (pgvector) awaits its Redis commands on the event loop:
 its async answers are its sync ones, the loop keeps running while Redis does not answer, and
@@ -32,7 +32,14 @@ from memory_drivers import (
 from memory_drivers.config import build_settings
 from memory_drivers.drivers.pgvector import PgVectorDriver
 from memory_drivers.drivers.sqlite import SQLiteDriver
-from memory_drivers.redis import AsyncSessionMemory, CachedMemoryDriver, connect
+from memory_drivers.redis import (
+    AsyncSessionMemory,
+    AsyncStreamConsolidator,
+    CachedMemoryDriver,
+    StreamConsolidator,
+    connect,
+)
+from memory_drivers.redis.consolidation import parse_event_id
 from memory_drivers.testing import fast_embedder
 
 FACTS = [
@@ -304,3 +311,106 @@ async def test_async_sessions_report_an_unreachable_redis(tmp_path: Path):
         with pytest.raises(BackendUnavailableError, match="creating a session"):
             await sessions.create("alice")
         assert (await sessions.health())["status"] == "error"
+
+
+# ======================================================================== consolidation
+
+
+def add_events(client: Any, stream: str, n: int) -> list[str]:
+    return [
+        client.xadd(stream, {"role": "user", "content": f"Event {i}: the user likes topic {i}."})
+        for i in range(n)
+    ]
+
+
+def summaries_of(driver: Any, user: str) -> list[Any]:
+    found = [m for m in driver.iter_memories(user) if m.metadata.get("consolidator")]
+    return sorted(found, key=lambda m: parse_event_id(m.metadata["first_event_id"]))
+
+
+async def test_async_consolidation_is_the_sync_one(
+    pg_database: str,
+    namespace: str,  # noqa: F811 - the fixture
+    redis_client: Any,  # noqa: F811 - the fixture
+):
+    """Natively (pgvector), windows become the summaries the sync consolidator writes: same
+    windows, same text; the sync one then finds nothing left (one checkpoint, in the store)."""
+    settings = build_settings(_env_file=None, database_url=pg_database, memory_auto_migrate=True)
+    driver = await asyncio.to_thread(PgVectorDriver, settings, embedder=fast_embedder())
+    try:
+        texts = {}
+        for name in ("async", "sync"):
+            stream = f"{namespace}:{name}"
+            events = add_events(redis_client, stream, 11)
+            options = {"stream": stream, "batch_size": 5, "user_id": name}
+            if name == "async":
+                async with AsyncStreamConsolidator(
+                    AsyncMemoryDriver(driver), REDIS_URL, **options
+                ) as consolidator:
+                    assert consolidator.native
+                    assert await consolidator.run(once=True) == 2
+                    assert consolidator.checkpoint == events[9]
+                    assert await consolidator.step() is None  # the 11th waits for 4 more
+            else:
+                sync = StreamConsolidator(driver, REDIS_URL, **options)
+                assert sync.run(once=True) == 2
+                sync.close()
+            found = summaries_of(driver, name)
+            windows = [(m.metadata["first_event_id"], m.metadata["last_event_id"]) for m in found]
+            assert windows == [(events[0], events[4]), (events[5], events[9])]
+            texts[name] = [m.content.split("\n", 1)[1] for m in found]  # after the header
+            pending = redis_client.xpending_range(stream, "memory-drivers", "-", "+", 100)
+            assert [p["message_id"] for p in pending] == [events[10]]
+        assert texts["async"] == texts["sync"]
+
+        again = StreamConsolidator(driver, REDIS_URL, stream=f"{namespace}:async", user_id="async")
+        assert again.load_checkpoint() == redis_client.xrange(f"{namespace}:async")[9][0]
+        again.close()
+    finally:
+        driver.close()
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_async_run_waits_for_events_without_blocking_the_loop(
+    pg_database: str,
+    tmp_path: Path,
+    namespace: str,  # noqa: F811 - the fixture
+    redis_client: Any,  # noqa: F811 - the fixture
+    native: bool,
+):
+    """``run(stop)`` waits for events (a blocking read of 0.3 s at a time) while the loop
+    ticks, summarises them as they come, and ends when ``stop`` is set: natively in front of
+    pgvector, in a worker thread in front of sqlite."""
+    if native:
+        settings = build_settings(
+            _env_file=None, database_url=pg_database, memory_auto_migrate=True
+        )
+        driver: Any = await asyncio.to_thread(PgVectorDriver, settings, embedder=fast_embedder())
+    else:
+        settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{tmp_path}/m.db")
+        driver = SQLiteDriver(settings, embedder=fast_embedder())
+    stream = f"{namespace}:live"
+    consolidator = AsyncStreamConsolidator(
+        driver, REDIS_URL, stream=stream, batch_size=3, user_id="live", block=0.3
+    )
+    assert consolidator.native is native
+    stop = asyncio.Event()
+    try:
+
+        async def feed_then_stop() -> None:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(add_events, redis_client, stream, 6)
+            deadline = time.monotonic() + 20
+            while len(summaries_of(driver, "live")) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        feeder = asyncio.ensure_future(feed_then_stop())
+        written, ticks = await ticks_during(consolidator.run(stop))
+        await feeder
+        assert written == 2
+        assert [m.metadata["event_count"] for m in summaries_of(driver, "live")] == [3, 3]
+        assert ticks >= 30, f"the event loop ticked {ticks} times while run() waited"
+    finally:
+        await consolidator.close()
+        driver.close()

@@ -5,7 +5,8 @@
 - :class:`CachedMemoryDriver`: a write-through cache in front of any driver
   (``MEMORY_CACHE=redis`` makes ``get_memory_driver()`` return one).
 - :class:`StreamConsolidator`: every N events of a Redis stream become one summary memory
-  (``memory-drivers consolidate --stream NAME``).
+  (``memory-drivers consolidate --stream NAME``); :class:`AsyncStreamConsolidator`: as
+  coroutines.
 
 Needs redis-py: ``pip install "memory-drivers[redis]"``. It is imported when one of these is
 created, never by importing this package. See docs/redis.md.
@@ -13,7 +14,7 @@ created, never by importing this package. See docs/redis.md.
 
 from __future__ import annotations
 
-from .aio import AsyncSessionMemory
+from .aio import AsyncSessionMemory, AsyncStreamConsolidator
 from .cache import CachedMemoryDriver
 from .client import connect
 from .consolidation import ConsolidationResult, StreamConsolidator
@@ -28,6 +29,7 @@ from .summarizers import (
 
 __all__ = [
     "AsyncSessionMemory",
+    "AsyncStreamConsolidator",
     "CachedMemoryDriver",
     "ConsolidationResult",
     "ExtractiveSummarizer",

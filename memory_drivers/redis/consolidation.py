@@ -30,27 +30,35 @@ Exactly once, across crashes (docs/redis.md has the argument):
 
 A window that is not full yet waits for more events. Events removed from the stream (``XTRIM``,
 ``MAXLEN``) before they were summarised are not summarised.
+
+:class:`~.aio.AsyncStreamConsolidator` runs this code from asyncio: every Redis command goes
+through ``self._clients`` (:class:`.client.Clients`), the summariser through
+:func:`memory_drivers.bridge.blocking` and pauses through :func:`_wait`, so in a native call
+it awaits Redis on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import bridge
 from .. import validation as check
 from ..base import BaseMemoryDriver
 from ..config import Settings
 from ..errors import ConfigurationError, ConflictError, MemoryDriverError, ValidationError
 from ..models import Memory
-from .client import connect, redacted, redis_errors, unavailable
+from .client import Clients, connect, redacted, redis_errors, unavailable
 from .summarizers import StreamEvent, Summarizer, get_summarizer
 
 __all__ = [
@@ -152,19 +160,25 @@ class StreamConsolidator:
         self.summarizer = summarizer or get_summarizer(s)
         self.on_summary = on_summary
         self._errors = redis_errors()
+        connect_async = None
         if redis is None or isinstance(redis, str):
             self.url = redacted(redis or s.redis_url)
             # A blocking read lasts up to ``block``: the socket must wait longer than that.
-            self._client = connect(
+            connect_async = functools.partial(
+                connect,
                 redis or s.redis_url,
                 timeout=s.redis_timeout + self.block,
                 connect_timeout=s.redis_timeout,
             )
+            self._client = connect_async()
+            connect_async = functools.partial(connect_async, asynchronous=True)
             self._owns_client = True
         else:
             self.url = "<client>"
             self._client = redis
             self._owns_client = False
+        #: every Redis command goes through it (sync, or awaited in a native async call)
+        self._clients = Clients(self._client, connect_async)
         self._checkpoint: str | None = None
         self._ready = False
         self._pauses: dict[str, int] = {}
@@ -198,15 +212,16 @@ class StreamConsolidator:
         return self._checkpoint
 
     # ------------------------------------------------------------------ Redis
-    def _redis(self, doing: str, call: Callable[[], Any]) -> Any:
+    def _redis(self, doing: str, call: Callable[[Any], Any]) -> Any:
+        """``call(client)``'s answer, or the typed error saying Redis failed while ``doing``."""
         try:
-            return call()
+            return self._clients(lambda r: call(r.client))
         except self._errors as exc:
             raise unavailable(self.url, exc, doing) from exc
 
     def _ack(self, ids: Sequence[str]) -> None:
         if ids:
-            self._redis("acknowledging", lambda: self._client.xack(self.stream, self.group, *ids))
+            self._redis("acknowledging", lambda r: r.xack(self.stream, self.group, *ids))
 
     def _done(self, event_id: str) -> bool:
         return self._checkpoint is not None and parse_event_id(event_id) <= parse_event_id(
@@ -216,22 +231,19 @@ class StreamConsolidator:
     def setup(self) -> None:
         """Create the consumer group if needed, read the checkpoint from the store, and
         acknowledge pending events it already covers. :meth:`step` and :meth:`run` call it."""
-        redis = self._client
-
-        def create_group() -> None:
-            try:
-                redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except self._errors as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-        self._redis("creating the consumer group", create_group)
+        try:
+            self._clients(
+                lambda r: r.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            )
+        except self._errors as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise unavailable(self.url, exc, "creating the consumer group") from exc
         self._checkpoint = self.load_checkpoint()
         if self._checkpoint is not None:
             while True:
                 pending = self._redis(
                     "reading pending events",
-                    lambda: redis.xpending_range(
+                    lambda r: r.xpending_range(
                         self.stream, self.group, min="-", max=self._checkpoint, count=1000
                     ),
                 )
@@ -245,7 +257,7 @@ class StreamConsolidator:
         start = f"({self._checkpoint}" if self._checkpoint is not None else "-"
         entries = self._redis(
             "reading the stream",
-            lambda: self._client.xrange(self.stream, min=start, max="+", count=self.batch_size),
+            lambda r: r.xrange(self.stream, min=start, max="+", count=self.batch_size),
         )
         return [StreamEvent(event_id, dict(fields)) for event_id, fields in entries]
 
@@ -257,7 +269,7 @@ class StreamConsolidator:
         block_ms = None if block is None else max(1, int(block * 1000))
         reply = self._redis(
             "reading the stream",
-            lambda: self._client.xreadgroup(
+            lambda r: r.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=1000, block=block_ms
             ),
         )
@@ -269,7 +281,7 @@ class StreamConsolidator:
     def _pause(self, point: str, events: Sequence[StreamEvent]) -> None:
         slow = os.environ.get(SLOW_VARIABLE)
         if slow:
-            time.sleep(float(slow))
+            bridge.sleep(float(slow))
         wanted = os.environ.get(PAUSE_VARIABLE, "")
         if not wanted:
             return
@@ -285,7 +297,7 @@ class StreamConsolidator:
             flush=True,
         )
         while True:  # until killed
-            time.sleep(3600)
+            bridge.sleep(3600)
 
     def step(self) -> ConsolidationResult | None:
         """Summarise the next window if ``batch_size`` events after the checkpoint are in the
@@ -299,7 +311,7 @@ class StreamConsolidator:
             return None
         first, last = events[0].id, events[-1].id
         mid = summary_id(self.user_id, self.stream, first, last)
-        text = self.summarizer.summarize(self.stream, events)
+        text = bridge.blocking(self.summarizer.summarize, self.stream, events)
         limit = self.settings.memory_max_content_length
         if len(text) > limit:
             text = text[: limit - 3].rstrip() + "..."
@@ -342,7 +354,9 @@ class StreamConsolidator:
             self.on_summary(result)
         return result
 
-    def run(self, stop: threading.Event | None = None, *, once: bool = False) -> int:
+    def run(
+        self, stop: threading.Event | asyncio.Event | None = None, *, once: bool = False
+    ) -> int:
         """Summarise windows until ``stop`` is set (``once=True``: until no full window is
         left). Returns how many summaries this call wrote.
 
@@ -370,15 +384,24 @@ class StreamConsolidator:
                     raise
                 log.error("consolidating %s failed: %s; retrying in %.0fs", self.stream, exc, delay)
                 self._ready = False  # re-read the checkpoint: the store is the truth
-                stop.wait(delay)
+                _wait(stop, delay)
                 delay = min(delay * 2, 30.0)
         return written
 
     def close(self) -> None:
         """Close what this object made (the Redis client, the summariser); the driver is the
         caller's."""
-        if self._owns_client:
-            self._client.close()
+        self._clients.close(sync=self._owns_client)
         close = getattr(self.summarizer, "close", None)
         if self._owns_summarizer and callable(close):
             close()
+
+
+def _wait(stop: threading.Event | asyncio.Event, seconds: float) -> None:
+    """Wait until ``stop`` is set or ``seconds`` passed; in a native call (an asyncio event),
+    without stopping the event loop."""
+    if isinstance(stop, asyncio.Event):
+        with contextlib.suppress(TimeoutError):
+            bridge.wait_for(asyncio.wait_for(stop.wait(), seconds))
+    else:
+        stop.wait(seconds)
