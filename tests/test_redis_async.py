@@ -25,6 +25,7 @@ from redis_support import (  # noqa: F401 - fixtures
 from memory_drivers import (
     AsyncMemoryDriver,
     BackendUnavailableError,
+    ConfigurationError,
     ConflictError,
     NotFoundError,
     ValidationError,
@@ -363,9 +364,16 @@ async def test_async_consolidation_is_the_sync_one(
             assert [p["message_id"] for p in pending] == [events[10]]
         assert texts["async"] == texts["sync"]
 
-        again = StreamConsolidator(driver, REDIS_URL, stream=f"{namespace}:async", user_id="async")
-        assert again.load_checkpoint() == redis_client.xrange(f"{namespace}:async")[9][0]
-        again.close()
+        again = AsyncStreamConsolidator(
+            consolidator=StreamConsolidator(
+                driver, REDIS_URL, stream=f"{namespace}:async", user_id="async"
+            )
+        )
+        checkpoint = redis_client.xrange(f"{namespace}:async")[9][0]
+        assert await again.load_checkpoint() == checkpoint
+        await again.close()
+        with pytest.raises(ConfigurationError, match="needs a memory driver"):
+            AsyncStreamConsolidator("not a driver", REDIS_URL, stream="s")
     finally:
         driver.close()
 

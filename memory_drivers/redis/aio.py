@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .. import bridge
 from ..base import BaseMemoryDriver
+from ..errors import ConfigurationError
 from .consolidation import StreamConsolidator
 from .sessions import SessionMemory
 
@@ -119,9 +120,9 @@ class AsyncStreamConsolidator:
             # an AsyncMemoryDriver stores through the driver it wraps
             sync = driver if isinstance(driver, BaseMemoryDriver) else getattr(driver, "sync", None)
             if not isinstance(sync, BaseMemoryDriver):
-                raise TypeError(
+                raise ConfigurationError(
                     "AsyncStreamConsolidator needs a memory driver (or an AsyncMemoryDriver), "
-                    f"got {type(driver).__name__}"
+                    f"got {type(driver).__name__}; pass get_memory_driver() or one you opened"
                 )
             consolidator = StreamConsolidator(sync, *args, **kwargs)
         #: the wrapped consolidator, whose methods every coroutine runs
