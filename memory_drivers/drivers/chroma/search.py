@@ -91,9 +91,9 @@ class ChromaSearch(ChromaKeywords):
         if search.mode in ("keyword", "hybrid"):
             return self._ranked(collection, search)
         if search.top_k is not None:
-            hits = self._recent_in_windows(collection, f, where, search.top_k)
-            if hits is not None:
-                return hits
+            recent = self._recent_in_windows(collection, f, where, search.top_k)
+            if recent is not None:
+                return recent
         return self._ordered(collection, f, where, search.top_k)
 
     def _ranked(self, collection: Any, search: MemorySearch) -> list[RecallHit]:

@@ -192,6 +192,7 @@ class ChromaUsers(ChromaStore):
             groups.setdefault(meta[K_USER], []).append(i)
         for user, rows in groups.items():
             collection = self._user_collection(user, create=True)
+            assert collection is not None  # create=True makes it
             for batch in batches(rows, self._max_batch):
                 self._call(
                     collection.upsert,
