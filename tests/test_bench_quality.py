@@ -77,7 +77,12 @@ def test_loading_follows_the_documented_rules(dataset: Path) -> None:
 
 
 def test_every_driver_and_mode_runs(
-    dataset: Path, tmp_path: Path, postgres: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    dataset: Path,
+    tmp_path: Path,
+    postgres: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    clean_env: Path,
 ) -> None:
     monkeypatch.setenv("EMBEDDING_PROVIDER", "hashing")
     monkeypatch.chdir(tmp_path)
@@ -128,7 +133,7 @@ def test_bad_dataset_is_a_clear_error(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_embedding_backends_run_side_by_side(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, clean_env: Path
 ) -> None:
     """--embedding-backends runs the whole benchmark once per backend of the real model: the
     float ONNX model and its int8 variant, each its own vector space and row of the table."""
