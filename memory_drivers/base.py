@@ -310,8 +310,8 @@ class BaseMemoryDriver(ABC):
 
     def _memory_from_input(self, item: Any) -> Memory:
         if isinstance(item, Memory):
-            item = item.model_dump()
-        if isinstance(item, MemoryInput):
+            item = item.__dict__  # its fields (frozen: only read); no model_dump copy
+        elif isinstance(item, MemoryInput):
             item = item.model_dump()
         if not isinstance(item, Mapping):
             raise ValidationError(
@@ -331,7 +331,9 @@ class BaseMemoryDriver(ABC):
         given_id = item.get("id")
         mtype = item.get("memory_type")
         importance = item.get("importance")
-        return Memory(
+        # Every field is checked (and given its exact type) by ``check`` below, so pydantic's
+        # own validation would only repeat it: model_construct skips that second pass.
+        return Memory.model_construct(
             id=check.memory_id(given_id, "id") if given_id is not None else str(uuid.uuid4()),
             user_id=check.identifier(item.get("user_id"), "user_id"),
             conversation_id=check.identifier(

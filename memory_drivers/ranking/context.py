@@ -43,13 +43,16 @@ Key = TypeVar("Key", bound=Hashable)
 @dataclass(frozen=True)
 class ContextRow(Generic[Key]):
     """One memory of a conversation, as a driver reads it to re-index: its key, its place in
-    the conversation (``created_at``, ``id``), its text, and the terms it is indexed with now."""
+    the conversation (``created_at``, ``id``), its text, and the terms it is indexed with now.
+    ``own``: its own terms (``document_terms(content)``) when the caller has them already,
+    so they are not computed twice."""
 
     key: Key
     created_at: datetime
     id: str
     content: str
     indexed: str
+    own: str | None = None
 
 
 def indexed_terms(own: Sequence[str], window: int) -> list[str]:
@@ -73,7 +76,7 @@ def refresh(rows: Sequence[ContextRow[Key]], start: int, window: int) -> dict[Ke
     most ``window``) memories before them, read only as their context. Rows already indexed
     right are left out.
     """
-    own = [document_terms(row.content) for row in rows]
+    own = [document_terms(row.content) if row.own is None else row.own for row in rows]
     wanted = indexed_terms(own, window)
     return {
         row.key: terms
@@ -118,7 +121,7 @@ def plan(
         [
             *stretch.inside,
             *stretch.after,
-            *(ContextRow(r.key, r.created_at, r.id, r.content, "\0") for r in new),
+            *(ContextRow(r.key, r.created_at, r.id, r.content, "\0", r.own) for r in new),
         ],
         key=lambda r: (r.created_at, r.id),
     )
@@ -138,6 +141,8 @@ def changes(
     read: Callable[[str, str, Position, Position], Stretch[str]],
     read_many: Callable[[Sequence[StretchRequest]], Mapping[tuple[str, str], Stretch[str]]]
     | None = None,
+    *,
+    terms: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The indexed terms (by memory id) that change when ``new`` memories are inserted, or
     memories at ``places`` (user, conversation, ``created_at``, id) are re-worded or deleted.
@@ -145,7 +150,8 @@ def changes(
     ``read(user, conversation, low, high)`` gives what the store holds around a stretch of a
     conversation (see :func:`plan`); it is called once per conversation changed. A driver that
     can read many stretches at once (one round trip) gives ``read_many`` too, which is then
-    called once with every conversation's stretch instead.
+    called once with every conversation's stretch instead. ``terms``: the own terms of
+    ``new`` memories by id, when the caller has them (they are then not computed again).
     """
     if window <= 0:
         return {}
@@ -154,7 +160,8 @@ def changes(
         groups.setdefault((user, conversation), ([], []))[0].append((created, mid))
     for m in new:
         if m.conversation_id is not None:
-            row = ContextRow(m.id, m.created_at, m.id, m.content, "")
+            own = terms.get(m.id) if terms is not None else None
+            row = ContextRow(m.id, m.created_at, m.id, m.content, "", own)
             groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
     result: dict[str, str] = {}
     known: Mapping[tuple[str, str], Stretch[str]] = {}

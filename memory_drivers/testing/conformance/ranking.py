@@ -135,6 +135,78 @@ class RankingTests(ConformanceBase):
         )
         assert_same_hits(got, expected, 9, tol=1e-6)
 
+    def test_context_of_a_batch_over_stored_and_new_conversations(
+        self, driver: BaseMemoryDriver
+    ) -> None:
+        """One batch adding turns to stored conversations (s1 of u1 in the middle and at the
+        end, s2 at the end) and to new ones (s3 of u1, s1 of u2) indexes every turn with its
+        neighbours, as the reference does. Failing means a batch read the context of some
+        conversations only (or of the wrong ones)."""
+        self._chat(driver)
+        driver.store_many(
+            [
+                {
+                    "user_id": "u2",
+                    "conversation_id": "s1",
+                    "content": "Cleo: my puppy snores",
+                    "created_at": at(3),
+                },
+                {
+                    "user_id": "u1",
+                    "conversation_id": "s3",
+                    "content": "Ben: I bought a kayak",
+                    "created_at": at(20),
+                },
+                {
+                    "user_id": "u1",
+                    "conversation_id": "s1",
+                    "content": "Ben: Which shelter?",
+                    "created_at": at(1.5),
+                },
+                {
+                    "user_id": "u1",
+                    "conversation_id": "s3",
+                    "content": "Anna: Where to?",
+                    "created_at": at(21),
+                },
+                {
+                    "user_id": "u1",
+                    "conversation_id": "s2",
+                    "content": "Anna: Nice!",
+                    "created_at": at(22),
+                },
+                {
+                    "user_id": "u1",
+                    "conversation_id": "s1",
+                    "content": "Ben: Good night",
+                    "created_at": at(23),
+                },
+                {
+                    "user_id": "u2",
+                    "conversation_id": "s1",
+                    "content": "Dan: How loud?",
+                    "created_at": at(4),
+                },
+            ]
+        )
+        everything = list(driver.iter_memories())
+        for user in ("u1", "u2"):
+            for query in ("puppy", "kayak", "violin teacher", "sleep night", "shelter"):
+                got = driver.recall(user, query=query, search="keyword", top_k=20)
+                expected = self.expected(
+                    driver,
+                    everything,
+                    MemoryFilter(user_id=user),
+                    top_k=20,
+                    query=query,
+                    search="keyword",
+                )
+                assert_same_hits(got, expected, 20, tol=1e-6)
+        found = contents(driver.recall("u1", query="kayak", search="keyword", top_k=9))
+        assert "Anna: Where to?" in found
+        found = contents(driver.recall("u2", query="puppy", search="keyword", top_k=9))
+        assert "Dan: How loud?" in found
+
     def test_context_window_zero_indexes_own_terms(self, make_driver: MakeDriver) -> None:
         """CONTEXT_WINDOW=0 indexes each memory with its own terms only; reopening a store with
         another window re-indexes it. (Without the neighbour share, which would also find the
