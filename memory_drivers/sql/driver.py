@@ -459,18 +459,10 @@ class SQLDriver(BaseMemoryDriver):
     ) -> dict[tuple[str, str], ctx.Stretch[str]]:
         """:meth:`_stretch` of many conversations in one round trip per ``STRETCH_BATCH``: the
         three reads of each conversation are subqueries of one ``UNION ALL`` (a store_many
-        batch touching 100 conversations made 300 round trips before). A batch of several
-        conversations first asks which of them the store holds at all: the others have nothing
-        to read (a copy into a new store then reads no stretch; on pgvector that was a quarter
-        of the copy's time)."""
+        batch touching 100 conversations made 300 round trips before)."""
         found: dict[int, tuple[list[Any], list[Any], list[Any]]] = {}
-        numbered = list(enumerate(requests))
-        if len(requests) > 1:
-            stored = self._stored_conversations(connection, [(u, c) for u, c, _, _ in requests])
-            numbered = [(n, r) for n, r in numbered if (r[0], r[1]) in stored]
-        for start in range(0, len(numbered), STRETCH_BATCH):
-            chunk = [r for _, r in numbered[start : start + STRETCH_BATCH]]
-            number = [n for n, _ in numbered[start : start + STRETCH_BATCH]]
+        for start in range(0, len(requests), STRETCH_BATCH):
+            chunk = requests[start : start + STRETCH_BATCH]
             slots = -(-len(chunk) // STRETCH_SLOTS) * STRETCH_SLOTS
             values: dict[str, Any] = {}
             for n in range(slots):
@@ -487,7 +479,7 @@ class SQLDriver(BaseMemoryDriver):
                     }
                 )
             for row in connection.execute(self._stretch_statement(slots), values):
-                lists = found.setdefault(number[row.n], ([], [], []))
+                lists = found.setdefault(start + row.n, ([], [], []))
                 lists[row.part].append(
                     ctx.ContextRow(row.id, row.created_at, row.id, row.content, row.search_terms)
                 )
@@ -498,21 +490,6 @@ class SQLDriver(BaseMemoryDriver):
                 sorted(first, key=_place), sorted(inside, key=_place), sorted(last, key=_place)
             )
         return result
-
-    def _stored_conversations(
-        self, connection: Connection, pairs: Sequence[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """Which of these (user, conversation) pairs have a memory in the store (read from the
-        conversation index alone)."""
-        found: set[tuple[str, str]] = set()
-        for batch in _batches(pairs):
-            query = (
-                select(M.user_id, M.conversation_id)
-                .where(tuple_(M.user_id, M.conversation_id).in_(batch))
-                .distinct()
-            )
-            found.update((row.user_id, row.conversation_id) for row in connection.execute(query))
-        return found
 
     def _stretch_statement(self, slots: int) -> Any:
         """The ``UNION ALL`` of :meth:`_stretches` for ``slots`` conversations, built once per
