@@ -212,7 +212,7 @@ class MemoryTools:
         """Recall the memories that best answer a query, best first, each with its score.
 
         Filters narrow the memories before the best top_k are taken. Scores: hybrid about
-        -0.5 to 1.25, vector the cosine similarity (-1 to 1), keyword BM25 (0 or more);
+        -0.5 to 1.41, vector the cosine similarity (-1 to 1), keyword BM25 (0 or more);
         without a query, newest first and no score.
         """
         return self.driver.recall(

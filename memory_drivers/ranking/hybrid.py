@@ -4,10 +4,12 @@
 
 - ``coverage`` is the memory's keyword score divided by the query's keyword weight, the sum of
   its terms' ``idf`` (:mod:`.keyword`): 1 for a memory of average length holding every query
-  term, 0 for one holding none, up to ``1 + CONTEXT_NEIGHBOR_SHARE`` with a neighbour's share;
+  term, 0 for one holding none; a shorter memory gains up to ``g = (k1 + 1) / (1 + k1 (1 - b))``
+  per term (1.21 by default), and a neighbour's share adds up to ``CONTEXT_NEIGHBOR_SHARE``
+  times that again, so coverage stays below ``g * (1 + share)`` (1.81 by default);
 - ``cosine`` is the cosine similarity of the query's and the memory's embeddings, in [-1, 1].
 
-So the score lies in [-w, (1 - w) * (1 + share) + w] (-0.5 to 1.25 by default), higher is
+So the score lies in [-w, (1 - w) * g * (1 + share) + w] (-0.5 to 1.41 by default), higher is
 better, and a memory's score does not depend on how the other memories scored. Both sides are
 divided by a bound fixed before the search (the query's weight; cosine's own range) rather
 than standardised over the results: with z-scores or min-max over the results, one incidental
