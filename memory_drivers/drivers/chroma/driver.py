@@ -90,7 +90,9 @@ class ChromaDriver(ChromaSearch):
     def _add_records(self, records: Sequence[MemoryRecord], token: str) -> None:
         """Add the records to their users' collections (all, or none: a failure deletes what
         was added) and re-index the conversations they join."""
-        indexed = self._context_changes(new=[r.memory for r in records])
+        indexed = self._context_changes(
+            new=[r.memory for r in records], terms={r.memory.id: r.terms for r in records}
+        )
         groups: dict[str, list[MemoryRecord]] = {}
         for r in records:
             groups.setdefault(r.memory.user_id, []).append(r)

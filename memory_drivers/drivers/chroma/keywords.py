@@ -89,11 +89,12 @@ class ChromaKeywords(ChromaUsers):
         self,
         new: Sequence[Memory] = (),
         places: Sequence[tuple[str, str, datetime, str]] = (),
+        terms: Mapping[str, str] | None = None,
     ) -> dict[str, tuple[str, str]]:
         """The user and indexed terms (by id) that change when ``new`` memories are inserted,
         or the memories at ``places`` (user, conversation, created_at, id) are re-worded or
-        deleted. Call it under the write lock, after deletes and re-wordings and before
-        inserts."""
+        deleted (``terms``: the new memories' own terms by id, not computed again). Call it
+        under the write lock, after deletes and re-wordings and before inserts."""
         window = self.context_window
         owner = {m.id: m.user_id for m in new} | {mid: user for user, _, _, mid in places}
 
@@ -108,7 +109,7 @@ class ChromaKeywords(ChromaUsers):
             after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
             return ctx.Stretch(before, inside, after)
 
-        changed = ctx.changes(places, new, window, read)
+        changed = ctx.changes(places, new, window, read, terms=terms)
         return {mid: (owner[mid], terms) for mid, terms in changed.items()}
 
     def _write_user_terms(self, indexed: Mapping[str, tuple[str, str]]) -> None:
