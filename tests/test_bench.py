@@ -291,3 +291,89 @@ def test_processes_workload_runs_and_writes_its_section(tmp_path: Path) -> None:
         write_section(report, processes_section([results]), MARK_START, MARK_END)
     text = report.read_text()
     assert text.count(MARK_START) == 1 and "kept" in text and "| 300 | 1 | 2 |" in text
+
+
+def test_mem0_bulk_load_stores_what_its_adds_store(tmp_path: Path) -> None:
+    """Past its timed adds, the mem0 peer stores the rest through the same ``add`` calls with
+    the vector store's inserts gathered: every memory is then in the index, found by its own
+    vector within its user, readable by id and in mem0's history, like a timed one."""
+    from memory_drivers.bench.mem0 import Mem0FaissPeer
+    from memory_drivers.bench.targets import TargetConfig
+    from memory_drivers.bench.worker import JobSpec, _ingest
+
+    items = make_items(50, seed=1, users=3)
+    vectors = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    embedder = ReplayEmbedder("m", [([i.content for i in items], vectors)])
+    peer = Mem0FaissPeer(TargetConfig(workdir=tmp_path, embedder=embedder))
+    peer.timed_ingest_limit = 20
+    peer.open()
+    try:
+        spec = JobSpec(kind="target", cache_dir=str(tmp_path), model="m", batch=7)
+        result = _ingest(spec, peer, items, "mem0")
+        assert result["memories"] == 20 and result["per_s"] > 0
+        assert result["bulk_load"]["memories"] == 30
+        assert peer.memory.vector_store.index.ntotal == 50
+        assert "insert" not in vars(peer.memory.vector_store)  # the store's own method is back
+        for item in (items[3], items[25], items[49]):  # one timed, two bulk-loaded
+            found = peer.memory.search(item.content, filters={"user_id": item.user_id}, top_k=1)
+            assert found["results"][0]["metadata"]["item_id"] == item.id
+            assert peer.memory.get(peer.ids[item.id])["memory"] == item.content
+            assert [h["event"] for h in peer.memory.history(peer.ids[item.id])] == ["ADD"]
+    finally:
+        peer.close()
+
+
+def test_merged_results_replace_the_same_target_and_n() -> None:
+    """``--merge`` adds a run to earlier results: the same target and N is replaced, the rest is
+    kept, and the report says when each part was measured and at what load."""
+    from memory_drivers.bench.results import merge_results, parts_of
+
+    def run(target: str, n: int, per_s: float) -> dict[str, Any]:
+        return {"target": target, "n": n, "ok": True, "ingest": {"per_s": per_s}}
+
+    old = {
+        "started": "2026-12-01T10:00:00+00:00",
+        "finished": "2026-12-01T11:00:00+00:00",
+        "machine": {"load_average": [0.5, 0.4, 0.3]},
+        "runs": [run("sqlite", 10, 1.0), run("sqlite", 100, 2.0), run("pgvector", 10, 3.0)],
+        "embedders": [{"backend": "onnx", "ok": True}],
+    }
+    new = {
+        "started": "2026-12-02T10:00:00+00:00",
+        "finished": "2026-12-02T12:00:00+00:00",
+        "machine": {"load_average": [1.5, 1.0, 0.9]},
+        "runs": [run("sqlite", 100, 9.0), run("sqlite", 1000, 4.0)],
+        "embedders": [],
+    }
+    merged = merge_results(old, new)
+    got = {(r["target"], r["n"]): r["ingest"]["per_s"] for r in merged["runs"]}
+    assert got == {
+        ("sqlite", 10): 1.0,
+        ("sqlite", 100): 9.0,
+        ("pgvector", 10): 3.0,
+        ("sqlite", 1000): 4.0,
+    }
+    assert merged["embedders"] == old["embedders"]
+    assert merged["started"] == old["started"] and merged["finished"] == new["finished"]
+    parts = parts_of(merged)
+    assert [p["runs"] for p in parts] == [
+        ["pgvector N=10", "sqlite N=10"],
+        ["sqlite N=100", "sqlite N=1000"],
+    ]
+    page = render_markdown({**merged, "embedders": [], "params": {"batch": 1}})
+    assert "measured in 2 invocations" in page
+    assert "load average at the start [1.5, 1.0, 0.9]: sqlite N=100, sqlite N=1000" in page
+    assert "## N = 1,000" in page
+    # Merging again keeps the first part's remaining runs and adds the third.
+    again = merge_results(merged, {**new, "runs": [run("pgvector", 10, 5.0)]})
+    assert [p["runs"] for p in parts_of(again)] == [
+        ["sqlite N=10"],
+        ["sqlite N=100", "sqlite N=1000"],
+        ["pgvector N=10"],
+    ]
+
+
+def test_bench_merge_needs_a_results_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--merge", "--results", "-", "--out", "-", "--plot", "-"]) == 2
+    assert "--merge needs --results" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from typing import Any
 
 from .dataset import default_cache_dir
 from .report import load_results, write_report
+from .results import merge_results
 from .runner import BenchConfig, run_bench
 
 __all__ = ["parse_sizes", "run"]
@@ -78,8 +79,20 @@ def run(args: argparse.Namespace, *, json_output: bool = False, progress: bool =
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        results = run_bench(config)
         results_path = _optional_path(args.results)
+        if args.merge and results_path is None:
+            print("error: --merge needs --results (the file to add this run to)", file=sys.stderr)
+            return 2
+        earlier = None
+        if args.merge and results_path is not None and results_path.exists():
+            try:
+                earlier = load_results(results_path)
+            except (ValueError, json.JSONDecodeError) as exc:
+                print(f"error: cannot merge into {results_path}: {exc}", file=sys.stderr)
+                return 2
+        results = run_bench(config)
+        if earlier is not None:
+            results = merge_results(earlier, results)
         if results_path is not None:
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -81,6 +81,15 @@ class Target(ABC):
     def ingest(self, items: Sequence[Item]) -> None:
         """Store one batch, through the store's normal bulk path (which embeds the texts)."""
 
+    #: Ingest is timed over this many memories (None: all); the rest go through
+    #: :meth:`bulk_load`, for a peer whose own path would take hours at large N.
+    timed_ingest_limit: int | None = None
+
+    def bulk_load(self, items: Sequence[Item]) -> None:
+        """Store one batch after the timed ones (only when :attr:`timed_ingest_limit` is set):
+        the same records, by a faster path the target's notes describe."""
+        raise NotImplementedError(f"{self.name} has no bulk load")
+
     def finish_ingest(self) -> None:  # noqa: B027 - optional step, nothing by default
         """Whatever a user does once after a bulk load, timed with it (default: nothing)."""
 

@@ -116,21 +116,34 @@ def _bar(spec: JobSpec, total: int, desc: str) -> Any:
 
 def _ingest(spec: JobSpec, target: Any, items: Sequence[Any], desc: str) -> dict[str, Any]:
     """Load ``items`` in batches (plus the target's end-of-load step), timed."""
+    limit = target.timed_ingest_limit
+    timed = items if limit is None else items[:limit]
+    rest = items[len(timed) :]
     gc.collect()
     started = time.perf_counter()
     with _bar(spec, len(items), desc) as bar:
-        for start in range(0, len(items), spec.batch):
-            batch = items[start : start + spec.batch]
+        for start in range(0, len(timed), spec.batch):
+            batch = timed[start : start + spec.batch]
             target.ingest(batch)
             bar.update(len(batch))
-    target.finish_ingest()
-    seconds = time.perf_counter() - started
-    return {
-        "memories": len(items),
-        "seconds": seconds,
-        "per_s": len(items) / seconds if seconds > 0 else None,
-        "batch": spec.batch,
-    }
+        if not rest:
+            target.finish_ingest()
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            "memories": len(timed),
+            "seconds": seconds,
+            "per_s": len(timed) / seconds if seconds > 0 else None,
+            "batch": spec.batch,
+        }
+        if rest:  # loaded the target's faster way, timed apart (see Target.bulk_load)
+            started = time.perf_counter()
+            for start in range(0, len(rest), spec.batch):
+                batch = rest[start : start + spec.batch]
+                target.bulk_load(batch)
+                bar.update(len(batch))
+            target.finish_ingest()
+            result["bulk_load"] = {"memories": len(rest), "seconds": time.perf_counter() - started}
+    return result
 
 
 def _workload(

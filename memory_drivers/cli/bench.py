@@ -244,6 +244,12 @@ def register(sub: Any) -> None:
         help='the raw results, to remake the report (default docs/benchmarks.json; "-": none)',
     )
     p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add this run's results to those already in --results (a run of the same target "
+        "and N is replaced) and report them all: e.g. N=1M for some drivers beside a full run",
+    )
+    p.add_argument(
         "--report-only",
         metavar="RESULTS",
         help="only remake the report and plot from a results file of an earlier run",
