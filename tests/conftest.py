@@ -1,12 +1,14 @@
 """Shared pytest fixtures and helpers. Keep each one small and say what it is for.
 
-Suites that need a server call :func:`require_server`: on a laptop without the server the test
-is skipped; with ``MEMORY_DRIVERS_REQUIRE_SERVERS=1`` (set by ``.ci/run``) it fails instead, so
-CI can never go green by skipping.
+Suites that need a server call :func:`require_server` (and those that need an optional extra,
+:func:`require_module`): on a laptop without it the test is skipped; with
+``MEMORY_DRIVERS_REQUIRE_SERVERS=1`` (set by ``.ci/run``) it fails instead, so CI can never go
+green by skipping.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,19 @@ def require_server(reason: str) -> None:
     if REQUIRE_SERVERS:
         pytest.fail(f"{reason} (MEMORY_DRIVERS_REQUIRE_SERVERS is set, so this is a failure)")
     pytest.skip(reason)
+
+
+def require_module(name: str, install: str) -> Any:
+    """Import ``name`` for a test module that needs an optional extra: skipped on a laptop
+    without it, a collection error in CI (the extras are part of what CI installs, so a
+    dropped one must not pass by skipping)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        reason = f"{name} is not installed: {install}"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{reason} (MEMORY_DRIVERS_REQUIRE_SERVERS is set, so this is a failure)")
+        pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_module
 
-pytest.importorskip("langchain_core", reason='pip install "memory-drivers[langchain]"')
-pytest.importorskip("langchain_tests", reason='pip install "memory-drivers[dev]"')
+require_module("langchain_core", 'pip install "memory-drivers[langchain]"')
+require_module("langchain_tests", 'pip install "memory-drivers[dev]"')
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding

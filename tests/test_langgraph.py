@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_module
 
-pytest.importorskip("langgraph", reason='pip install "memory-drivers[langchain]"')
+require_module("langgraph", 'pip install "memory-drivers[langchain]"')
 
 from langgraph.store.base import (
     BaseStore,

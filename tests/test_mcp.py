@@ -18,18 +18,17 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import require_module
 
 from memory_drivers.cli import main
 from memory_drivers.config import build_settings
 from memory_drivers.drivers.sqlite import SQLiteDriver
 
-mcp = pytest.importorskip(
-    "mcp", reason='the MCP SDK is not installed: pip install "memory-drivers[mcp]"'
-)
+mcp = require_module("mcp", 'pip install "memory-drivers[mcp]"')
 
-from mcp import Client, StdioServerParameters  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from automem_support import TOKEN, sqlite_store
+from conftest import require_module
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 from redis_support import REDIS_URL, namespace, redis_client  # noqa: F401 - fixtures
@@ -551,9 +552,7 @@ def test_memory_drivers_mcp_serves_metrics_on_memory_metrics_port(tmp_path: Path
     """`memory-drivers mcp` over stdio, driven by the mcp package's client, with
     MEMORY_METRICS_PORT: each tool call is the driver operation it makes, scraped over HTTP
     while the session is open."""
-    pytest.importorskip(
-        "mcp", reason='the MCP SDK is not installed: pip install "memory-drivers[mcp]"'
-    )
+    require_module("mcp", 'pip install "memory-drivers[mcp]"')
     from mcp import Client, StdioServerParameters
 
     port = free_port()
