@@ -469,8 +469,11 @@ def _optional(block: Mapping[str, Any], key: str, name: str) -> str | None:
     return check.identifier(block.get(key), name, optional=True)
 
 
-def memory_from_block(block: Mapping[str, Any]) -> Memory:
-    """The memory a block holds; ``ValueError`` when the block is not a valid memory."""
+def memory_from_block(
+    block: Mapping[str, Any], limits: check.Limits = check.DEFAULT_LIMITS
+) -> Memory:
+    """The memory a block holds; ``ValueError`` when the block is not a valid memory (within
+    ``limits``: the reading driver's, which stored it)."""
     if block.get("kind") != "memory":
         raise ValueError("the block is not a memory's")
     tags = block.get("tags")
@@ -486,9 +489,9 @@ def memory_from_block(block: Mapping[str, Any]) -> Memory:
         conversation_id=_optional(block, "conversation_id", "conversation_id"),
         content=content,
         memory_type=memory_type,
-        tags=check.tags(tags),
+        tags=check.tags(tags, limits=limits),
         importance=check.importance(importance),
-        metadata=check.metadata(metadata),
+        metadata=check.metadata(metadata, limits=limits),
         source=_optional(block, "source", "source"),
         created_at=check.timestamp(block.get("created_at"), "created_at"),
         updated_at=check.timestamp(block.get("updated_at"), "updated_at"),

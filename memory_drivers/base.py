@@ -454,10 +454,9 @@ class BaseMemoryDriver(ABC):
         memories = self._memories_from_items(items)
         if not memories:
             return []
+        terms = [check.memory_terms(document_terms(m.content)) for m in memories]
         vectors = self._embed_documents([m.content for m in memories])
-        records = [
-            MemoryRecord(m, vectors[i], document_terms(m.content)) for i, m in enumerate(memories)
-        ]
+        records = [MemoryRecord(m, vectors[i], terms[i]) for i, m in enumerate(memories)]
         self._insert_memories(records)
         return memories
 
@@ -505,8 +504,8 @@ class BaseMemoryDriver(ABC):
             return current
         vector = terms = None
         if "content" in changes:
+            terms = check.memory_terms(document_terms(changes["content"]))
             vector = self._embed_documents([changes["content"]])[0]
-            terms = document_terms(changes["content"])
         changes["updated_at"] = check.utcnow()
         updated = self._update_memory(mid, user, changes, vector, terms)
         if updated is None:
@@ -1032,15 +1031,14 @@ class BaseMemoryDriver(ABC):
         if not keep:
             return counts
         chosen = [memories[i] for i in keep]
+        terms = [check.memory_terms(document_terms(m.content)) for m in chosen]
         if given is not None:
             rows = given[keep]
         else:
             rows = self._embed_documents([m.content for m in chosen])
         if replaced:
             self._delete_memories(replaced, None)
-        self._insert_memories(
-            [MemoryRecord(m, rows[i], document_terms(m.content)) for i, m in enumerate(chosen)]
-        )
+        self._insert_memories([MemoryRecord(m, rows[i], terms[i]) for i, m in enumerate(chosen)])
         counts["replaced"] = len(replaced)
         counts["stored"] = len(chosen) - len(replaced)
         return counts

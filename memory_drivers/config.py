@@ -142,9 +142,10 @@ class Settings(BaseSettings):
     knowledge_chunk_overlap: int = Field(50, ge=0)
 
     # --- limits, the same on every driver (docs/semantics.md, "Limits") ------------------
-    # The upper bounds are what every backend honours: Chroma refuses a record with more than
-    # about 5,400 array items and keys, and SQLite (also inside Chroma) a condition more than
-    # 1,000 deep or a query of more than 500 SELECTs.
+    # The upper bounds are what every backend honours: Chroma fails on a record with more than
+    # 5,461 array items or keys (see also validation.MAX_MEMORY_TERMS, MAX_METADATA_KEYS), and
+    # SQLite (also inside Chroma) a condition more than 1,000 deep or a query of more than 500
+    # SELECTs.
     memory_max_tags: int = Field(100, ge=1, le=1000)
     memory_max_tag_length: int = Field(255, ge=1, le=1000)
     memory_max_metadata_bytes: int = Field(16_384, ge=2, le=1024 * 1024)

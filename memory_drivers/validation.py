@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 
 MAX_ID_LENGTH = 255
 
+#: Distinct keyword terms in a memory's content (memory_drivers.text). Chroma 1.5.9 fails every
+#: later write of a store once one record's arrays hold more than 5,461 items (its own terms
+#: and up to 1,000 tags); 10,000 characters of text hold at most about 3,340 terms.
+MAX_MEMORY_TERMS = 4_000
+#: Keys of a metadata object (top level): Chroma 1.5.9 fails the same way past 5,461 scalar
+#: keys in one record, and the chroma driver gives each scalar value a key of its own.
+MAX_METADATA_KEYS = 5_000
+
 #: Integers every backend stores and compares exactly: the signed 64-bit range.
 MIN_INTEGER = -(2**63)
 MAX_INTEGER = 2**63 - 1
@@ -162,6 +170,18 @@ def content(
     return plain_text(value, name)
 
 
+def memory_terms(terms: str, name: str = "content") -> str:
+    """A memory's keyword terms (space-separated), at most :data:`MAX_MEMORY_TERMS`."""
+    count = terms.count(" ") + 1 if terms else 0
+    if count > MAX_MEMORY_TERMS:
+        raise ValidationError(
+            f"{name} holds {count} distinct keyword terms; the maximum is {MAX_MEMORY_TERMS}. "
+            "Store a text this varied as global knowledge (store_global_knowledge), which is "
+            "split into chunks"
+        )
+    return terms
+
+
 def memory_id(value: Any, name: str = "memory_id") -> str:
     """A memory id: a UUID, returned in canonical lower-case form."""
     if not isinstance(value, str):
@@ -285,6 +305,11 @@ def metadata(value: Any, name: str = "metadata", limits: Limits = DEFAULT_LIMITS
     if not isinstance(value, Mapping):
         raise ValidationError(
             f"{name} must be a dict (a JSON object), got {type(value).__name__} {_show(value)}"
+        )
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValidationError(
+            f"{name} has {len(value)} keys; the maximum is {MAX_METADATA_KEYS}. Nest them "
+            "under fewer keys"
         )
     result: dict[str, Any] = json_value(value, name, limits.max_metadata_depth)
     size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))

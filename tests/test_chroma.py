@@ -10,11 +10,13 @@ driver's own request wrapper, on top of a real store.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import re
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -313,6 +315,7 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
         "created_us": micros(at(1)),
         "tags": ["gear", "Gear"],
         "terms": ["hike", "boot", "closet"],
+        "context": "",
         "meta:number:n": 2.0,
         "meta:string:s": "x",
         "meta:boolean:b": False,
@@ -326,6 +329,11 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     assert entry["metadatas"] == [{"user_id": "u1", "created_us": micros(at(1))}]
     empty = mine.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
     assert (empty["terms"], empty["tags"]) == ([""], [""]), "empty arrays hold one empty string"
+    turn = driver.store("u1", "Laces are red", conversation_id="c1")
+    after = mine.get(ids=[turn.id], include=["metadatas"])["metadatas"][0]
+    assert (after["terms"], after["context"]) == (["lace", "red"], "hike boot closet"), (
+        "own terms as an array, the ones the turn before adds as a string"
+    )
     link = driver._links.get(include=["metadatas"])
     assert link["ids"] == [f"{m.id}:{other.id}:LEADS_TO"]
     assert {k: v for k, v in link["metadatas"][0].items() if k != "created_at"} == {
@@ -395,7 +403,91 @@ def test_a_store_of_the_earlier_record_layout_is_repaired_on_open(
     knowledge = repaired.recall_global_knowledge("refunds", search="keyword")
     assert [h.chunk.doc_id for h in knowledge] == ["R"]
     info = repaired._read_store_info()
-    assert (info["records"], info["context_window"]) == ("2", "2")
+    assert (info["records"], info["context_window"]) == ("3", "2")
+
+
+def test_a_store_with_neighbours_terms_in_the_array_is_migrated_on_open(
+    embedded: Callable[..., ChromaDriver],
+):
+    """Stores of records version 2 kept a memory's neighbours' terms in its ``terms`` array
+    (which Chroma fails on past 5,461 items, issue 12). Opening one moves them to ``context``."""
+    driver = embedded()
+    a, b, c = driver.store_many(
+        [
+            {"user_id": "u1", "content": text, "conversation_id": "c", "created_at": at(hour)}
+            for hour, text in enumerate(["I adopted a puppy", "What is its name?", "Rex, a beagle"])
+        ]
+    )
+    mine = driver._user_collection("u1")
+    records = mine.get(ids=[b.id, c.id], include=["metadatas"])
+    mine.update(  # version 2: own terms then the neighbours', all in the array; no context
+        ids=records["ids"],
+        metadatas=[
+            {"terms": meta["terms"] + meta["context"].split(), "context": None}
+            for meta in records["metadatas"]
+        ],
+    )
+    driver._write_store_info({"records": "2"})
+    driver.close()
+    migrated = embedded()
+    metas = migrated._user_collection("u1").get(ids=[a.id, b.id, c.id], include=["metadatas"])
+    assert [(m["terms"], m["context"]) for m in metas["metadatas"]] == [
+        (["adopt", "puppi"], ""),
+        (["name"], "adopt puppi"),
+        (["rex", "beagl"], "name adopt puppi"),
+    ]
+    assert {h.memory.id for h in migrated.recall("u1", query="puppy", search="keyword")} == {
+        a.id,
+        b.id,
+        c.id,
+    }
+    assert migrated._read_store_info()["records"] == "3"
+
+
+def three_letter_words() -> Iterator[str]:
+    for letters in itertools.product(string.ascii_lowercase, repeat=3):
+        yield "".join(letters)
+
+
+def longest_memory(words: Iterator[str], length: int = 10_000) -> str:
+    """``length`` characters of distinct words (about 2,400 terms)."""
+    text = next(words)
+    while len(text) + 4 <= length:
+        text += " " + next(words)
+    return text
+
+
+@pytest.mark.parametrize("mode", ["embedded", "remote"])
+def test_long_memories_in_one_conversation_keep_the_store_writable(
+    request: pytest.FixtureRequest, mode: str
+):
+    """Issue 12: three valid memories of 10,000 characters in one conversation. A record's
+    indexed terms are its own and its neighbours' (over 7,000 here); Chroma 1.5.9 fails every
+    later write of the store ("Error in compaction") once one record's arrays hold more than
+    5,461 items. Keyword recall must still find a turn through its neighbours' words."""
+    make = request.getfixturevalue(mode)
+    driver = make()
+    words = three_letter_words()
+    texts = [longest_memory(words) for _ in range(3)]
+    stored = [driver.store("u1", text, conversation_id="c") for text in texts]
+    first_word = texts[0].split()[0]
+    later = driver.store("u1", "a later memory", conversation_id="c")
+    driver.update(stored[1].id, content=texts[1][4:] + " zzz")
+    found = {h.memory.id for h in driver.recall("u1", query=first_word, search="keyword")}
+    assert found >= {m.id for m in stored}, "the two turns after the first hold its words"
+    assert driver.delete(later.id)
+    again = make()
+    again.store("u1", "still writable", conversation_id="c")
+    assert again.count("u1") == 4
+    expected = expected_hits(
+        [*again.iter_memories("u1")],
+        MemoryFilter(user_id="u1"),
+        top_k=10,
+        query=f"{first_word} zzz",
+        search="keyword",
+    )
+    found = again.recall("u1", query=f"{first_word} zzz", search="keyword")
+    assert_same_hits(found, expected, 10)
 
 
 def test_update_rewrites_the_filter_keys(embedded: Callable[..., ChromaDriver]):

@@ -290,7 +290,7 @@ class AutoMemDriver(BaseMemoryDriver):
         if block is None or block.get("kind") != "memory":
             return None
         try:
-            return wire.memory_from_block(block)
+            return wire.memory_from_block(block, self.limits)
         except ValueError as exc:
             log.warning("skipping AutoMem memory %s with a broken block: %s", item.get("id"), exc)
             return None

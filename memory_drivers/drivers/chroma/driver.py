@@ -22,6 +22,7 @@ from .keywords import moment
 from .records import (
     ID_BATCH,
     K_CHUNK_INDEX,
+    K_CONTEXT,
     K_CONVERSATION,
     K_CREATED,
     K_DOC,
@@ -41,7 +42,7 @@ from .records import (
     link_id,
     memory_from_record,
     memory_metadata,
-    words,
+    own_words,
 )
 from .search import ChromaSearch
 
@@ -101,16 +102,14 @@ class ChromaDriver(ChromaSearch):
             for user, group in groups.items():
                 collection = self._user_collection(user, create=True)
                 ids = [r.memory.id for r in group]
-                own = [
-                    indexed.pop(mid, (user, r.terms))[1] for mid, r in zip(ids, group, strict=True)
-                ]
+                context = [indexed.pop(mid, (user, ""))[1] for mid in ids]
                 self._add(
                     collection,
                     ids,
                     embeddings=[r.vector for r in group],
                     metadatas=[
-                        memory_metadata(r.memory, terms)
-                        for r, terms in zip(group, own, strict=True)
+                        memory_metadata(r.memory, r.terms, extra)
+                        for r, extra in zip(group, context, strict=True)
                     ],
                     documents=[r.memory.content for r in group],
                 )
@@ -145,8 +144,9 @@ class ChromaDriver(ChromaSearch):
             updated = current.model_copy(update=dict(changes))
             updated = Memory.model_validate(updated.model_dump())
             if terms is None:
-                terms = " ".join(words(old_meta))
-            meta: dict[str, Any] = memory_metadata(updated, terms)
+                terms = " ".join(own_words(old_meta))
+            # The neighbours' terms stay until the context is recomputed below (new content).
+            meta: dict[str, Any] = memory_metadata(updated, terms, old_meta.get(K_CONTEXT) or "")
             # Chroma merges metadata on update: a key to drop is set to None.
             for key in old_meta:
                 meta.setdefault(key, None)

@@ -1,10 +1,12 @@
 """Keyword search on Chroma: conversation context kept in the records, and BM25's evidence.
 
-A memory's indexed terms (memory_drivers.ranking.context) are its ``terms`` metadata (a string
-array, which a ``$contains`` filter matches). Writes re-index the memories after the ones they
-change, under the process's write lock; a store indexed with another ``CONTEXT_WINDOW`` (or by
-a version without context) is re-indexed once when opened. Keyword and hybrid search read every
-record of the scope in one request and build the evidence here.
+A memory's indexed terms (memory_drivers.ranking.context) are its ``terms`` metadata (its own
+terms, a string array, which a ``$contains`` filter matches) followed by its ``context`` (the
+terms its neighbours add, a string: an array of them could outgrow what Chroma holds in a
+record). Writes re-index the memories after the ones they change, under the process's write
+lock; a store indexed with another ``CONTEXT_WINDOW`` (or by a version without context) is
+re-indexed once when opened. Keyword and hybrid search read every record of the scope in one
+request and build the evidence here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .records import (
     EMPTY,
     EPOCH,
     ID_BATCH,
+    K_CONTEXT,
     K_CONVERSATION,
     K_CREATED,
     K_TAGS,
@@ -31,7 +34,9 @@ from .records import (
     MICROSECOND,
     array,
     batches,
+    context_of,
     memory_from_record,
+    own_words,
     typed_metadata,
     words,
 )
@@ -42,9 +47,10 @@ __all__ = ["ChromaKeywords", "where_is_exact"]
 log = logging.getLogger(__name__)
 
 #: Store info: the version of the records' arrays (1, or absent: empty arrays left out and no
-#: terms on knowledge chunks; 2: every array present, see records.EMPTY).
+#: terms on knowledge chunks; 2: every array present, see records.EMPTY, a memory's ``terms``
+#: holding its neighbours' terms too; 3: ``terms`` its own, ``context`` its neighbours').
 RECORDS_KEY = "records"
-RECORDS_VERSION = "2"
+RECORDS_VERSION = "3"
 
 
 def moment(micros: int) -> datetime:
@@ -76,12 +82,18 @@ class ChromaKeywords(ChromaUsers):
         if collection is None:
             return []
         where = {K_CONVERSATION: {"$eq": conversation_id}}
-        result = self._get(collection, where=where, include=["metadatas", "documents"])
+        result = self._get(collection, where=where, include=["metadatas"])
+        # The own terms are the stored ones: the content is neither read nor tokenised again.
         rows = [
-            ctx.ContextRow(mid, moment(meta[K_CREATED]), mid, doc or "", " ".join(words(meta)))
-            for mid, meta, doc in zip(
-                result["ids"], result["metadatas"], result["documents"], strict=True
+            ctx.ContextRow(
+                mid,
+                moment(meta[K_CREATED]),
+                mid,
+                "",
+                " ".join(words(meta)),
+                " ".join(own_words(meta)),
             )
+            for mid, meta in zip(result["ids"], result["metadatas"], strict=True)
         ]
         return sorted(rows, key=lambda r: (r.created_at, r.id))
 
@@ -91,45 +103,55 @@ class ChromaKeywords(ChromaUsers):
         places: Sequence[tuple[str, str, datetime, str]] = (),
         terms: Mapping[str, str] | None = None,
     ) -> dict[str, tuple[str, str]]:
-        """The user and indexed terms (by id) that change when ``new`` memories are inserted,
-        or the memories at ``places`` (user, conversation, created_at, id) are re-worded or
-        deleted (``terms``: the new memories' own terms by id, not computed again). Call it
-        under the write lock, after deletes and re-wordings and before inserts."""
+        """The user and the neighbours' terms (``context``, by id) of the memories whose
+        indexed terms change when ``new`` memories are inserted, or the memories at ``places``
+        (user, conversation, created_at, id) are re-worded or deleted (``terms``: the new
+        memories' own terms by id, not computed again). Call it under the write lock, after
+        deletes and re-wordings and before inserts."""
         window = self.context_window
         owner = {m.id: m.user_id for m in new} | {mid: user for user, _, _, mid in places}
+        own: dict[str, str] = {
+            m.id: terms[m.id] if terms is not None and m.id in terms else document_terms(m.content)
+            for m in new
+            if m.conversation_id is not None
+        }
 
         def read(
             user: str, conversation: str, low: ctx.Position, high: ctx.Position
         ) -> ctx.Stretch[str]:
             stored = self._conversation(user, conversation)
             owner.update((r.id, user) for r in stored)
+            own.update((r.id, r.own or "") for r in stored if r.id not in own)
             place = [(r.created_at, r.id) for r in stored]
             before = [r for r, p in zip(stored, place, strict=True) if p < low][-window:]
             inside = [r for r, p in zip(stored, place, strict=True) if low <= p <= high]
             after = [r for r, p in zip(stored, place, strict=True) if p > high][:window]
             return ctx.Stretch(before, inside, after)
 
-        changed = ctx.changes(places, new, window, read, terms=terms)
-        return {mid: (owner[mid], terms) for mid, terms in changed.items()}
+        changed = ctx.changes(places, new, window, read, terms=own)
+        return {
+            mid: (owner[mid], context_of(own.get(mid, ""), indexed))
+            for mid, indexed in changed.items()
+        }
 
-    def _write_user_terms(self, indexed: Mapping[str, tuple[str, str]]) -> None:
-        """Set the ``terms`` metadata of existing memories (id -> (user, terms))."""
-        groups: dict[str, dict[str, str]] = {}
-        for mid, (user, terms) in indexed.items():
-            groups.setdefault(user, {})[mid] = terms
-        for user, terms_of in groups.items():
+    def _write_user_terms(self, contexts: Mapping[str, tuple[str, str]]) -> None:
+        """Set the ``context`` of existing memories (id -> (user, neighbours' terms))."""
+        groups: dict[str, dict[str, dict[str, Any]]] = {}
+        for mid, (user, context) in contexts.items():
+            groups.setdefault(user, {})[mid] = {K_CONTEXT: context}
+        for user, changes in groups.items():
             collection = self._user_collection(user)
             if collection is not None:
-                self._write_terms(collection, terms_of)
+                self._write_metadata(collection, changes)
 
-    def _write_terms(self, collection: Any, indexed: Mapping[str, str]) -> None:
-        """Set the ``terms`` metadata of existing records."""
-        items = list(indexed.items())
+    def _write_metadata(self, collection: Any, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set these metadata keys of existing records (Chroma keeps the other keys)."""
+        items = list(changes.items())
         for batch in batches(items, min(self._max_batch, ID_BATCH)):
             self._call(
                 collection.update,
                 ids=[mid for mid, _ in batch],
-                metadatas=[{K_TERMS: array(terms)} for _, terms in batch],
+                metadatas=[dict(meta) for _, meta in batch],
             )
 
     def _check_keyword_index(self) -> None:
@@ -154,17 +176,16 @@ class ChromaKeywords(ChromaUsers):
                     for cid, (meta, document) in self._scan_with_documents(self._knowledge)
                     if words(meta) != document_terms(document).split()
                 }
-                self._write_terms(self._knowledge, chunks)
+                self._write_metadata(
+                    self._knowledge, {cid: {K_TERMS: array(terms)} for cid, terms in chunks.items()}
+                )
             changed = repaired = 0
             for _, collection in self._user_collections():
                 changes, tags = self._reindex(collection, repair)
-                self._write_terms(collection, changes)
-                for batch in batches(list(tags.items()), min(self._max_batch, ID_BATCH)):
-                    self._call(
-                        collection.update,
-                        ids=[mid for mid, _ in batch],
-                        metadatas=[{K_TAGS: value} for _, value in batch],
-                    )
+                self._write_metadata(collection, changes)
+                self._write_metadata(
+                    collection, {mid: {K_TAGS: value} for mid, value in tags.items()}
+                )
                 changed += len(changes)
                 repaired += len(tags)
             self._write_store_info(
@@ -174,22 +195,31 @@ class ChromaKeywords(ChromaUsers):
 
     def _reindex(
         self, collection: Any, repair: bool
-    ) -> tuple[dict[str, str], dict[str, list[str]]]:
-        """The terms (and, repairing, the tags) of one user's memories that are not as they
-        should be."""
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """The terms and context (and, repairing, the tags) of one user's memories that are
+        not as they should be, as the metadata to write."""
         groups: dict[str | None, list[tuple[datetime, str, str, Any]]] = {}
         for mid, (meta, document) in self._scan_with_documents(collection):
             key = meta.get(K_CONVERSATION)
             groups.setdefault(key, []).append((moment(meta[K_CREATED]), mid, document, meta))
-        changes: dict[str, str] = {}
+        changes: dict[str, dict[str, Any]] = {}
         tags: dict[str, list[str]] = {}
         for conversation, rows in groups.items():
             rows.sort(key=lambda row: row[:2])
-            own = [document_terms(document) for _, _, document, _ in rows]
+            if repair:
+                own = [document_terms(document) for _, _, document, _ in rows]
+            else:
+                own = [" ".join(own_words(meta)) for _, _, _, meta in rows]
             wanted = ctx.indexed_terms(own, self.context_window) if conversation else own
-            for (_, mid, document, meta), terms in zip(rows, wanted, strict=True):
-                if terms.split() != words(meta) or (repair and not meta.get(K_TERMS)):
-                    changes[mid] = terms
+            for (_, mid, document, meta), mine, terms in zip(rows, own, wanted, strict=True):
+                change: dict[str, Any] = {}
+                if mine.split() != own_words(meta) or (repair and not meta.get(K_TERMS)):
+                    change[K_TERMS] = array(mine)
+                context = context_of(mine, terms)
+                if context != meta.get(K_CONTEXT):
+                    change[K_CONTEXT] = context
+                if change:
+                    changes[mid] = change
                 if repair:
                     true_tags = memory_from_record(mid, document, meta).tags or [EMPTY]
                     if list(meta.get(K_TAGS) or ()) != true_tags:

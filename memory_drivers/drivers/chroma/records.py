@@ -2,7 +2,8 @@
 
 A memory is one record of its user's collection (``<CHROMA_COLLECTION>.u.<hash of the user>``):
 its content as the document, its vector as the embedding, and metadata holding what Chroma can
-filter on (see ``docs/drivers/chroma.md``): tags and keyword terms as string arrays,
+filter on (see ``docs/drivers/chroma.md``): tags and own keyword terms as string arrays, the
+terms its conversation neighbours add as a string,
 ``created_at`` as integer microseconds, and one typed key per scalar metadata value
 (``meta:number:<key>``, ...). The id directory (``<CHROMA_COLLECTION>.ids``) holds one small
 record per memory saying whose it is. Knowledge chunks and associations have collections of
@@ -79,7 +80,16 @@ K_TYPE = "memory_type"
 K_IMPORTANCE = "importance"
 K_CREATED = "created_us"
 K_TAGS = "tags"
+#: The memory's own keyword terms (a string array, which ``$contains`` matches).
 K_TERMS = "terms"
+#: The terms its conversation neighbours add (ranking.context), space-separated, as a scalar
+#: string: Chroma 1.5.9 fails every later write of a store once one record's arrays hold more
+#: than :data:`MAX_ARRAY_ITEMS` items, and the neighbours' terms would grow the array with
+#: their text (issue 12). Own terms and tags are bounded by validation (MAX_MEMORY_TERMS).
+K_CONTEXT = "context"
+#: The most array items (all arrays of a record together) Chroma 1.5.9 holds in one record,
+#: embedded or server (found by trial: 5,462 fails its compaction, and every write after it).
+MAX_ARRAY_ITEMS = 5461
 #: What an empty string array holds. Every record carries its arrays (tags, terms), never
 #: leaving one out: Chroma (1.5.9, embedded and server) gives a record written without an
 #: array key the array of a record of a *deleted* collection that had the same internal id,
@@ -138,12 +148,23 @@ def array(terms: str) -> list[str]:
     return terms.split() or [EMPTY]
 
 
-def words(meta: Mapping[str, Any]) -> list[str]:
-    """The terms of a record's metadata."""
+def own_words(meta: Mapping[str, Any]) -> list[str]:
+    """The record's own terms (its ``terms`` array)."""
     return [word for word in meta.get(K_TERMS) or () if word != EMPTY]
 
 
-def memory_metadata(memory: Memory, terms: str) -> dict[str, Any]:
+def words(meta: Mapping[str, Any]) -> list[str]:
+    """The terms a record is indexed with: its own, then those its neighbours add."""
+    return own_words(meta) + str(meta.get(K_CONTEXT) or "").split()
+
+
+def context_of(own: str, indexed: str) -> str:
+    """The terms of ``indexed`` that are not in ``own``, in order: what the neighbours add."""
+    mine = set(own.split())
+    return " ".join(term for term in indexed.split() if term not in mine)
+
+
+def memory_metadata(memory: Memory, terms: str, context: str = "") -> dict[str, Any]:
     """A memory's Chroma metadata: what filters need, plus every field but ``id`` and
     ``content`` as JSON (``content`` is the record's document)."""
     meta: dict[str, Any] = {
@@ -157,6 +178,7 @@ def memory_metadata(memory: Memory, terms: str) -> dict[str, Any]:
         meta[K_CONVERSATION] = memory.conversation_id
     meta[K_TAGS] = list(memory.tags) or [EMPTY]
     meta[K_TERMS] = array(terms)
+    meta[K_CONTEXT] = context
     for key, value in memory.metadata.items():
         typed = typed_metadata(key, value)
         if typed is not None:
@@ -208,9 +230,9 @@ def all_of(conditions: Sequence[Where]) -> Where | None:
     return _join("$and", conditions) if conditions else None
 
 
-def memory_where(f: MemoryFilter, terms: Sequence[str] | None = None) -> Where | None:
+def memory_where(f: MemoryFilter) -> Where | None:
     """The filter as a Chroma ``where`` within the user's collection (``f.user_id`` picks the
-    collection, so it is no condition here); with ``terms``, also "has one of these terms".
+    collection, so it is no condition here).
 
     It selects exactly what :meth:`MemoryFilter.matches` accepts, except where it cannot
     (integers beyond 2**53 are compared as floats; an empty tuple of tags or types, which the
@@ -239,8 +261,6 @@ def memory_where(f: MemoryFilter, terms: Sequence[str] | None = None) -> Where |
         typed = typed_metadata(key, value)
         if typed is not None:
             conditions.append({typed[0]: {"$eq": typed[1]}})
-    if terms:
-        conditions.append(_join("$or", [{K_TERMS: {"$contains": term}} for term in terms]))
     return all_of(conditions)
 
 

@@ -4,16 +4,20 @@ ends of their ranges, long words."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import string
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from ... import validation as check
 from ...base import BaseMemoryDriver
 from ...errors import ValidationError
-from ...models import MemoryFilter
+from ...models import MemoryFilter, RecallHit
+from ...text import terms as text_terms
 from ..reference import assert_same_hits
 from .base import ConformanceBase, MakeDriver, at
 
@@ -131,6 +135,75 @@ class LimitTests(ConformanceBase):
             call(driver)
         assert driver.count() == 1 and driver.get(kept.id) == kept
         assert driver.recall_global_knowledge("doc", search="keyword") == []
+
+    def test_metadata_of_the_most_keys(self, make_driver: MakeDriver) -> None:
+        """A metadata object has at most ``MAX_METADATA_KEYS`` (5,000) keys, on every driver
+        (Chroma fails every later write of a store once a record holds more than 5,461 keys,
+        and the chroma driver gives each scalar value a key). At the limit a memory is stored
+        and found by a filter on its last key; one key more is a ValidationError."""
+        driver = make_driver(memory_max_metadata_bytes=1024 * 1024)
+        keys = {f"k{i}": i for i in range(check.MAX_METADATA_KEYS)}
+        with pytest.raises(ValidationError, match="keys; the maximum"):
+            driver.store("u1", "many keys", metadata={**keys, "one": "more"})
+        assert driver.count() == 0
+        stored = driver.store("u1", "many keys", metadata=keys)
+        last = f"k{check.MAX_METADATA_KEYS - 1}"
+        hits = driver.recall("u1", metadata={last: check.MAX_METADATA_KEYS - 1})
+        assert hits == [RecallHit(memory=stored, score=None)]
+        driver.store("u1", "a later memory")
+        assert driver.count("u1") == 2
+
+    def test_memories_of_the_most_distinct_terms(self, make_driver: MakeDriver) -> None:
+        """A memory holds at most ``MAX_MEMORY_TERMS`` (4,000) distinct keyword terms, on every
+        driver (Chroma fails every later write of a store once a record's arrays hold more
+        than 5,461 items). At the limit, with 1,000 tags and three such turns in one
+        conversation (each indexed with its neighbours' terms too: 12,000), every write and
+        recall still works and answers as the reference does; one term more is a
+        ValidationError and writes nothing. A Chroma "Error in compaction" here means the
+        driver put a memory's neighbours' terms where Chroma counts them (issue 12)."""
+        driver = make_driver(memory_max_content_length=50_000, memory_max_tags=1000)
+        # Words that are their own term (no stop word, no stem of another): distinct terms.
+        words = (
+            "".join(w)
+            for w in itertools.product(string.ascii_lowercase, repeat=3)
+            if text_terms("".join(w)) == ["".join(w)]
+        )
+        texts = [" ".join(next(words) for _ in range(check.MAX_MEMORY_TERMS)) for _ in range(3)]
+        assert all(len(text_terms(t)) == check.MAX_MEMORY_TERMS for t in texts)
+        tags = [f"t{i}" for i in range(1000)]
+        try:
+            stored = driver.store_many(
+                [
+                    {"user_id": "u1", "content": text, "conversation_id": "c", "created_at": at(i)}
+                    | ({"tags": tags} if i == 0 else {})
+                    for i, text in enumerate(texts)
+                ]
+            )
+        except ValidationError as error:
+            if "characters long" not in str(error):
+                raise
+            pytest.skip(f"the backend holds shorter memories ({error})")
+        over = texts[0] + " zzzz"
+        kept = driver.store("u1", "a later turn", conversation_id="c")
+        attempts: list[Callable[[], Any]] = [
+            lambda: driver.store("u1", over, conversation_id="c"),
+            lambda: driver.store_many([{"user_id": "u1", "content": over}]),
+            lambda: driver.update(kept.id, content=over),
+            lambda: driver.import_memories([{"user_id": "u1", "content": over}]),
+        ]
+        for attempt in attempts:
+            with pytest.raises(ValidationError, match="distinct keyword terms"):
+                attempt()
+        assert driver.count("u1") == 4 and driver.get(kept.id) == kept
+        driver.update(stored[1].id, content=texts[1].replace(texts[1][:3], "zzz", 1))
+        memories = list(driver.iter_memories("u1"))
+        query = f"{texts[0][:3]} zzz {texts[2][-3:]} later"
+        for search in ("keyword", "hybrid"):
+            expected = self.expected(
+                driver, memories, MemoryFilter(user_id="u1"), top_k=10, query=query, search=search
+            )
+            got = driver.recall("u1", query=query, search=search, top_k=10)
+            assert_same_hits(got, expected, 10, context=search)
 
     def test_inputs_at_the_default_limits_get_the_reference_answer(
         self, driver: BaseMemoryDriver
