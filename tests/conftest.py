@@ -70,10 +70,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
 
 @pytest.fixture(scope="session")
 def postgres() -> Any:
-    """A real PostgreSQL with pgvector for this session (see memory_drivers/testing/postgres.py):
+    """A real PostgreSQL with pgvector for this session (memory_drivers/sql/throwaway_server.py):
     the one at PGVECTOR_TEST_URL, else a throwaway embedded server. Skips (laptop) or fails (CI)
     when neither can be had."""
-    from memory_drivers.testing.postgres import start_postgres
+    from memory_drivers.sql.throwaway_server import start_postgres
 
     try:
         return start_postgres()

@@ -377,3 +377,34 @@ def test_merged_results_replace_the_same_target_and_n() -> None:
 def test_bench_merge_needs_a_results_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--merge", "--results", "-", "--out", "-", "--plot", "-"]) == 2
     assert "--merge needs --results" in capsys.readouterr().err
+
+
+def test_targets_are_the_issues_and_scale_rows_need_a_1m_run() -> None:
+    """The Targets table checks the issue's figures at 100k (sqlite recall ≤ 0.6 ms, ingest
+    ≥ 10k/s, first recall ≤ 50 ms, ...) and, when the results hold N = 1M, the scale ones."""
+    from memory_drivers.bench.goals import targets
+
+    def run(target: str, n: int, p50: float, per_s: float, first: float) -> dict[str, Any]:
+        vector = {"p50_ms": p50, "recall_at_k": 1.0}
+        return {
+            "target": target,
+            "n": n,
+            "ok": True,
+            "ingest": {"per_s": per_s},
+            "first_recall_ms": first,
+            "workloads": {"vector": vector},
+        }
+
+    results = {"runs": [run("sqlite", 100_000, 0.5, 12_000.0, 80.0)]}
+    rows = {label: (measured, met, gap) for label, measured, met, gap in targets(results)}
+    assert rows["sqlite: recall p50 ≤ 0.6 ms"][1] is True
+    assert rows["sqlite: store_many ≥ 10,000/s"][1] is True
+    assert rows["sqlite: first recall after the load ≤ 50 ms"][1:] == (False, 1.6)
+    assert rows["pgvector: recall p50 ≤ 5 ms"] == ("not measured", None, None)
+    assert not any("1,000,000" in label for label in rows)
+    results["runs"] += [run("sqlite", 1_000_000, 2.0, 9_000.0, 40.0)]
+    rows = {label: (measured, met, gap) for label, measured, met, gap in targets(results)}
+    assert rows["sqlite at N = 1,000,000: recall p50 ≤ 1.5 ms"][1] is False
+    assert rows["pgvector at N = 1,000,000: recall p50 ≤ 5 ms"][1] is None
+    # The 100k rows still read the 100k run.
+    assert rows["sqlite: store_many ≥ 10,000/s"][1] is True

@@ -250,7 +250,7 @@ def _open_driver(
     elif name == "chroma":
         values["chroma_path"] = workdir / "chroma"
     elif name == "pgvector":
-        from ..testing.postgres import PostgresForTests, start_postgres
+        from ..sql.throwaway_server import PostgresForTests, start_postgres
 
         server = PostgresForTests(pg_url) if pg_url else start_postgres()
         database, url = server.create_database()

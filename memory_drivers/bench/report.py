@@ -9,13 +9,14 @@ again from new results.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cells import TIMES, integer, mib, num, ratio
+from .goals import targets_table, why_seed
 from .plot import render_plot
 from .results import (
     Result,
@@ -28,35 +29,19 @@ from .results import (
     run_of,
     sizes_of,
 )
-from .targets import PEERS
 
-__all__ = ["WHY_BEGIN", "WHY_END", "load_results", "render_markdown", "render_plot", "write_report"]
+__all__ = [
+    "TIMES",
+    "WHY_BEGIN",
+    "WHY_END",
+    "load_results",
+    "render_markdown",
+    "render_plot",
+    "write_report",
+]
 
-#: The sign of the ratio columns.
-TIMES = "\u00d7"
 WHY_BEGIN = "<!-- why:begin (kept when the page is regenerated) -->"
 WHY_END = "<!-- why:end -->"
-#: The N the issue's targets are stated for.
-TARGET_N = 100_000
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    """``value`` with about ``digits`` significant digits (no exponent)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{value:,.{decimals}f}"
-
-
-def _int(value: float | None) -> str:
-    return "n/a" if value is None else f"{round(value):,}"
-
-
-def _mib(value: float | None) -> str:
-    return "n/a" if value is None else _num(value / (1024 * 1024))
 
 
 def _missing(run: Result | None) -> str:
@@ -67,7 +52,7 @@ def _missing(run: Result | None) -> str:
 def _recall(run: Result | None, workload: str) -> str:
     if not ok(run):
         return _missing(run)
-    return _num(pick(run, "workloads", workload, "recall_at_k"), 3)
+    return num(pick(run, "workloads", workload, "recall_at_k"), 3)
 
 
 def _pair(run: Result | None, workload: str) -> str:
@@ -76,15 +61,7 @@ def _pair(run: Result | None, workload: str) -> str:
         return _missing(run)
     if w is None:
         return "n/a"
-    return f"{_num(w['p50_ms'])} / {_num(w['p95_ms'])}"
-
-
-def _ratio(ours: float | None, peer: float | None, higher_is_better: bool) -> str:
-    """How many times better ours is (> 1: ours better)."""
-    if ours is None or peer is None or ours <= 0 or peer <= 0:
-        return "—"
-    ratio = ours / peer if higher_is_better else peer / ours
-    return f"{ratio:.2f}{TIMES}" if ratio >= 0.1 else f"{_num(ratio, 2)}{TIMES}"
+    return f"{num(w['p50_ms'])} / {num(w['p95_ms'])}"
 
 
 # ---------------------------------------------------------------------- the tables
@@ -96,7 +73,7 @@ Row = tuple[str, Show, Value | None, bool]
 ROWS: list[Row] = [
     (
         "ingest, memories/s (`store_many` / `add_texts` / mem0: `add` each; replayed vectors)",
-        lambda r: _int(pick(r, "ingest", "per_s")) if ok(r) else _missing(r),
+        lambda r: integer(pick(r, "ingest", "per_s")) if ok(r) else _missing(r),
         lambda r: pick(r, "ingest", "per_s"),
         True,
     ),
@@ -144,14 +121,14 @@ ROWS: list[Row] = [
     ),
     (
         "first recall after the load, ms",
-        lambda r: _num(pick(r, "first_recall_ms")) if ok(r) else _missing(r),
+        lambda r: num(pick(r, "first_recall_ms")) if ok(r) else _missing(r),
         lambda r: pick(r, "first_recall_ms"),
         False,
     ),
     (
         "peak RSS of the process, MiB (after loading the data)",
         lambda r: (
-            f"{_int(pick(r, 'peak_rss_mb'))} ({_int(pick(r, 'rss_baseline_mb'))})"
+            f"{integer(pick(r, 'peak_rss_mb'))} ({integer(pick(r, 'rss_baseline_mb'))})"
             if ok(r)
             else _missing(r)
         ),
@@ -160,7 +137,7 @@ ROWS: list[Row] = [
     ),
     (
         "size on disk, MiB",
-        lambda r: _mib(pick(r, "disk_bytes")) if ok(r) else _missing(r),
+        lambda r: mib(pick(r, "disk_bytes")) if ok(r) else _missing(r),
         lambda r: pick(r, "disk_bytes"),
         False,
     ),
@@ -187,7 +164,7 @@ def _table(results: Result, n: int, drivers: list[str]) -> list[str]:
                 peer = run_of(results, name, n)
                 cells.append(show(peer))
                 compare = value is not None and ok(ours) and ok(peer)
-                cells.append(_ratio(value(ours), value(peer), higher) if value and compare else "")
+                cells.append(ratio(value(ours), value(peer), higher) if value and compare else "")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -286,10 +263,10 @@ def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
 
     for d in drivers:
         a = per_s(d)
-        cells.append(_int(a) if a else "—")
+        cells.append(integer(a) if a else "—")
         for peer in peers_of(results, d):
             b = per_s(peer)
-            cells += [_int(b) if b else "—", _ratio(a, b, True)]
+            cells += [integer(b) if b else "—", ratio(a, b, True)]
     lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -317,145 +294,12 @@ def _embedders(results: Result) -> list[str]:
     ]
     for e in rows:
         lines.append(
-            f"| {e['backend']} | {e['class']} | {_int(e['sentences_per_s'])} | "
-            f"{_num(e.get('tokens_per_sentence'))} | "
-            f"{_num(e['query_p50_ms'])} / {_num(e['query_p95_ms'])} | {_num(e['load_s'])} | "
-            f"{_int(e.get('peak_rss_mb'))} |"
+            f"| {e['backend']} | {e['class']} | {integer(e['sentences_per_s'])} | "
+            f"{num(e.get('tokens_per_sentence'))} | "
+            f"{num(e['query_p50_ms'])} / {num(e['query_p95_ms'])} | {num(e['load_s'])} | "
+            f"{integer(e.get('peak_rss_mb'))} |"
         )
     return [*lines, ""]
-
-
-# ---------------------------------------------------------------------- targets
-def _target_n(results: Result) -> int | None:
-    sizes = sizes_of(results)
-    if not sizes:
-        return None
-    return TARGET_N if TARGET_N in sizes else max(sizes)
-
-
-TargetRow = tuple[str, str, bool | None, float | None]
-
-
-def targets(results: Result) -> list[TargetRow]:
-    """(target, measured, met, gap) for each of the issue's targets: met is None when not
-    measured; gap is how many times better the figure must get (None when met)."""
-    n = _target_n(results)
-    rows: list[TargetRow] = []
-
-    def check(label: str, value: float | None, limit: float, at_most: bool, unit: str) -> None:
-        if value is None:
-            rows.append((label, "not measured", None, None))
-            return
-        met = value <= limit if at_most else value >= limit
-        gap = None if met or value <= 0 else (value / limit if at_most else limit / value)
-        rows.append((label, f"{_num(value)} {unit}".strip(), met, gap))
-
-    def run(target: str) -> Result | None:
-        return run_of(results, target, n) if n is not None else None
-
-    p50 = ("workloads", "vector", "p50_ms")
-    check("sqlite: recall p50 ≤ 2 ms", pick(run("sqlite"), *p50), 2.0, True, "ms")
-    check(
-        "sqlite: recall@10 ≥ 0.95",
-        pick(run("sqlite"), "workloads", "vector", "recall_at_k"),
-        0.95,
-        False,
-        "",
-    )
-    check(
-        "sqlite: store_many ≥ 10,000/s",
-        pick(run("sqlite"), "ingest", "per_s"),
-        10_000,
-        False,
-        "/s",
-    )
-    check("pgvector: recall p50 ≤ 5 ms", pick(run("pgvector"), *p50), 5.0, True, "ms")
-    check(
-        "pgvector: store_many ≥ 5,000/s",
-        pick(run("pgvector"), "ingest", "per_s"),
-        5_000,
-        False,
-        "/s",
-    )
-    check("chroma (embedded): recall p50 ≤ 5 ms", pick(run("chroma"), *p50), 5.0, True, "ms")
-    for d, name in ((driver, p) for driver in PEERS for p in peers_of(results, driver)):
-        ours, peer = run(d), run(name)
-        for what, path, higher in (
-            ("recall p50", p50, False),
-            ("ingest", ("ingest", "per_s"), True),
-        ):
-            a, b = pick(ours, *path), pick(peer, *path)
-            label = f"{d}: {what} at least as good as {name}"
-            if a is None or b is None:
-                if ours is not None or peer is not None:
-                    rows.append((label, "not measured", None, None))
-                continue
-            unit = "ms" if not higher else "/s"
-            met = a >= b if higher else a <= b
-            gap = None if met or min(a, b) <= 0 else (b / a if higher else a / b)
-            measured = f"{_num(a)} vs {_num(b)} {unit} ({_ratio(a, b, higher)})"
-            rows.append((label, measured, met, gap))
-    default = _default_embedder(results)
-    check(
-        "default embedder: ≥ 500 sentences/s at batch 32",
-        pick(default, "sentences_per_s"),
-        500,
-        False,
-        "/s",
-    )
-    check("default embedder: ≤ 4 ms for one query", pick(default, "query_p50_ms"), 4.0, True, "ms")
-    return rows
-
-
-def _default_embedder(results: Result) -> Result | None:
-    rows = [e for e in results.get("embedders", []) if e.get("ok")]
-    for backend in ("onnx", "torch"):  # the library's default order
-        for e in rows:
-            if e.get("backend") == backend:
-                return dict(e)
-    return None
-
-
-def _targets_table(results: Result) -> list[str]:
-    n = _target_n(results)
-    if n is None:
-        return []
-    where = (
-        f"N = {n:,}"
-        if n == TARGET_N
-        else f"N = {n:,} (**not** the {TARGET_N:,} the targets are stated for)"
-    )
-    lines = [
-        "## Targets",
-        "",
-        f"The issue's targets (2 cores, {TARGET_N:,} memories, query vector given), checked at "
-        f"{where}. Recall latency is the vector workload's p50.",
-        "",
-        "| target | measured | met? (if not: how many times short) |",
-        "|---|---|---|",
-    ]
-    for label, measured, met, gap in targets(results):
-        if met is None:
-            state = "—"
-        elif met:
-            state = "yes"
-        else:
-            short = f": {_num(gap, 3)}{TIMES} short" if gap else ""
-            state = f"**no**{short} (see Why)"
-        lines.append(f"| {label} | {measured} | {state} |")
-    return [*lines, ""]
-
-
-def _why_seed(results: Result) -> str:
-    missed = [label for label, _, met, _ in targets(results) if met is False]
-    lines = [
-        "_To be written after the final run: for each target missed above, and each row where "
-        "a driver is slower than its peer, why (what the driver does that the peer does not, "
-        "or what the peer gives up)._",
-        "",
-    ]
-    lines += [f"- {label}: _why?_" for label in missed]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- the page
@@ -485,7 +329,7 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         "## Machine and versions",
         "",
         f"- CPU: {machine.get('cpu', '?')}, {machine.get('cores', '?')} usable cores; "
-        f"memory {_num(machine.get('memory_gib'))} GiB",
+        f"memory {num(machine.get('memory_gib'))} GiB",
         f"- OS: {machine.get('os', '?')}; Python {machine.get('python', '?')}",
         *_load_lines(results),
         "",
@@ -551,12 +395,12 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
         ]
     out += _end_to_end(results, drivers)
     out += _embedders(results)
-    out += _targets_table(results)
+    out += targets_table(results)
     out += [
         "## Why",
         "",
         WHY_BEGIN,
-        why if why is not None else _why_seed(results),
+        why if why is not None else why_seed(results),
         WHY_END,
         "",
     ]

@@ -156,7 +156,7 @@ class _Postgres:
     @property
     def server(self) -> Any:
         if self._server is None:
-            from ..testing.postgres import PostgresForTests, start_postgres
+            from ..sql.throwaway_server import PostgresForTests, start_postgres
 
             if self.url:
                 self._server = PostgresForTests(self.url)

