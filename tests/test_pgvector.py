@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from conftest import require_server
@@ -25,6 +26,7 @@ from memory_drivers.embeddings.hashing import HashingEmbedder
 from memory_drivers.errors import (
     BackendUnavailableError,
     ConfigurationError,
+    ConflictError,
     EmbedderMismatchError,
     SchemaError,
 )
@@ -145,21 +147,41 @@ def test_filtered_recall_through_the_index_still_returns_top_k(pg_database: str)
 
 
 # ---------------------------------------------------------------------- batching
-def test_store_many_is_one_batched_statement(driver: PgVectorDriver) -> None:
-    """store_many sends one prepared INSERT with every row (psycopg's executemany, pipelined),
-    not a statement per memory, nor one huge multi-row INSERT (which psycopg parsed anew for
-    every batch)."""
+def test_store_many_is_one_copy(driver: PgVectorDriver) -> None:
+    """store_many sends every row in one binary COPY on the transaction's connection, not a
+    statement per memory, nor one huge multi-row INSERT (which psycopg parsed anew for every
+    batch); what is stored is what was given."""
     seen = statements(driver)
-    driver.store_many(
-        [{"user_id": "u1", "content": f"memory {i}", "tags": ["a", "b"]} for i in range(800)]
-    )
-    inserts = [(s, p) for s, p in seen if s.lstrip().upper().startswith("INSERT INTO MEMORIES")]
-    assert len(inserts) == 1
-    statement, params = inserts[0]
-    assert isinstance(params, list | tuple) and len(params) == 800
-    assert statement.count("%(") <= 20, "one row's placeholders, not a multi-row VALUES"
-    assert len(seen) <= 6, [s[:60] for s, _ in seen]
+    given = [
+        {"user_id": "u1", "content": f"memory {i}", "tags": ["a", "b"], "metadata": {"i": i}}
+        for i in range(800)
+    ]
+    stored = driver.store_many(given)
+    inserts = [s for s, _ in seen if "INSERT" in s.upper()]
+    assert inserts == []
+    assert len(seen) <= 4, [s[:60] for s, _ in seen]
     assert driver.count() == 800
+    assert driver._get_memories([m.id for m in stored], None) == {m.id: m for m in stored}
+    assert stored[7].metadata == {"i": 7} and stored[7].tags == ["a", "b"]
+
+
+def test_a_failed_copy_is_a_typed_error_and_stores_nothing(driver: PgVectorDriver) -> None:
+    """An id taken by a concurrent writer fails the COPY inside the transaction: the batch is
+    a ConflictError naming the id, and none of it is stored."""
+    from memory_drivers.base import MemoryRecord
+
+    taken = driver.store("u1", "first")
+    rows = [
+        MemoryRecord(m, np.ones(driver.embedder.dimension, dtype=np.float32), "x")
+        for m in (
+            taken.model_copy(update={"content": "again"}),
+            taken.model_copy(update={"id": "00000000-0000-4000-8000-000000000001"}),
+        )
+    ]
+    with pytest.raises(ConflictError, match=taken.id):
+        driver._insert_memories(rows[::-1])
+    assert driver.count() == 1
+    assert driver.get(taken.id) == taken
 
 
 # ---------------------------------------------------------------------- connections

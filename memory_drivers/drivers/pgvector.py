@@ -39,17 +39,24 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Float,
+    Integer,
+    String,
     Table,
     Text,
     case,
     cast,
+    column,
     event,
     func,
     insert,
@@ -69,6 +76,7 @@ from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, SchemaError
 from ..models import MemoryFilter, Scalar
+from ..ranking.context import StretchRequest
 from ..sql import migrations
 from ..sql.driver import IN_BATCH, SQLDriver, plain_rows, retried
 from ..sql.engines import (
@@ -76,10 +84,11 @@ from ..sql.engines import (
     async_engine_for,
     describe,
     engine_for,
+    jsonb_text,
     postgres_url,
     prepare_database,
 )
-from ..sql.schema import EmbeddingType, memories
+from ..sql.schema import EmbeddingType, UTCDateTime, memories
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
@@ -110,6 +119,43 @@ INDEXES = (
 MEMORY_HNSW = "ix_memories_embedding_hnsw"
 HNSW_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding vector_cosine_ops)"
 
+#: SQLDriver._stretches in one short statement: the conversations come as arrays, each read
+#: by three LIMITed subqueries joined LATERAL. Its text never changes, so psycopg converts it
+#: once and prepares it on the server (the generic UNION ALL of 25 conversations per slot set
+#: was parsed by psycopg and planned by the server anew for every batch).
+_STRETCH_PART = """SELECT {part} AS part, m.id, m.created_at, m.content, m.search_terms
+        FROM memories m
+        WHERE m.user_id = r.u AND m.conversation_id = r.c AND {where}{order}"""
+_BEFORE = '(m.created_at < r.lt OR (m.created_at = r.lt AND m.id COLLATE "C" < r.li))'
+_AFTER = '(m.created_at > r.ht OR (m.created_at = r.ht AND m.id COLLATE "C" > r.hi))'
+STRETCHES = text(
+    "SELECT r.n - 1 AS n, s.part, s.id, s.created_at, s.content, s.search_terms FROM unnest("
+    "CAST(:users AS text[]), CAST(:conversations AS text[]), CAST(:low_t AS timestamptz[]), "
+    "CAST(:low_id AS text[]), CAST(:high_t AS timestamptz[]), CAST(:high_id AS text[])) "
+    "WITH ORDINALITY AS r(u, c, lt, li, ht, hi, n) CROSS JOIN LATERAL ((\n"
+    + _STRETCH_PART.format(
+        part=0,
+        where=_BEFORE,
+        order='\n        ORDER BY m.created_at DESC, m.id COLLATE "C" DESC LIMIT :window',
+    )
+    + ")\n    UNION ALL (\n"
+    + _STRETCH_PART.format(part=1, where=f"NOT {_BEFORE} AND NOT {_AFTER}", order="")
+    + ")\n    UNION ALL (\n"
+    + _STRETCH_PART.format(
+        part=2,
+        where=_AFTER,
+        order='\n        ORDER BY m.created_at, m.id COLLATE "C" LIMIT :window',
+    )
+    + ")) AS s"
+).columns(
+    column("n", Integer),
+    column("part", Integer),
+    column("id", Text),
+    column("created_at", UTCDateTime),
+    column("content", Text),
+    column("search_terms", Text),
+)
+
 
 def _register_vector(dbapi_connection: Any, _record: Any) -> None:
     """Send and read vectors in binary on this connection (pgvector's psycopg adapter)."""
@@ -135,6 +181,26 @@ def _register_vector_async(dbapi_connection: Any, _record: Any) -> None:
             await connection.rollback()
 
     dbapi_connection.run_async(register)
+
+
+def _copy_type(column: Any) -> str:
+    """The PostgreSQL type a binary COPY sends ``column``'s values as."""
+    kind = column.type
+    if isinstance(kind, EmbeddingType):
+        return "vector"
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, JSON):  # JSONType: jsonb here
+        return "jsonb"
+    if isinstance(kind, Float):
+        return "float8"
+    if isinstance(kind, BigInteger):
+        return "int8"
+    if isinstance(kind, Integer):
+        return "int4"
+    if isinstance(kind, String):  # String(n) and Text: varchar takes text's binary form
+        return "text"
+    raise TypeError(f"no COPY type for column {column.name} ({kind!r})")
 
 
 def _permanent(exc: DBAPIError) -> bool:
@@ -281,10 +347,61 @@ class PgVectorDriver(SQLDriver):
     def _insert_many(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]]
     ) -> None:
-        # psycopg's executemany (one prepared statement, rows sent in a pipeline). A multi-row
+        # Binary COPY on the transaction's own psycopg connection: no statement per row, each
+        # value sent in its binary form (pgvector's for vectors). Async connections take
+        # psycopg's executemany (one prepared statement, rows sent in a pipeline; a multi-row
         # INSERT ... VALUES of 1000 rows has 14,000 placeholders, which psycopg parsed anew for
-        # every batch (too long for its cache): that took longer than the database's work.
-        connection.execute(insert(table), rows)
+        # every batch: that took longer than the database's work).
+        raw = connection.connection.driver_connection
+        if not rows or not isinstance(raw, psycopg.Connection):
+            connection.execute(insert(table), rows)
+            return
+        names = list(rows[0])
+        types = [_copy_type(table.c[name]) for name in names]
+        jsonb = [i for i, t in enumerate(types) if t == "jsonb"]
+        statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(types)
+                for row in rows:
+                    values = [row[name] for name in names]
+                    for i in jsonb:
+                        values[i] = Jsonb(values[i], dumps=jsonb_text)
+                    copy.write_row(values)
+        except psycopg.Error as exc:
+            broken = raw.closed or raw.broken
+            if broken:
+                connection.invalidate()
+            raise DBAPIError.instance(
+                statement,
+                None,
+                exc,
+                psycopg.Error,
+                connection_invalidated=broken,
+                dialect=connection.dialect,
+            ) from exc
+
+    def _stretch_rows(
+        self, connection: Connection, requests: Sequence[StretchRequest]
+    ) -> Iterator[tuple[int, int, str, datetime, str, str]]:
+        # One statement for every conversation (STRETCHES).
+        if not requests:
+            return
+        users, conversations, low_t, low_id, high_t, high_id = zip(
+            *((u, c, low[0], low[1], high[0], high[1]) for u, c, low, high in requests),
+            strict=True,
+        )
+        values = {
+            "users": list(users),
+            "conversations": list(conversations),
+            "low_t": list(low_t),
+            "low_id": list(low_id),
+            "high_t": list(high_t),
+            "high_id": list(high_id),
+            "window": self.context_window,
+        }
+        for row in connection.execute(STRETCHES, values):
+            yield row.n, row.part, row.id, row.created_at, row.content, row.search_terms
 
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
         # jsonb ?| (any) and ?& (all) over the tags array, served by its GIN index.

@@ -461,6 +461,24 @@ class SQLDriver(BaseMemoryDriver):
         three reads of each conversation are subqueries of one ``UNION ALL`` (a store_many
         batch touching 100 conversations made 300 round trips before)."""
         found: dict[int, tuple[list[Any], list[Any], list[Any]]] = {}
+        for n, part, mid, created, content, indexed in self._stretch_rows(connection, requests):
+            found.setdefault(n, ([], [], []))[part].append(
+                ctx.ContextRow(mid, created, mid, content, indexed)
+            )
+        result = {}
+        for n, (user, conversation, _, _) in enumerate(requests):
+            first, inside, last = found.get(n, ([], [], []))
+            result[user, conversation] = ctx.Stretch(
+                sorted(first, key=_place), sorted(inside, key=_place), sorted(last, key=_place)
+            )
+        return result
+
+    def _stretch_rows(
+        self, connection: Connection, requests: Sequence[ctx.StretchRequest]
+    ) -> Iterator[tuple[int, int, str, datetime, str, str]]:
+        """The rows of :meth:`_stretches`: (``n``, the request's index; ``part``, 0 before,
+        1 inside, 2 after; ``id``, ``created_at``, ``content``, ``search_terms``). Here:
+        :meth:`_stretch_statement`, ``STRETCH_BATCH`` conversations per statement."""
         for start in range(0, len(requests), STRETCH_BATCH):
             chunk = requests[start : start + STRETCH_BATCH]
             slots = -(-len(chunk) // STRETCH_SLOTS) * STRETCH_SLOTS
@@ -479,17 +497,9 @@ class SQLDriver(BaseMemoryDriver):
                     }
                 )
             for row in connection.execute(self._stretch_statement(slots), values):
-                lists = found.setdefault(start + row.n, ([], [], []))
-                lists[row.part].append(
-                    ctx.ContextRow(row.id, row.created_at, row.id, row.content, row.search_terms)
+                yield (
+                    start + row.n, row.part, row.id, row.created_at, row.content, row.search_terms
                 )
-        result = {}
-        for n, (user, conversation, _, _) in enumerate(requests):
-            first, inside, last = found.get(n, ([], [], []))
-            result[user, conversation] = ctx.Stretch(
-                sorted(first, key=_place), sorted(inside, key=_place), sorted(last, key=_place)
-            )
-        return result
 
     def _stretch_statement(self, slots: int) -> Any:
         """The ``UNION ALL`` of :meth:`_stretches` for ``slots`` conversations, built once per
