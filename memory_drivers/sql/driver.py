@@ -73,7 +73,7 @@ from ..text import document_terms, term_count
 from . import migrations
 from .schema import associations, knowledge_chunks, memories, store_info
 
-__all__ = ["SQLDriver", "plain_rows", "retried"]
+__all__ = ["SQLDriver", "only_user", "plain_rows", "retried"]
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -114,6 +114,9 @@ MEMORY_COLUMNS = (
 # Statements built once (SQLAlchemy caches their compiled form); lists go in expanding binds.
 BY_PKS = select(*MEMORY_COLUMNS).where(M.pk.in_(bindparam("pks", expanding=True)))
 
+#: Users whose ``WHERE user_id = ...`` is kept built (see ``SQLDriver._where``).
+USER_WHERE_CACHE = 1024
+
 #: "Every row": the largest number of rows a search asks for.
 ALL = 1 << 62
 
@@ -131,6 +134,17 @@ CHUNK_COLUMNS = (
     K.metadata,
     K.created_at,
 )
+
+
+#: What a filter holds besides ``user_id`` when it holds nothing else.
+_UNFILTERED = {k: v for k, v in MemoryFilter().__dict__.items() if k != "user_id"}
+
+
+def only_user(f: MemoryFilter) -> bool:
+    """Whether ``f`` is ``MemoryFilter(user_id=f.user_id)``: one user's memories (or every
+    memory) and nothing else. Faster than building that filter to compare."""
+    fields = f.__dict__
+    return all(fields[k] == v for k, v in _UNFILTERED.items())
 
 
 def retried(method: Callable[..., Result]) -> Callable[..., Result]:
@@ -320,6 +334,18 @@ class SQLDriver(BaseMemoryDriver):
     # ------------------------------------------------------------------ translation
     def _where(self, f: MemoryFilter) -> list[ColumnElement[bool]]:
         """The filter as SQL conditions on ``memories``."""
+        if f.user_id is not None and only_user(f):
+            # The most common scope, built once per user (a comparison costs SQLAlchemy more
+            # than some searches; the expression is immutable, so it can be shared).
+            cache: dict[str, list[ColumnElement[bool]]] = self.__dict__.setdefault(
+                "_user_where", {}
+            )
+            where_user = cache.get(f.user_id)
+            if where_user is None:
+                if len(cache) >= USER_WHERE_CACHE:
+                    cache.clear()
+                where_user = cache[f.user_id] = [M.user_id == f.user_id]
+            return list(where_user)
         where: list[ColumnElement[bool]] = []
         if f.user_id is not None:
             where.append(M.user_id == f.user_id)

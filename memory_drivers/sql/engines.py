@@ -42,6 +42,7 @@ __all__ = [
     "prepare_database",
     "read_connection",
     "sqlite_path",
+    "sqlite_rows",
     "write_connection",
 ]
 
@@ -113,9 +114,22 @@ def create_sqlite_engine(settings: Settings) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(WRITE)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        sqlite_rows(connection, "BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def sqlite_rows(connection: Connection, sql: str, parameters: Any = ()) -> list[Any]:
+    """The rows (tuples) of plain SQL run on the connection's own sqlite3 connection, inside
+    its transaction: for the hot paths (every transaction's ``BEGIN``, every search's log
+    position and rows), where SQLAlchemy's statement and result machinery cost more than
+    SQLite's work. Errors are SQLAlchemy's ``DBAPIError`` subclasses, as from
+    ``connection.execute``."""
+    raw: Any = connection.connection.driver_connection
+    try:
+        return raw.execute(sql, parameters).fetchall()  # type: ignore[no-any-return]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, parameters, exc, sqlite3.Error) from exc
 
 
 def _enable_wal(cursor: sqlite3.Cursor, timeout: float) -> None:

@@ -28,7 +28,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +44,6 @@ from sqlalchemy import (
     or_,
     select,
     table,
-    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -56,15 +54,17 @@ from ...embeddings import Embedder
 from ...errors import BackendUnavailableError, SchemaError, StorageFullError
 from ...models import Memory, MemoryFilter, Scalar
 from ...sql import migrations
-from ...sql.driver import IN_BATCH, MEMORY_COLUMNS, SQLDriver, plain_rows
+from ...sql.driver import IN_BATCH, SQLDriver, only_user
 from ...sql.engines import (
     create_sqlite_engine,
     faiss_index_path,
     read_connection,
     sqlite_path,
+    sqlite_rows,
     write_connection,
 )
 from ...sql.schema import memories, store_info
+from .dbapi import by_pks_sql, fast_bind, memory_of_row, postings_sql
 from .faiss_index import COMPACTED_KEY, VectorIndexes, log_position, vector_log
 
 __all__ = ["SQLiteDriver"]
@@ -101,11 +101,6 @@ def _disk_full(exc: BaseException) -> bool:
 
 _fts = table("memories_fts", column("rowid"))
 
-#: A row of ``MEMORY_COLUMNS`` read through the DB-API (what ``SQLDriver._hydrate`` takes).
-MemoryRow = namedtuple("MemoryRow", [c.name for c in MEMORY_COLUMNS])  # type: ignore[misc]
-_QUOTED_COLUMNS = ", ".join(f'"{c.name}"' for c in MEMORY_COLUMNS)
-_BY_PKS = "SELECT " + _QUOTED_COLUMNS + " FROM memories WHERE pk IN ({})"
-
 
 class SQLiteDriver(SQLDriver):
     """SQLite (source of truth, FTS5 keyword search) with FAISS vector indexes beside it."""
@@ -124,8 +119,9 @@ class SQLiteDriver(SQLDriver):
         #: writes bring the index along (off while opening and re-embedding)
         self._follow_writes = False
         self._save_retry_at = 0.0
-        self._insert_plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
-        self._result_processors: list[Any] | None = None
+        self._insert_plans: dict[
+            tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...], list[tuple[int, Any]]]
+        ] = {}
         super().__init__(
             settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
         )
@@ -229,34 +225,24 @@ class SQLiteDriver(SQLDriver):
 
     # ------------------------------------------------------------------ SQL hooks
     def _memories_by_pk(self, connection: Connection, pks: Sequence[int]) -> dict[int, Memory]:
-        """Memories by pk, read through the DB-API with each value converted by its column
-        type's own result processor: the hot path of every recall, where SQLAlchemy's
-        expanding ``IN`` and row processing cost more than SQLite's work."""
+        """Memories by pk: the hot path of every recall, where SQLAlchemy's expanding ``IN``
+        and its row processing cost more than SQLite's work. Read through the DB-API, each
+        value converted as its column type would (:func:`.dbapi.memory_of_row`)."""
         pks = list(pks)
-        processors = self._result_processors
-        if processors is None:
-            dialect = connection.dialect
-            processors = self._result_processors = [
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in MEMORY_COLUMNS
-            ]
-        rows = []
+        found: dict[int, Memory] = {}
         for start in range(0, len(pks), IN_BATCH):
             batch = tuple(pks[start : start + IN_BATCH])
-            sql = _BY_PKS.format(", ".join("?" * len(batch)))
-            for raw in connection.exec_driver_sql(sql, batch).cursor.fetchall():
-                rows.append(
-                    MemoryRow._make(
-                        v if p is None else p(v) for v, p in zip(raw, processors, strict=True)
-                    )
-                )
-        return self._hydrate(connection, rows)
+            for row in sqlite_rows(connection, by_pks_sql(len(batch)), batch):
+                found[row[0]] = memory_of_row(row)
+        return found
 
     def _insert_many(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]]
     ) -> None:
-        """Insert ``rows`` with the DB-API's ``executemany``, each value converted by its
-        column type's own bind processor (what SQLAlchemy itself would send). SQLAlchemy's
-        per-row statement machinery cost more than SQLite's own work on a bulk load."""
+        """Insert ``rows`` with the DB-API's ``executemany``, each value converted as its
+        column type's bind processor would (what SQLAlchemy itself would send; the common
+        types by :func:`.dbapi.fast_bind`). SQLAlchemy's per-row statement machinery cost more than
+        SQLite's own work on a bulk load."""
         if not rows:
             return
         names = tuple(rows[0])
@@ -265,16 +251,20 @@ class SQLiteDriver(SQLDriver):
         if plan is None:
             dialect = connection.dialect
             quote = dialect.identifier_preparer.quote
-            processors = [
-                table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
-            ]
+            processors = [fast_bind(table.c[n].type, dialect) for n in names]
             sql = (
                 f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
                 f"VALUES ({', '.join('?' * len(names))})"
             )
-            plan = self._insert_plans[key] = (sql, list(zip(names, processors, strict=True)))
-        sql, columns = plan
-        values = [tuple(row[n] if p is None else p(row[n]) for n, p in columns) for row in rows]
+            convert = [(i, p) for i, p in enumerate(processors) if p is not None]
+            plan = self._insert_plans[key] = (sql, names, convert)
+        sql, names, convert = plan
+        values = []
+        for row in rows:
+            value = [row[n] for n in names]
+            for i, process in convert:
+                value[i] = process(value[i])
+            values.append(tuple(value))
         connection.exec_driver_sql(sql, values)
 
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
@@ -323,12 +313,9 @@ class SQLiteDriver(SQLDriver):
         else:
             fts, prefix = "knowledge_fts", ""
         terms = list(dict.fromkeys(terms))
-        union = " UNION ALL ".join(
-            f"SELECT {i}, rowid FROM {fts} WHERE {fts} MATCH :m{i}" for i in range(len(terms))
-        )
         found: dict[str, list[int]] = {term: [] for term in terms}
-        matches = {f"m{i}": f'"{prefix}{term}"' for i, term in enumerate(terms)}
-        for index, pk in plain_rows(connection, text(union), matches):
+        matches = tuple(f'"{prefix}{term}"' for term in terms)
+        for index, pk in sqlite_rows(connection, postings_sql(fts, len(terms)), matches):
             found[terms[index]].append(pk)
         return found
 
@@ -337,7 +324,7 @@ class SQLiteDriver(SQLDriver):
     ) -> tuple[list[int], np.ndarray] | None:
         # One user's memories and nothing else: the index knows each vector's owner, and
         # scoring all of them costs about what finding the best of them does.
-        if memory_filter != MemoryFilter(user_id=memory_filter.user_id) or table is not memories:
+        if table is not memories or not only_user(memory_filter):
             return None
         if memory_filter.user_id is None:
             return None
@@ -368,7 +355,7 @@ class SQLiteDriver(SQLDriver):
         if (
             memory_filter is not None
             and memory_filter.user_id is not None
-            and (memory_filter == MemoryFilter(user_id=memory_filter.user_id))
+            and only_user(memory_filter)
         ):
             # Scoped to one user and nothing else: the index knows each vector's owner.
             return index.search_owner(vector, top_k + TIE_MARGIN, memory_filter.user_id)

@@ -40,6 +40,7 @@ import numpy as np
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
 from sqlalchemy.engine import Connection
 
+from ...sql.engines import sqlite_rows
 from ...sql.schema import knowledge_chunks, memories
 from .rows import RowMap
 
@@ -83,6 +84,9 @@ _LOG_POSITION = (
 )
 
 
+_LOG_AFTER = "SELECT seq, kind, vector_pk, op FROM vector_log WHERE seq > ? ORDER BY seq"
+
+
 class LogPosition(NamedTuple):
     """Where the vector log stands in one snapshot of the database."""
 
@@ -96,7 +100,7 @@ class LogPosition(NamedTuple):
 
 def log_position(connection: Connection) -> LogPosition:
     """The :class:`LogPosition` of ``connection``'s snapshot."""
-    last, saved, first = connection.exec_driver_sql(_LOG_POSITION).cursor.fetchone() or (0, 0, None)
+    last, saved, first = sqlite_rows(connection, _LOG_POSITION)[0]
     last, saved = int(last or 0), int(saved or 0)
     return LogPosition(last, saved, last if first is None else int(first) - 1)
 
@@ -256,16 +260,12 @@ class VectorIndexes:
         return None
 
     def _replay(self, connection: Connection) -> None:
-        entries = connection.execute(
-            select(vector_log.c.seq, vector_log.c.kind, vector_log.c.vector_pk, vector_log.c.op)
-            .where(vector_log.c.seq > self.seq)
-            .order_by(vector_log.c.seq)
-        ).all()
+        entries = sqlite_rows(connection, _LOG_AFTER, (self.seq,))
         if not entries:
             return
         final: dict[str, dict[int, str]] = {kind: {} for kind in KINDS}
-        for entry in entries:
-            final[entry.kind][entry.vector_pk] = entry.op
+        for _, kind, pk, op in entries:
+            final[kind][pk] = op
         for kind, ops in final.items():
             if not ops:
                 continue
@@ -276,7 +276,7 @@ class VectorIndexes:
                 self.rows[kind].remove(held)
             added = [pk for pk, op in ops.items() if op == "add"]
             self._add_rows(connection, kind, added)
-        self.seq = entries[-1].seq
+        self.seq = entries[-1][0]
         self.counters["replayed"] += len(entries)
 
     def _add_rows(self, connection: Connection, kind: str, pks: Sequence[int]) -> None:

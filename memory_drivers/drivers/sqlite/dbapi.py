@@ -1,0 +1,103 @@
+"""Rows of the sqlite driver read and written through the DB-API, converted by hand.
+
+The hot paths (every recall's memories and keyword postings, every store_many's rows) skip
+SQLAlchemy's statement and row machinery, which cost more than SQLite's own work there. Each
+value is converted exactly as its column type's SQLAlchemy processor would convert it
+(``tests/test_sqlite_fast_paths.py`` checks both ways against SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import JSON
+
+from ...models import Memory
+from ...sql.driver import MEMORY_COLUMNS
+from ...sql.schema import EmbeddingType, UTCDateTime
+
+__all__ = ["by_pks_sql", "fast_bind", "memory_of_row", "postings_sql"]
+
+_QUOTED_COLUMNS = ", ".join(f'"{c.name}"' for c in MEMORY_COLUMNS)
+# The order memory_of_row reads.
+_ORDER = "pk id user_id conversation_id content memory_type tags importance metadata source"
+assert [c.name for c in MEMORY_COLUMNS] == [*_ORDER.split(), "created_at", "updated_at"]
+
+
+@functools.lru_cache(maxsize=64)
+def by_pks_sql(count: int) -> str:
+    """The memories of ``count`` pks, as ``MEMORY_COLUMNS``."""
+    return f"SELECT {_QUOTED_COLUMNS} FROM memories WHERE pk IN ({', '.join('?' * count)})"
+
+
+def _utc(value: str) -> datetime:
+    """A stored ``UTCDateTime`` (naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``) as the column
+    type reads it: an aware datetime in UTC."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def memory_of_row(row: Sequence[Any]) -> Memory:
+    """A :class:`Memory` from a raw row of ``MEMORY_COLUMNS``: JSON decoded (an empty list or
+    object without the decoder), times made aware, then validated by pydantic as
+    ``SQLDriver._hydrate`` does."""
+    _, id_, user, conversation, content, kind, tags, importance, meta, source, at, upd = row
+    return _validate_memory(
+        {
+            "id": id_,
+            "user_id": user,
+            "conversation_id": conversation,
+            "content": content,
+            "memory_type": kind,
+            "tags": [] if tags == "[]" else json.loads(tags),
+            "importance": importance,
+            "metadata": {} if meta == "{}" else json.loads(meta),
+            "source": source,
+            "created_at": _utc(at),
+            "updated_at": _utc(upd),
+        }
+    )
+
+
+_validate_memory = Memory.model_validate
+
+
+def fast_bind(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The bind processor of ``column_type`` on SQLite: for times, JSON and vectors a plain
+    function giving the same value as SQLAlchemy's (checked in tests), else its own."""
+    if isinstance(column_type, UTCDateTime):
+        return _utc_text
+    if isinstance(column_type, EmbeddingType):
+        return _vector_bytes
+    if isinstance(column_type, JSON) and dialect._json_serializer is not None:
+        return dialect._json_serializer  # type: ignore[no-any-return]
+    return column_type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """What ``UTCDateTime`` stores on SQLite: naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _vector_bytes(value: Any) -> bytes | None:
+    """What ``EmbeddingType`` stores on SQLite: the float32 vector's raw bytes."""
+    if value is None:
+        return None
+    return np.ascontiguousarray(value, dtype=np.float32).tobytes()
+
+
+@functools.lru_cache(maxsize=256)
+def postings_sql(fts: str, count: int) -> str:
+    """The rowids matching each of ``count`` terms, tagged with the term's position."""
+    return " UNION ALL ".join(
+        f"SELECT {i}, rowid FROM {fts} WHERE {fts} MATCH ?" for i in range(count)
+    )

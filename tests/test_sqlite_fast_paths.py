@@ -1,0 +1,134 @@
+"""The sqlite driver's hot paths that bypass SQLAlchemy must answer exactly as SQLAlchemy's.
+
+Recall reads memories, the log position and keyword postings through the DB-API
+(``sqlite_rows``) and converts each value by hand; store_many writes rows the same way. Each
+is checked here against the generic SQLAlchemy path on a real SQLite file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from memory_drivers.config import build_settings
+from memory_drivers.drivers.sqlite import SQLiteDriver
+from memory_drivers.embeddings.hashing import HashingEmbedder
+from memory_drivers.errors import BackendUnavailableError
+from memory_drivers.models import MemoryFilter
+from memory_drivers.sql.driver import SQLDriver, only_user
+from memory_drivers.sql.engines import read_connection, sqlite_rows
+from memory_drivers.sql.schema import memories
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> SQLiteDriver:
+    settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{tmp_path}/m.db")
+    with SQLiteDriver(settings, embedder=HashingEmbedder(64)) as opened:
+        yield opened
+
+
+def _odd_memories(driver: SQLiteDriver) -> None:
+    base = datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    driver.store_many(
+        [
+            {"user_id": "u1", "content": "plain"},
+            {
+                "user_id": "u1",
+                "content": "all fields set",
+                "conversation_id": "c1",
+                "tags": ["a", 'quote"d', "ünï"],
+                "metadata": {"n": 1.5, "s": "x", "nested": {"k": [1, None, True]}, "z": None},
+                "memory_type": "fact",
+                "importance": 0.123456789,
+                "source": "import",
+                "created_at": base,
+                "updated_at": base + timedelta(days=400),
+            },
+            {
+                "user_id": "u2",
+                "content": "an offset and an old year",
+                "created_at": datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=5))),
+                "importance": 1,
+                "metadata": {},
+                "tags": [],
+            },
+        ]
+    )
+
+
+def test_memories_by_pk_matches_sqlalchemy(driver: SQLiteDriver) -> None:
+    _odd_memories(driver)
+    with read_connection(driver.engine) as connection:
+        pks = list(connection.execute(select(memories.c.pk)).scalars())
+        fast = driver._memories_by_pk(connection, pks)
+        generic = SQLDriver._memories_by_pk(driver, connection, pks)
+    assert len(fast) == 3
+    assert fast == generic
+    for pk, memory in fast.items():
+        other = generic[pk]
+        assert memory.model_dump() == other.model_dump()
+        assert memory.created_at.tzinfo is other.created_at.tzinfo is timezone.utc
+        assert type(memory.importance) is float
+
+
+def test_written_rows_match_sqlalchemy(driver: SQLiteDriver, tmp_path: Path) -> None:
+    """store_many's own bind conversion stores the text SQLAlchemy would have stored."""
+    _odd_memories(driver)
+    settings = build_settings(_env_file=None, memory_db_url=f"sqlite:///{tmp_path}/g.db")
+    with SQLiteDriver(settings, embedder=HashingEmbedder(64)) as generic:
+        generic._insert_many = lambda c, t, rows: SQLDriver._insert_many(generic, c, t, rows)
+        generic.store_many([m for m in driver.iter_memories()])
+        columns = [c for c in memories.c if c.name != "pk"]
+
+        def stored(store: SQLiteDriver) -> list[tuple[object, ...]]:
+            names = ", ".join(f'"{c.name}"' for c in columns)
+            with read_connection(store.engine) as connection:
+                return sqlite_rows(connection, f"SELECT {names} FROM memories ORDER BY id")
+
+        assert stored(driver) == stored(generic)
+
+
+def test_sqlite_rows_raises_sqlalchemy_errors(driver: SQLiteDriver) -> None:
+    with read_connection(driver.engine) as connection, pytest.raises(OperationalError) as caught:
+        sqlite_rows(connection, "SELECT pk FROM nowhere")
+    assert "nowhere" in str(caught.value.orig)
+
+
+def test_a_locked_database_is_unavailable_through_the_raw_begin(driver: SQLiteDriver) -> None:
+    """BEGIN IMMEDIATE goes through the DB-API too; a writer held elsewhere still surfaces as
+    BackendUnavailableError ("locked"), not as a raw sqlite3 error."""
+    import sqlite3
+
+    holder = sqlite3.connect(str(driver.path), isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        settings = driver.settings.replace(sqlite_busy_timeout=0.05)
+        other = SQLiteDriver(settings, embedder=HashingEmbedder(64))
+        with other, pytest.raises(BackendUnavailableError, match="locked"):
+            other.store(user_id="u1", content="blocked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"user_id": None},
+        {"tags": ("a",)},
+        {"tag_mode": "all"},
+        {"conversation_id": "c"},
+        {"since": datetime(2024, 1, 1, tzinfo=timezone.utc)},
+        {"min_importance": 0.0},
+        {"metadata": {}},
+        {"exclude_tags": ()},
+    ],
+)
+def test_only_user_is_the_filter_of_one_user(changes: dict[str, object]) -> None:
+    f = MemoryFilter(**{"user_id": "u1", **changes})
+    assert only_user(f) == (f == MemoryFilter(user_id=f.user_id))
