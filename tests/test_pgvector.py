@@ -128,6 +128,23 @@ def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> 
         assert counted is memory_hnsw
 
 
+def test_a_page_of_iter_memories_is_an_index_range(driver: PgVectorDriver) -> None:
+    """iter_memories can read a page after the last one as a range of the (created_at, id)
+    index, not by scanning and sorting every memory after it (which made reading a store
+    quadratic). Sorting is discouraged so that the plan shows the path exists whatever the
+    table's size."""
+    driver.store_many([{"user_id": f"u{i % 7}", "content": f"memory {i}"} for i in range(300)])
+    seen = statements(driver)
+    assert len(list(driver.iter_memories(batch_size=100))) == 300
+    statement, params = [s for s in seen if "ORDER BY" in s[0] and "created_at >=" in s[0]][0]
+    with driver.engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_sort = off")
+        found = connection.exec_driver_sql("EXPLAIN " + statement, params).all()
+    plan_ = "\n".join(row[0] for row in found)
+    assert "Index Scan using ix_memories_created" in plan_
+    assert "Index Cond: (created_at >=" in plan_
+
+
 def test_filtered_recall_through_the_index_still_returns_top_k(pg_database: str) -> None:
     """With the HNSW index and a filter that only a few percent of rows pass, pgvector's
     iterative index scan keeps going until top_k matches are found."""
@@ -319,6 +336,11 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
 
     rollback = run_migrate(pg_database, "rollback")
     assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0004 -> 0003" in rollback.stdout
+    indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
+    assert "ix_memories_created" not in indexes
+    rollback = run_migrate(pg_database, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
     assert "rolled back 0003 -> 0002" in rollback.stdout
     columns = postgres.admin(
         "SELECT column_name FROM information_schema.columns WHERE table_name='knowledge_chunks'",
@@ -332,7 +354,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0003.*memory-drivers migrate"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0004.*memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
@@ -340,7 +362,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         assert driver.count() == 1 and driver.health_check()["memory_hnsw"] is False
     assert "up to date" in run_migrate(pg_database, "status").stdout
 
-    rollback = run_migrate(pg_database, "rollback", "--steps", "3")
+    rollback = run_migrate(pg_database, "rollback", "--steps", "4")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]

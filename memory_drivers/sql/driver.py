@@ -920,12 +920,12 @@ class SQLDriver(BaseMemoryDriver):
         if user_id is not None:
             query = query.where(M.user_id == user_id)
         if after is not None:
+            # The created_at bound alone first, so that a page is a range of the index in
+            # (created_at, id) order (with the OR alone every page scanned every memory).
             created, last_id = after
             query = query.where(
-                or_(
-                    M.created_at > created,
-                    and_(M.created_at == created, self._id_order > last_id),
-                )
+                M.created_at >= created,
+                or_(M.created_at > created, self._id_order > last_id),
             )
         with self._read() as connection:
             rows = connection.execute(query).all()

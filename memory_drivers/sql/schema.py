@@ -139,6 +139,8 @@ memories = Table(
     Column("embedding", EmbeddingType, nullable=False),
     Column("term_count", Integer, nullable=False, server_default="0"),
     Index("ix_memories_user_created", "user_id", "created_at"),
+    # iter_memories' order (oldest first, then id): each page is a range of this index.
+    Index("ix_memories_created", "created_at", "id"),
     # Conversation order, with each memory's length: keyword search reads a user's scope from
     # this index alone (ranking.pipeline.KeywordEvidence).
     Index(
