@@ -255,44 +255,72 @@ def json_value(value: Any, path: str, max_depth: int | None = None, _depth: int 
     """A JSON-compatible copy of ``value``: dicts with string keys, lists, finite numbers,
     integers in the signed 64-bit range, text without NUL or lone surrogates; objects and
     arrays nested at most ``max_depth`` deep (``MEMORY_MAX_METADATA_DEPTH``)."""
+    return _json_value(value, (path,), max_depth, _depth)
+
+
+#: Where a value sits, for messages: the name, then ("key", k) or ("index", i) steps; made
+#: into text (:func:`_where`) only for an error, as most values are valid.
+_Where = tuple[Any, ...]
+
+
+def _where(at: _Where) -> str:
+    parts = [at[0]]
+    for kind, step in at[1:]:
+        parts.append(f"[{step!r}]" if kind == "key" else f"[{step}]")
+    return "".join(parts)
+
+
+def _json_value(value: Any, at: _Where, max_depth: int | None, depth: int) -> Any:
+    kind = type(value)
+    # The common exact types first (each answers as the general checks below would).
+    if kind is str and _UNSTORABLE.search(value) is None:
+        return value
+    if kind is int and MIN_INTEGER <= value <= MAX_INTEGER:
+        return value
+    if kind is float and math.isfinite(value):
+        return value
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return plain_text(value, path)
+        return plain_text(value, _where(at))
     if isinstance(value, int):
         if not MIN_INTEGER <= value <= MAX_INTEGER:
             raise ValidationError(
-                f"{path} is {_show(value)}, outside the signed 64-bit range (-2**63 to "
+                f"{_where(at)} is {_show(value)}, outside the signed 64-bit range (-2**63 to "
                 "2**63 - 1) that every backend stores exactly; store it as a string"
             )
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValidationError(f"{path} is {value!r}; JSON has no NaN or infinity")
+            raise ValidationError(f"{_where(at)} is {value!r}; JSON has no NaN or infinity")
         return float(value)
-    nested = isinstance(value, Mapping | list | tuple)
-    if nested and max_depth is not None and _depth >= max_depth:
-        raise ValidationError(
-            f"{path} is nested too deep: objects and arrays may nest {max_depth} deep "
-            "(MEMORY_MAX_METADATA_DEPTH). Flatten it, or raise MEMORY_MAX_METADATA_DEPTH"
-        )
-    if isinstance(value, Mapping):
+    mapping = kind is dict or isinstance(value, Mapping)
+    if (mapping or isinstance(value, list | tuple)) and max_depth is not None:
+        if depth >= max_depth:
+            raise ValidationError(
+                f"{_where(at)} is nested too deep: objects and arrays may nest {max_depth} "
+                "deep (MEMORY_MAX_METADATA_DEPTH). Flatten it, or raise "
+                "MEMORY_MAX_METADATA_DEPTH"
+            )
+    if mapping:
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(
-                    f"{path} has the key {_show(key)} of type {type(key).__name__}; "
-                    "JSON object keys must be strings"
-                )
-            plain_text(key, f"the key {_show(key)} of {path}")
-            out[key] = json_value(item, f"{path}[{key!r}]", max_depth, _depth + 1)
+            if type(key) is not str or _UNSTORABLE.search(key) is not None:
+                if not isinstance(key, str):
+                    raise ValidationError(
+                        f"{_where(at)} has the key {_show(key)} of type {type(key).__name__}; "
+                        "JSON object keys must be strings"
+                    )
+                plain_text(key, f"the key {_show(key)} of {_where(at)}")
+            out[key] = _json_value(item, (*at, ("key", key)), max_depth, depth + 1)
         return out
     if isinstance(value, list | tuple):
         return [
-            json_value(item, f"{path}[{i}]", max_depth, _depth + 1) for i, item in enumerate(value)
+            _json_value(item, (*at, ("index", i)), max_depth, depth + 1)
+            for i, item in enumerate(value)
         ]
     raise ValidationError(
-        f"{path} holds a {type(value).__name__} ({_show(value)}), which is not JSON; "
+        f"{_where(at)} holds a {type(value).__name__} ({_show(value)}), which is not JSON; "
         "use strings, numbers, booleans, null, lists and objects"
     )
 

@@ -394,12 +394,16 @@ class SQLDriver(BaseMemoryDriver):
             rows += connection.execute(BY_PKS, {"pks": batch}).all()
         return self._hydrate(connection, rows)
 
+    def _id_in(self, column: Any, ids: Sequence[str]) -> ColumnElement[bool]:
+        """``column`` is one of ``ids`` (at most ``IN_BATCH``). Here: ``IN (...)``."""
+        return column.in_(ids)  # type: ignore[no-any-return]
+
     def _pks(
         self, connection: Connection, ids: Sequence[str], user_id: str | None
     ) -> dict[str, int]:
         found: dict[str, int] = {}
         for batch in _batches(list(ids)):
-            query = select(M.id, M.pk).where(M.id.in_(batch))
+            query = select(M.id, M.pk).where(self._id_in(M.id, batch))
             if user_id is not None:
                 query = query.where(M.user_id == user_id)
             found.update({row.id: row.pk for row in connection.execute(query)})
