@@ -132,3 +132,54 @@ def test_a_locked_database_is_unavailable_through_the_raw_begin(driver: SQLiteDr
 def test_only_user_is_the_filter_of_one_user(changes: dict[str, object]) -> None:
     f = MemoryFilter(**{"user_id": "u1", **changes})
     assert only_user(f) == (f == MemoryFilter(user_id=f.user_id))
+
+
+def test_memories_grouped_by_owner_score_exactly() -> None:
+    """The memories index regroups its storage by owner (one user's vectors side by side, scored
+    in place); a user's scores stay exact before, after, and with rows added or removed since."""
+    import numpy as np
+
+    from memory_drivers.drivers.sqlite import faiss_index
+    from memory_drivers.drivers.sqlite.faiss_index import VectorIndexes
+
+    rng = np.random.default_rng(0)
+    index = VectorIndexes(None, store_id="s", embedder="e", dimension=8)
+    vectors: dict[int, np.ndarray] = {}
+    owner_of: dict[int, str] = {}
+
+    def add(pks: range) -> None:
+        rows = []
+        for pk in pks:
+            vectors[pk] = rng.standard_normal(8).astype(np.float32)
+            owner_of[pk] = f"u{rng.integers(5)}"
+            rows.append((pk, vectors[pk].tobytes(), owner_of[pk]))
+        index._add("memories", rows)
+
+    def check() -> None:
+        query = rng.standard_normal(8).astype(np.float32)
+        for user in {*owner_of.values()}:
+            mine = sorted(pk for pk, owner in owner_of.items() if owner == user)
+            exact = {pk: float(vectors[pk] @ query) for pk in mine}
+            pks, scores = index.scores_owner(query, user)
+            assert sorted(pks.tolist()) == mine
+            for pk, score in zip(pks.tolist(), scores.tolist(), strict=True):
+                assert abs(score - exact[pk]) < 1e-5
+            best = index.search_owner(query, 3, user)
+            assert [pk for pk, _ in best] == sorted(exact, key=lambda pk: -exact[pk])[:3]
+        ids = faiss_index.faiss.vector_to_array(index.indexes["memories"].id_map)
+        assert ids.tolist() == index.rows["memories"].ids.tolist()
+
+    add(range(1, 200))
+    assert index.rows["memories"].grouped() < 199  # interleaved as written
+    check()
+    index._keep_grouped(force=True)
+    assert index.grouped == index.rows["memories"].grouped() == 199
+    check()
+    add(range(200, 260))  # a tail after the groups
+    check()
+    gone = np.array([3, 50, 201, 202], dtype=np.int64)
+    index.indexes["memories"].remove_ids(gone)
+    index.rows["memories"].remove(gone)
+    for pk in gone.tolist():
+        del vectors[pk], owner_of[pk]
+    check()

@@ -528,7 +528,12 @@ class SQLDriver(BaseMemoryDriver):
                 )
             for row in connection.execute(self._stretch_statement(slots), values):
                 yield (
-                    start + row.n, row.part, row.id, row.created_at, row.content, row.search_terms
+                    start + row.n,
+                    row.part,
+                    row.id,
+                    row.created_at,
+                    row.content,
+                    row.search_terms,
                 )
 
     def _stretch_statement(self, slots: int) -> Any:

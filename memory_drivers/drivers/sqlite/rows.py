@@ -41,6 +41,27 @@ class RowMap:
         """The pk of each row."""
         return self._ids[: self.count]
 
+    @property
+    def owners(self) -> np.ndarray:
+        """The owner code of each row (memories)."""
+        assert self._owners is not None
+        return self._owners[: self.count]
+
+    def grouped(self) -> int:
+        """How many rows from the first have each owner's rows side by side (no owner's rows
+        interrupted by another's and then resumed)."""
+        if self._owners is None or self.count == 0:
+            return self.count
+        owners = self.owners
+        starts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
+        seen: set[int] = set()
+        for start in (0, *starts.tolist()):
+            code = int(owners[start])
+            if code in seen:
+                return start
+            seen.add(code)
+        return self.count
+
     def append(self, pks: np.ndarray, owners: np.ndarray | None = None) -> None:
         """Rows added at the end of the storage (as ``add_with_ids`` does)."""
         if not len(pks):
