@@ -454,7 +454,7 @@ class BaseMemoryDriver(ABC):
         memories = self._memories_from_items(items)
         if not memories:
             return []
-        terms = [check.memory_terms(document_terms(m.content)) for m in memories]
+        terms = [document_terms(m.content) for m in memories]
         vectors = self._embed_documents([m.content for m in memories])
         records = [MemoryRecord(m, vectors[i], terms[i]) for i, m in enumerate(memories)]
         self._insert_memories(records)
@@ -504,7 +504,7 @@ class BaseMemoryDriver(ABC):
             return current
         vector = terms = None
         if "content" in changes:
-            terms = check.memory_terms(document_terms(changes["content"]))
+            terms = document_terms(changes["content"])
             vector = self._embed_documents([changes["content"]])[0]
         changes["updated_at"] = check.utcnow()
         updated = self._update_memory(mid, user, changes, vector, terms)
@@ -1031,7 +1031,7 @@ class BaseMemoryDriver(ABC):
         if not keep:
             return counts
         chosen = [memories[i] for i in keep]
-        terms = [check.memory_terms(document_terms(m.content)) for m in chosen]
+        terms = [document_terms(m.content) for m in chosen]
         if given is not None:
             rows = given[keep]
         else:

@@ -143,7 +143,7 @@ class Settings(BaseSettings):
 
     # --- limits, the same on every driver (docs/semantics.md, "Limits") ------------------
     # The upper bounds are what every backend honours: Chroma fails on a record with more than
-    # 5,461 array items or keys (see also validation.MAX_MEMORY_TERMS, MAX_METADATA_KEYS), and
+    # 5,461 array items or keys (see also validation.MAX_METADATA_KEYS), and
     # SQLite (also inside Chroma) a condition more than 1,000 deep or a query of more than 500
     # SELECTs.
     memory_max_tags: int = Field(100, ge=1, le=1000)

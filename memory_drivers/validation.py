@@ -24,12 +24,9 @@ if TYPE_CHECKING:
 
 MAX_ID_LENGTH = 255
 
-#: Distinct keyword terms in a memory's content (memory_drivers.text). Chroma 1.5.9 fails every
-#: later write of a store once one record's arrays hold more than 5,461 items (its own terms
-#: and up to 1,000 tags); 10,000 characters of text hold at most about 3,340 terms.
-MAX_MEMORY_TERMS = 4_000
-#: Keys of a metadata object (top level): Chroma 1.5.9 fails the same way past 5,461 scalar
-#: keys in one record, and the chroma driver gives each scalar value a key of its own.
+#: Keys of a metadata object (top level): Chroma 1.5.9 accepts a record of more than 5,461
+#: scalar keys, then fails every later write of the store ("Error in compaction"), and the
+#: chroma driver gives each scalar metadata value a key of its own.
 MAX_METADATA_KEYS = 5_000
 
 #: Integers every backend stores and compares exactly: the signed 64-bit range.
@@ -168,18 +165,6 @@ def content(
             f"({setting}). {advice}"
         )
     return plain_text(value, name)
-
-
-def memory_terms(terms: str, name: str = "content") -> str:
-    """A memory's keyword terms (space-separated), at most :data:`MAX_MEMORY_TERMS`."""
-    count = terms.count(" ") + 1 if terms else 0
-    if count > MAX_MEMORY_TERMS:
-        raise ValidationError(
-            f"{name} holds {count} distinct keyword terms; the maximum is {MAX_MEMORY_TERMS}. "
-            "Store a text this varied as global knowledge (store_global_knowledge), which is "
-            "split into chunks"
-        )
-    return terms
 
 
 def memory_id(value: Any, name: str = "memory_id") -> str:

@@ -314,7 +314,7 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
         "importance": 0.7,
         "created_us": micros(at(1)),
         "tags": ["gear", "Gear"],
-        "terms": ["hike", "boot", "closet"],
+        "terms": "hike boot closet",
         "context": "",
         "meta:number:n": 2.0,
         "meta:string:s": "x",
@@ -328,11 +328,11 @@ def test_records_have_the_documented_layout(embedded: Callable[..., ChromaDriver
     assert re.fullmatch(r"[0-9a-f]{32}", token) and user == "u1", "write token, user"
     assert entry["metadatas"] == [{"user_id": "u1", "created_us": micros(at(1))}]
     empty = mine.get(ids=[other.id], include=["metadatas"])["metadatas"][0]
-    assert (empty["terms"], empty["tags"]) == ([""], [""]), "empty arrays hold one empty string"
+    assert (empty["terms"], empty["tags"]) == ("", [""]), "an empty array holds one empty string"
     turn = driver.store("u1", "Laces are red", conversation_id="c1")
     after = mine.get(ids=[turn.id], include=["metadatas"])["metadatas"][0]
-    assert (after["terms"], after["context"]) == (["lace", "red"], "hike boot closet"), (
-        "own terms as an array, the ones the turn before adds as a string"
+    assert (after["terms"], after["context"]) == ("lace red", "hike boot closet"), (
+        "own terms, then the ones the turn before adds"
     )
     link = driver._links.get(include=["metadatas"])
     assert link["ids"] == [f"{m.id}:{other.id}:LEADS_TO"]
@@ -403,14 +403,15 @@ def test_a_store_of_the_earlier_record_layout_is_repaired_on_open(
     knowledge = repaired.recall_global_knowledge("refunds", search="keyword")
     assert [h.chunk.doc_id for h in knowledge] == ["R"]
     info = repaired._read_store_info()
-    assert (info["records"], info["context_window"]) == ("3", "2")
+    assert (info["records"], info["context_window"]) == ("4", "2")
 
 
 def test_a_store_with_neighbours_terms_in_the_array_is_migrated_on_open(
     embedded: Callable[..., ChromaDriver],
 ):
     """Stores of records version 2 kept a memory's neighbours' terms in its ``terms`` array
-    (which Chroma fails on past 5,461 items, issue 12). Opening one moves them to ``context``."""
+    (which Chroma fails on past 5,461 items, issue 12). Opening one keeps its own terms in
+    ``terms`` and moves the others to ``context``, both strings."""
     driver = embedded()
     a, b, c = driver.store_many(
         [
@@ -423,7 +424,7 @@ def test_a_store_with_neighbours_terms_in_the_array_is_migrated_on_open(
     mine.update(  # version 2: own terms then the neighbours', all in the array; no context
         ids=records["ids"],
         metadatas=[
-            {"terms": meta["terms"] + meta["context"].split(), "context": None}
+            {"terms": (meta["terms"] + " " + meta["context"]).split(), "context": None}
             for meta in records["metadatas"]
         ],
     )
@@ -432,16 +433,16 @@ def test_a_store_with_neighbours_terms_in_the_array_is_migrated_on_open(
     migrated = embedded()
     metas = migrated._user_collection("u1").get(ids=[a.id, b.id, c.id], include=["metadatas"])
     assert [(m["terms"], m["context"]) for m in metas["metadatas"]] == [
-        (["adopt", "puppi"], ""),
-        (["name"], "adopt puppi"),
-        (["rex", "beagl"], "name adopt puppi"),
+        ("adopt puppi", ""),
+        ("name", "adopt puppi"),
+        ("rex beagl", "name adopt puppi"),
     ]
     assert {h.memory.id for h in migrated.recall("u1", query="puppy", search="keyword")} == {
         a.id,
         b.id,
         c.id,
     }
-    assert migrated._read_store_info()["records"] == "3"
+    assert migrated._read_store_info()["records"] == "4"
 
 
 def three_letter_words() -> Iterator[str]:
@@ -497,13 +498,13 @@ def test_update_rewrites_the_filter_keys(embedded: Callable[..., ChromaDriver]):
     driver.update(m.id, tags=[], metadata={"b": True}, content="beta")
     meta = driver._user_collection("u1").get(ids=[m.id], include=["metadatas"])["metadatas"][0]
     assert meta["tags"] == [""] and "meta:number:a" not in meta and "meta:string:keep" not in meta
-    assert meta["meta:boolean:b"] is True and meta["terms"] == ["beta"]
+    assert meta["meta:boolean:b"] is True and meta["terms"] == "beta"
     assert driver.recall("u1", tags=["old"]) == []
     assert driver.recall("u1", metadata={"a": 1}) == []
     assert driver.recall("u1", query="alpha", use_vector=False) == []
     driver.update(m.id, importance=0.9)
     meta = driver._user_collection("u1").get(ids=[m.id], include=["metadatas"])["metadatas"][0]
-    assert meta["terms"] == ["beta"], "an update without new content keeps the terms"
+    assert meta["terms"] == "beta", "an update without new content keeps the terms"
 
 
 # ============================================================================ layout migration

@@ -27,9 +27,9 @@ and every write and query passes the configured embedder's vectors, so Chroma's 
 never downloaded. Anonymized telemetry is off.
 
 What Chroma has no notion of is encoded as metadata the driver writes (see
-``docs/drivers/chroma.md``): tags and keyword terms as string arrays, ``created_at`` as integer
-microseconds, and one typed key per scalar metadata value (``meta:number:<key>``, ...), so that
-every filter is a Chroma ``where`` that selects exactly the memories the shared semantics
+``docs/drivers/chroma.md``): tags as a string array, keyword terms as strings, ``created_at`` as
+integer microseconds, and one typed key per scalar metadata value (``meta:number:<key>``, ...),
+so that every filter is a Chroma ``where`` that selects exactly the memories the shared semantics
 select. Candidates are then re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is
 cut. Vector search is exact up to ``CHROMA_EXACT_SEARCH_LIMIT`` memories of the user (or
 filtered candidates), and above it lets Chroma's HNSW index pick the best (approximate). Keyword and

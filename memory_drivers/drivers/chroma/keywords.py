@@ -1,12 +1,12 @@
 """Keyword search on Chroma: conversation context kept in the records, and BM25's evidence.
 
 A memory's indexed terms (memory_drivers.ranking.context) are its ``terms`` metadata (its own
-terms, a string array, which a ``$contains`` filter matches) followed by its ``context`` (the
-terms its neighbours add, a string: an array of them could outgrow what Chroma holds in a
-record). Writes re-index the memories after the ones they change, under the process's write
-lock; a store indexed with another ``CONTEXT_WINDOW`` (or by a version without context) is
-re-indexed once when opened. Keyword and hybrid search read every record of the scope in one
-request and build the evidence here.
+terms) followed by its ``context`` (the terms its neighbours add), both space-separated strings:
+an array of them could outgrow what Chroma holds in a record (records.MAX_ARRAY_ITEMS). Writes
+re-index the memories after the ones they change, under the process's write lock; a store
+indexed with another ``CONTEXT_WINDOW`` (or by a version without context) is re-indexed once
+when opened. Keyword and hybrid search read every record of the scope in one request and build
+the evidence here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from .records import (
     K_TAGS,
     K_TERMS,
     MICROSECOND,
-    array,
     batches,
     context_of,
     memory_from_record,
@@ -48,9 +47,10 @@ log = logging.getLogger(__name__)
 
 #: Store info: the version of the records' arrays (1, or absent: empty arrays left out and no
 #: terms on knowledge chunks; 2: every array present, see records.EMPTY, a memory's ``terms``
-#: holding its neighbours' terms too; 3: ``terms`` its own, ``context`` its neighbours').
+#: array holding its neighbours' terms too; 3: ``terms`` its own, ``context`` its neighbours';
+#: 4: ``terms`` a string, not an array).
 RECORDS_KEY = "records"
-RECORDS_VERSION = "3"
+RECORDS_VERSION = "4"
 
 
 def moment(micros: int) -> datetime:
@@ -172,13 +172,11 @@ class ChromaKeywords(ChromaUsers):
         with self._write_lock:
             if repair:
                 chunks = {
-                    cid: document_terms(document)
+                    cid: {K_TERMS: document_terms(document)}
                     for cid, (meta, document) in self._scan_with_documents(self._knowledge)
-                    if words(meta) != document_terms(document).split()
+                    if meta.get(K_TERMS) != document_terms(document)
                 }
-                self._write_metadata(
-                    self._knowledge, {cid: {K_TERMS: array(terms)} for cid, terms in chunks.items()}
-                )
+                self._write_metadata(self._knowledge, chunks)
             changed = repaired = 0
             for _, collection in self._user_collections():
                 changes, tags = self._reindex(collection, repair)
@@ -213,8 +211,8 @@ class ChromaKeywords(ChromaUsers):
             wanted = ctx.indexed_terms(own, self.context_window) if conversation else own
             for (_, mid, document, meta), mine, terms in zip(rows, own, wanted, strict=True):
                 change: dict[str, Any] = {}
-                if mine.split() != own_words(meta) or (repair and not meta.get(K_TERMS)):
-                    change[K_TERMS] = array(mine)
+                if meta.get(K_TERMS) != mine:
+                    change[K_TERMS] = mine
                 context = context_of(mine, terms)
                 if context != meta.get(K_CONTEXT):
                     change[K_CONTEXT] = context
@@ -283,21 +281,15 @@ class ChromaKeywords(ChromaUsers):
 
     def _scope(
         self, collection: Any, f: MemoryFilter, where: Any, *, embeddings: bool
-    ) -> tuple[list[str], list[Any], list[str], list[Any]]:
-        """Every record of the scope in the user's collection: ids, metadatas, documents,
-        embeddings (one request)."""
-        include = ["metadatas", "documents", *(["embeddings"] if embeddings else [])]
+    ) -> tuple[list[str], list[Any], list[Any]]:
+        """Every record of the scope in the user's collection: ids, metadatas, embeddings (one
+        request; no documents, which cost Chroma as much again: a hit's is read with it)."""
+        include = ["metadatas", *(["embeddings"] if embeddings else [])]
         result = self._get(collection, where=where, include=include)
-        ids, metas, docs = result["ids"], result["metadatas"], result["documents"]
+        ids, metas = result["ids"], result["metadatas"]
         vectors = list(result["embeddings"]) if embeddings else [None] * len(ids)
         if where_is_exact(f):
-            return list(ids), list(metas), list(docs), vectors
-        keep = [
-            i for i in range(len(ids)) if f.matches(memory_from_record(ids[i], docs[i], metas[i]))
-        ]
-        return (
-            [ids[i] for i in keep],
-            [metas[i] for i in keep],
-            [docs[i] for i in keep],
-            [vectors[i] for i in keep],
-        )
+            return list(ids), list(metas), vectors
+        # The filters never look at the content.
+        keep = [i for i in range(len(ids)) if f.matches(memory_from_record(ids[i], "", metas[i]))]
+        return [ids[i] for i in keep], [metas[i] for i in keep], [vectors[i] for i in keep]

@@ -2,8 +2,8 @@
 
 A memory is one record of its user's collection (``<CHROMA_COLLECTION>.u.<hash of the user>``):
 its content as the document, its vector as the embedding, and metadata holding what Chroma can
-filter on (see ``docs/drivers/chroma.md``): tags and own keyword terms as string arrays, the
-terms its conversation neighbours add as a string,
+filter on (see ``docs/drivers/chroma.md``): tags as a string array, its own keyword terms and
+those its conversation neighbours add as strings,
 ``created_at`` as integer microseconds, and one typed key per scalar metadata value
 (``meta:number:<key>``, ...). The id directory (``<CHROMA_COLLECTION>.ids``) holds one small
 record per memory saying whose it is. Knowledge chunks and associations have collections of
@@ -80,17 +80,20 @@ K_TYPE = "memory_type"
 K_IMPORTANCE = "importance"
 K_CREATED = "created_us"
 K_TAGS = "tags"
-#: The memory's own keyword terms (a string array, which ``$contains`` matches).
+#: The memory's own keyword terms, space-separated (a string, "" when none).
 K_TERMS = "terms"
-#: The terms its conversation neighbours add (ranking.context), space-separated, as a scalar
-#: string: Chroma 1.5.9 fails every later write of a store once one record's arrays hold more
-#: than :data:`MAX_ARRAY_ITEMS` items, and the neighbours' terms would grow the array with
-#: their text (issue 12). Own terms and tags are bounded by validation (MAX_MEMORY_TERMS).
+#: The terms its conversation neighbours add (ranking.context), space-separated ("" when none).
+#: Both are strings, not arrays: Chroma 1.5.9 accepts a record whose arrays hold more than
+#: :data:`MAX_ARRAY_ITEMS` items, then fails every later write of the store (issue 12), and the
+#: neighbours' terms grow with their text; Chroma also reads a record's metadata about twice
+#: as fast without them (an array is a metadata row per item). Nothing filters on terms.
 K_CONTEXT = "context"
 #: The most array items (all arrays of a record together) Chroma 1.5.9 holds in one record,
-#: embedded or server (found by trial: 5,462 fails its compaction, and every write after it).
+#: embedded or server (found by trial: 5,462 fails its compaction, and every write after it);
+#: scalar keys have the same limit, counted apart. The one array left is ``tags`` (at most
+#: MEMORY_MAX_TAGS, 1,000).
 MAX_ARRAY_ITEMS = 5461
-#: What an empty string array holds. Every record carries its arrays (tags, terms), never
+#: What an empty string array holds. Every record carries its array (tags), never
 #: leaving one out: Chroma (1.5.9, embedded and server) gives a record written without an
 #: array key the array of a record of a *deleted* collection that had the same internal id,
 #: so a memory without tags could match another's tag filter. "" is never a tag or a term.
@@ -143,14 +146,13 @@ def typed_metadata(key: str, value: Any) -> tuple[str, bool | float | str] | Non
     return None
 
 
-def array(terms: str) -> list[str]:
-    """Space-separated terms as a Chroma string array (never empty, see :data:`EMPTY`)."""
-    return terms.split() or [EMPTY]
-
-
 def own_words(meta: Mapping[str, Any]) -> list[str]:
-    """The record's own terms (its ``terms`` array)."""
-    return [word for word in meta.get(K_TERMS) or () if word != EMPTY]
+    """The record's own terms (its ``terms``; an array in stores of records version 3 and
+    earlier, read when migrating)."""
+    terms = meta.get(K_TERMS) or ""
+    if isinstance(terms, str):
+        return terms.split()
+    return [word for word in terms if word != EMPTY]
 
 
 def words(meta: Mapping[str, Any]) -> list[str]:
@@ -177,7 +179,7 @@ def memory_metadata(memory: Memory, terms: str, context: str = "") -> dict[str, 
     if memory.conversation_id is not None:
         meta[K_CONVERSATION] = memory.conversation_id
     meta[K_TAGS] = list(memory.tags) or [EMPTY]
-    meta[K_TERMS] = array(terms)
+    meta[K_TERMS] = terms
     meta[K_CONTEXT] = context
     for key, value in memory.metadata.items():
         typed = typed_metadata(key, value)
@@ -200,7 +202,7 @@ def chunk_metadata(chunk: KnowledgeChunk, terms: str) -> dict[str, Any]:
         K_CREATED: micros(chunk.created_at),
         K_CHUNK: chunk.model_dump_json(exclude={"id", "content"}),
     }
-    meta[K_TERMS] = array(terms)
+    meta[K_TERMS] = terms
     return meta
 
 

@@ -98,11 +98,11 @@ class ChromaSearch(ChromaKeywords):
 
     def _ranked(self, collection: Any, search: MemorySearch) -> list[RecallHit]:
         """Keyword and hybrid recall: every record of the scope in one request (one snapshot),
-        scored by the shared ranking."""
+        scored by the shared ranking; then the hits' documents."""
         f = search.filter
         terms = search.terms or ()
         hybrid = search.mode == "hybrid"
-        ids, metas, docs, vectors = self._scope(collection, f, memory_where(f), embeddings=hybrid)
+        ids, metas, vectors = self._scope(collection, f, memory_where(f), embeddings=hybrid)
         evidence = self._evidence(ids, metas, terms, conversations=True)
         if not hybrid:
             ranked = rank_keyword(terms, evidence, self.ranking, search.top_k, search.details)
@@ -124,15 +124,27 @@ class ChromaSearch(ChromaKeywords):
                 details=search.details,
             )
         at = {mid: i for i, mid in enumerate(ids)}
+        docs = self._documents(collection, [k for k, _ in ranked])
         hits = [
             RecallHit(
-                memory=memory_from_record(k, docs[at[k]], metas[at[k]]),
+                memory=memory_from_record(k, docs[k], metas[at[k]]),
                 score=score,
                 explanation=search.explanation(k),
             )
             for k, score in ranked
+            if k in docs  # else deleted since the scope was read
         ]
         return sorted(hits, key=hit_order)[: search.top_k]
+
+    def _documents(self, collection: Any, ids: Sequence[str]) -> dict[str, str]:
+        """The documents (contents) of these records, by id."""
+        found: dict[str, str] = {}
+        for batch in batches(list(ids), ID_BATCH):
+            page = self._get(collection, ids=list(batch), include=["documents"])
+            found.update(
+                (rid, doc or "") for rid, doc in zip(page["ids"], page["documents"], strict=True)
+            )
+        return found
 
     def _ordered(
         self, collection: Any, f: MemoryFilter, where: Where | None, top_k: int | None
@@ -383,9 +395,9 @@ class ChromaSearch(ChromaKeywords):
             ranked = self._rank(self._knowledge, where, search.vector, top_k, decode)
             return [KnowledgeHit(chunk=r.item, score=r.score) for r in ranked]
         hybrid = search.mode == "hybrid"
-        include = ["metadatas", "documents", *(["embeddings"] if hybrid else [])]
+        include = ["metadatas", *(["embeddings"] if hybrid else [])]
         result = self._get(self._knowledge, where=where, include=include)
-        ids, metas, docs = result["ids"], result["metadatas"], result["documents"]
+        ids, metas = result["ids"], result["metadatas"]
         evidence = self._evidence(ids, metas, search.terms, conversations=False)
         if hybrid:
             assert search.vector is not None
@@ -402,7 +414,9 @@ class ChromaSearch(ChromaKeywords):
         else:
             scored = rank_keyword(search.terms, evidence, self.ranking, top_k)
         at = {cid: i for i, cid in enumerate(ids)}
+        docs = self._documents(self._knowledge, [k for k, _ in scored])
         return [
-            KnowledgeHit(chunk=chunk_from_record(k, docs[at[k]], metas[at[k]]), score=score)
+            KnowledgeHit(chunk=chunk_from_record(k, docs[k], metas[at[k]]), score=score)
             for k, score in scored
+            if k in docs
         ]
