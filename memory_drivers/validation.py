@@ -280,13 +280,13 @@ def _json_value(value: Any, at: _Where, max_depth: int | None, depth: int) -> An
             raise ValidationError(f"{_where(at)} is {value!r}; JSON has no NaN or infinity")
         return float(value)
     mapping = kind is dict or isinstance(value, Mapping)
-    if (mapping or isinstance(value, list | tuple)) and max_depth is not None:
-        if depth >= max_depth:
-            raise ValidationError(
-                f"{_where(at)} is nested too deep: objects and arrays may nest {max_depth} "
-                "deep (MEMORY_MAX_METADATA_DEPTH). Flatten it, or raise "
-                "MEMORY_MAX_METADATA_DEPTH"
-            )
+    nests = mapping or isinstance(value, list | tuple)
+    if nests and max_depth is not None and depth >= max_depth:
+        raise ValidationError(
+            f"{_where(at)} is nested too deep: objects and arrays may nest {max_depth} "
+            "deep (MEMORY_MAX_METADATA_DEPTH). Flatten it, or raise "
+            "MEMORY_MAX_METADATA_DEPTH"
+        )
     if mapping:
         out = {}
         for key, item in value.items():

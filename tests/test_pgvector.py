@@ -136,7 +136,7 @@ def test_a_page_of_iter_memories_is_an_index_range(driver: PgVectorDriver) -> No
     driver.store_many([{"user_id": f"u{i % 7}", "content": f"memory {i}"} for i in range(300)])
     seen = statements(driver)
     assert len(list(driver.iter_memories(batch_size=100))) == 300
-    statement, params = [s for s in seen if "ORDER BY" in s[0] and "created_at >=" in s[0]][0]
+    statement, params = next(s for s in seen if "ORDER BY" in s[0] and "created_at >=" in s[0])
     with driver.engine.connect() as connection:
         connection.exec_driver_sql("SET enable_sort = off")
         found = connection.exec_driver_sql("EXPLAIN " + statement, params).all()
