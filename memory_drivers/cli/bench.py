@@ -125,6 +125,7 @@ def cmd_bench_processes(s: Session) -> int:
             readers=a.readers,
             seconds=a.seconds,
             batch=a.batch,
+            rate=a.rate,
             users=a.users,
             synchronous=s.settings.sqlite_synchronous,
             progress=s.show_progress,
@@ -261,16 +262,25 @@ def register(sub: Any) -> None:
         cmd_bench_processes,
         "writer and reader processes sharing one sqlite store: rebuilds and recall latency",
         "Load N memories into a new sqlite store, close it, then run W writer processes "
-        "(store_many in batches) and R reader processes (vector recall within one user's "
-        "memories) on it at once for S seconds. Reports full index rebuilds, index file loads "
-        "and saves summed over the processes, writes per second and recall p50/p95/p99/max. "
-        "SQLITE_SYNCHRONOUS applies. Vectors are the hashing embedder's (no model needed).",
+        "(store_many in batches of B at a steady RATE each) and R reader processes (vector "
+        "recall within one user's memories, continuously) on it at once for S seconds. Reports "
+        "full index rebuilds, index file loads and saves summed over the processes, the write "
+        "rate achieved, recall p50/p95/p99/max (wall) and the recalling thread's CPU time, and "
+        "the load average at the start and the end. SQLITE_SYNCHRONOUS applies. Vectors are the "
+        "hashing embedder's (no model needed).",
     )
     m.add_argument("--n", type=int, default=100_000, metavar="N", help="memories (100000)")
     m.add_argument("--writers", type=int, default=4, metavar="W", help="writer processes (4)")
     m.add_argument("--readers", type=int, default=4, metavar="R", help="reader processes (4)")
     m.add_argument("--seconds", type=float, default=30.0, metavar="S", help="duration (30)")
     m.add_argument("--batch", type=int, default=100, metavar="B", help="memories per write (100)")
+    m.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        metavar="RATE",
+        help="memories a second each writer stores, a batch at a time (100; 0: no pause)",
+    )
     m.add_argument("--users", type=int, default=100, metavar="U", help="users (100)")
     m.add_argument(
         "--out",
