@@ -100,6 +100,7 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 _fts = table("memories_fts", column("rowid"))
+_LARGEST_PKS = "SELECT (SELECT max(pk) FROM memories), (SELECT max(pk) FROM knowledge_chunks)"
 
 
 class SQLiteDriver(SQLDriver):
@@ -118,6 +119,8 @@ class SQLiteDriver(SQLDriver):
         self._index_lock = threading.Lock()
         #: writes bring the index along (off while opening and re-embedding)
         self._follow_writes = False
+        #: writes committed while the index was not loaded (it is loaded and saved on close)
+        self._unfollowed_writes = False
         self._save_retry_at = 0.0
         self._insert_plans: dict[
             tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...], list[tuple[int, Any]]]
@@ -184,18 +187,42 @@ class SQLiteDriver(SQLDriver):
     def _after_write(self) -> None:
         """Bring this process's index up to the write just committed, and save it when the
         file lacks enough changes. Search never pays for a large load (the index already
-        holds it), and a process that only writes still leaves a current file behind."""
+        holds it), and a process that only writes still leaves a current file behind.
+
+        A process whose index is not loaded yet (it has not searched) does not load it for
+        its writes until the file lacks enough changes to be saved: loading the whole file
+        costs more than following many writes, and several writer processes starting at once
+        would take the CPU from the readers for nothing. Its first search loads the file and
+        replays the log written since (less than the save threshold); closing it saves a
+        current file all the same."""
         try:
+            index = self._index
+            if index is None or not index.loaded:
+                with self._read() as connection:
+                    if not self._save_due(connection):
+                        self._unfollowed_writes = True  # saved on close (see _close)
+                        return
             with self._read() as connection:
                 index = self._vector_index(connection)
                 index.ensure_current(connection)
-            total = sum(i.ntotal for i in index.indexes.values())
-            if index.unsaved >= max(self.settings.faiss_persist_every, SAVE_SHARE * total):
+            if index.unsaved >= self._save_threshold(index.size):
                 self._persist()
         except Exception:
             # The write is committed and must be reported as done; the index catches up at
             # the next search, which raises if the problem persists.
             log.warning("the FAISS index could not follow a write", exc_info=True)
+
+    def _save_threshold(self, vectors: int) -> float:
+        """Unsaved vector changes at which the index file is saved again."""
+        return max(self.settings.faiss_persist_every, SAVE_SHARE * vectors)
+
+    def _save_due(self, connection: Connection) -> bool:
+        """Whether the saved file lacks enough changes to be saved again, told by the
+        database alone (the size of the store estimated from its largest pks, an upper
+        bound)."""
+        position = log_position(connection)
+        vectors = sum(int(n or 0) for n in sqlite_rows(connection, _LARGEST_PKS)[0])
+        return position.last - position.saved >= self._save_threshold(vectors)
 
     def _prepare_schema(self) -> None:
         with self._read() as connection:
@@ -527,7 +554,23 @@ class SQLiteDriver(SQLDriver):
     def _close(self) -> None:
         try:
             index = self._index
+            if (index is None or not index.loaded) and self._unfollowed_writes and self.index_path:
+                # This process wrote without loading the index: leave a current file behind
+                # for the next process, as one that followed its writes does.
+                index = self._follow_up()
             if index is not None and (index.unsaved or index.needs_save):
                 self._persist(force=True)
         finally:
             self.engine.dispose()
+
+    def _follow_up(self) -> VectorIndexes | None:
+        """Load the index and catch it up (None when that fails: a warning, the database
+        has everything and the next process catches up instead)."""
+        try:
+            with self._translate_errors(), read_connection(self.engine) as connection:
+                index = self._vector_index(connection)
+                index.ensure_current(connection)
+            return index
+        except Exception:
+            log.warning("the FAISS index could not be saved on close", exc_info=True)
+            return None

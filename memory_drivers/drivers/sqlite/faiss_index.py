@@ -19,7 +19,8 @@ Many processes share one file without throwing away each other's work:
 - a save deletes only the log entries the *previous* file covered, so a process a little
   behind catches up by replaying the log instead of loading the file again;
 - writers follow their own writes and save (see ``SQLiteDriver._after_write``), so a process
-  that only writes still leaves a current file for the next reader.
+  that only writes still leaves a current file for the next reader; one that has not searched
+  loads the index only when a save is due, and on close.
 
 """
 
@@ -165,6 +166,11 @@ class VectorIndexes:
         self.lock = threading.RLock()
 
     @property
+    def size(self) -> int:
+        """Vectors held, of both kinds."""
+        return sum(int(index.ntotal) for index in self.indexes.values())
+
+    @property
     def unsaved(self) -> int:
         """Vector changes this index holds that the saved file does not."""
         return max(0, self.seq - self.saved)
@@ -249,11 +255,14 @@ class VectorIndexes:
     def _owners_of(self, connection: Connection, pks: np.ndarray) -> np.ndarray:
         """The owner code of each memories pk (the file does not hold them); -1 for rows gone
         since (the log replay removes them)."""
-        rows = connection.execute(select(memories.c.pk, memories.c.user_id)).all()
+        # Plain tuples through the DB-API: a row object per memory made the load of a large
+        # store slow, and its garbage collections stalled the process.
+        rows = sqlite_rows(connection, "SELECT pk, user_id FROM memories")
         if not rows or not len(pks):
             return np.full(len(pks), -1, dtype=np.int32)
         stored = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        codes = np.fromiter((self._code(row[1]) for row in rows), dtype=np.int32, count=len(rows))
+        code = self._code
+        codes = np.fromiter((code(row[1]) for row in rows), dtype=np.int32, count=len(rows))
         table = np.full(max(int(stored.max()), int(pks.max())) + 1, -1, dtype=np.int32)
         table[stored] = codes
         return table[pks]
