@@ -351,9 +351,10 @@ def processes_section(runs: list[dict[str, Any]]) -> str:
             "memories, query vector known, one after another without pause) on the same files "
             "at once. Latency (wall) over every reader's recalls, and the CPU time of the "
             "recalling thread (wall far above CPU: time spent waiting for a core, a lock or the "
-            "disk, not work); rebuilds, file loads and saves summed over the processes (each "
-            "loads the index file once when it opens; the slowest reader's first recall, which "
-            "loads it, is in its own column). Vectors: the hashing embedder's, replayed "
+            "disk, not work); rebuilds, file loads and saves summed over the processes (a "
+            "reader loads the index file at its first recall, the slowest of which is in its "
+            "own column; a writer that does not search only when a save is due, or on close). "
+            "Vectors: the hashing embedder's, replayed "
             f"(the workload measures sharing, not quality). Machine: {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, shared with other work: the load average "
             "(1 minute) at the start and the end is in the last column.",
