@@ -361,3 +361,43 @@ def test_header_names_the_embedder_or_none(open_store: Opener) -> None:
     records = list(export_records(automem))
     assert isinstance(records[0], Header) and records[0].embedder is None
     assert isinstance(records[1], MemoryRecordLine) and records[1].vector is None
+
+
+def test_copy_reads_the_source_ahead_in_order_and_stops_with_the_consumer() -> None:
+    """copy_store reads the source on a thread of its own (overlapping the target's writes):
+    every record comes through in order across chunks, a reader's error is raised after the
+    records before it, and a consumer that stops early stops the reader and closes the
+    source."""
+    import threading
+
+    from memory_drivers.transfer.core import _read_ahead
+
+    assert list(_read_ahead(iter(range(23)), 4)) == list(range(23))  # type: ignore[arg-type]
+
+    def failing() -> Iterator[int]:
+        yield from range(10)
+        raise ConflictError("the source broke")
+
+    got: list[int] = []
+    with pytest.raises(ConflictError, match="the source broke"):
+        for record in _read_ahead(failing(), 3):  # type: ignore[arg-type]
+            got.append(record)  # type: ignore[arg-type]
+    assert got == list(range(10))
+
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    stream = _read_ahead(endless(), 5)  # type: ignore[arg-type]
+    assert [next(stream) for _ in range(12)] == list(range(12))
+    stream.close()
+    assert closed.is_set(), "the source generator was closed"
+    assert threading.active_count() == before, "the reader thread ended"

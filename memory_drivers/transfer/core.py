@@ -10,7 +10,9 @@ semantics because both ends use the public API (``iter_memories``, ``get_vectors
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -309,8 +311,66 @@ def copy_store(
     **filters: Any,
 ) -> TransferResult:
     """Copy every record of ``source`` into ``target`` (no file in between); ``filters`` as
-    for :func:`export_records`, the rest as for :func:`import_records`."""
-    records = export_records(source, batch_size=batch_size, **filters)
-    return import_records(
-        target, records, on_conflict=on_conflict, batch_size=batch_size, progress=progress
-    )
+    for :func:`export_records`, the rest as for :func:`import_records`. The source is read a
+    batch ahead by a thread of its own, while the target's database works on the last one."""
+    records = _read_ahead(export_records(source, batch_size=batch_size, **filters), batch_size)
+    try:
+        return import_records(
+            target, records, on_conflict=on_conflict, batch_size=batch_size, progress=progress
+        )
+    finally:
+        records.close()
+
+
+_END = object()
+
+
+def _read_ahead(records: Iterator[Record], chunk: int) -> Generator[Record, None, None]:
+    """``records`` as they are, read by a thread of its own up to two chunks ahead, so reading
+    overlaps the consumer's waits (a database working on its last write). An error of the
+    reader is raised here, after the records read before it; closing this generator stops the
+    reader and closes ``records``."""
+    ahead: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        batch: list[Record] = []
+        try:
+            for record in records:
+                batch.append(record)
+                if len(batch) >= chunk:
+                    if not put((batch, None)):
+                        return
+                    batch = []
+        except BaseException as exc:  # handed to the consumer after what came before it
+            if not batch or put((batch, None)):
+                put((_END, exc))
+            return
+        if not batch or put((batch, None)):
+            put((_END, None))
+
+    reader = threading.Thread(target=read, name="memory-drivers-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch, error = ahead.get()
+            if batch is _END:
+                if error is not None:
+                    raise error
+                return
+            yield from batch
+    finally:
+        stop.set()
+        reader.join()
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()

@@ -64,7 +64,7 @@ from ...sql.engines import (
     write_connection,
 )
 from ...sql.schema import memories, store_info
-from .dbapi import by_pks_sql, fast_bind, memory_of_row, postings_sql
+from .dbapi import by_pks_sql, fast_bind, memory_of_row, page_sql, postings_sql, utc_text
 from .faiss_index import COMPACTED_KEY, VectorIndexes, log_position, vector_log
 
 __all__ = ["SQLiteDriver"]
@@ -262,6 +262,20 @@ class SQLiteDriver(SQLDriver):
             for row in sqlite_rows(connection, by_pks_sql(len(batch)), batch):
                 found[row[0]] = memory_of_row(row)
         return found
+
+    def _memory_page(
+        self, user_id: str | None, size: int, after: tuple[Any, str] | None
+    ) -> list[Memory]:
+        """As the shared one (the next ``size`` memories in ``(created_at, id)`` order), read
+        through the DB-API: an export or copy reads every memory this way."""
+        parameters: list[Any] = [] if user_id is None else [user_id]
+        if after is not None:
+            created = utc_text(after[0])
+            parameters += [created, created, after[1]]
+        sql = page_sql(user_id is not None, after is not None)
+        with self._read() as connection:
+            rows = sqlite_rows(connection, sql, (*parameters, size))
+        return [memory_of_row(row) for row in rows]
 
     def _insert_many(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]]

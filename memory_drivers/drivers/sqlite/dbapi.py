@@ -21,7 +21,7 @@ from ...models import Memory
 from ...sql.driver import MEMORY_COLUMNS
 from ...sql.schema import EmbeddingType, UTCDateTime
 
-__all__ = ["by_pks_sql", "fast_bind", "memory_of_row", "postings_sql"]
+__all__ = ["by_pks_sql", "fast_bind", "memory_of_row", "page_sql", "postings_sql", "utc_text"]
 
 _QUOTED_COLUMNS = ", ".join(f'"{c.name}"' for c in MEMORY_COLUMNS)
 # The order memory_of_row reads.
@@ -33,6 +33,19 @@ assert [c.name for c in MEMORY_COLUMNS] == [*_ORDER.split(), "created_at", "upda
 def by_pks_sql(count: int) -> str:
     """The memories of ``count`` pks, as ``MEMORY_COLUMNS``."""
     return f"SELECT {_QUOTED_COLUMNS} FROM memories WHERE pk IN ({', '.join('?' * count)})"
+
+
+@functools.lru_cache(maxsize=4)
+def page_sql(one_user: bool, after: bool) -> str:
+    """A page of memories in ``(created_at, id)`` order, as ``SQLDriver._memory_page`` reads it:
+    parameters (user_id,) when ``one_user``, then (created_at, created_at, id) when ``after``
+    (the created_at bound alone first, so the page is a range of ``ix_memories_created``),
+    then the page's size."""
+    where = ["user_id = ?"] if one_user else []
+    if after:
+        where.append("created_at >= ? AND (created_at > ? OR id > ?)")
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {_QUOTED_COLUMNS} FROM memories{condition} ORDER BY created_at, id LIMIT ?"
 
 
 def _utc(value: str) -> datetime:
@@ -73,7 +86,7 @@ def fast_bind(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
     """The bind processor of ``column_type`` on SQLite: for times, JSON and vectors a plain
     function giving the same value as SQLAlchemy's (checked in tests), else its own."""
     if isinstance(column_type, UTCDateTime):
-        return _utc_text
+        return utc_text
     if isinstance(column_type, EmbeddingType):
         return _vector_bytes
     if isinstance(column_type, JSON) and dialect._json_serializer is not None:
@@ -81,7 +94,7 @@ def fast_bind(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
     return column_type.dialect_impl(dialect).bind_processor(dialect)  # type: ignore[no-any-return]
 
 
-def _utc_text(value: datetime | None) -> str | None:
+def utc_text(value: datetime | None) -> str | None:
     """What ``UTCDateTime`` stores on SQLite: naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     if value is None:
         return None
