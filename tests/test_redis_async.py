@@ -56,6 +56,23 @@ def cached_pgvector(database_url: str, redis_url: str, prefix: str, **options: A
     return CachedMemoryDriver(inner, redis_url, namespace=prefix, **options)
 
 
+async def while_paused(admin: Any, calls: Any, expected: int) -> tuple[Any, int]:
+    """Run ``calls`` (an awaitable) while Redis pauses writes; the answer and the most clients
+    seen blocked in Redis at once (up to ``expected``). Fails if the calls finished during the
+    pause, i.e. did not wait in Redis."""
+    admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    task = asyncio.ensure_future(calls)
+    most_waiting = 0
+    deadline = time.monotonic() + 4
+    while most_waiting < expected and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.02)
+        waiting = await asyncio.to_thread(lambda: admin.info("clients")["blocked_clients"])
+        most_waiting = max(most_waiting, waiting)
+    assert not task.done(), "the calls did not wait for the paused Redis"
+    await asyncio.to_thread(admin.execute_command, "CLIENT", "UNPAUSE")
+    return await task, most_waiting
+
+
 async def ticks_during(call: Any) -> tuple[Any, int]:
     """``call``'s result, and how often a coroutine sleeping 10 ms at a time ran meanwhile."""
     ticks = 0
@@ -139,17 +156,7 @@ async def test_the_loop_runs_and_calls_overlap_while_redis_is_paused(
         assert await recalls() == expected  # fills the cache
         hits_before = driver.counters["hits"]
 
-        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
-        task = asyncio.create_task(recalls())
-        waiting, most_waiting = 0, 0
-        deadline = time.monotonic() + 4
-        while most_waiting < len(queries) and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.02)
-            waiting = await asyncio.to_thread(lambda: admin.info("clients")["blocked_clients"])
-            most_waiting = max(most_waiting, waiting)
-        assert not task.done(), "the recalls did not wait for the paused Redis"
-        await asyncio.to_thread(admin.execute_command, "CLIENT", "UNPAUSE")
-        answers = await task
+        answers, most_waiting = await while_paused(admin, recalls(), len(queries))
         assert most_waiting == len(queries), f"{most_waiting} recalls waited in Redis at once"
         assert answers == expected
         assert driver.counters["hits"] == hits_before + len(queries), "served from Redis"
@@ -280,17 +287,9 @@ async def test_async_sessions_wait_in_redis_at_once(redis_server: Any):  # noqa:
     admin = connect(redis_server.url, timeout=5)
     try:
         ids = [(await sessions.create(f"user{i}")).session_id for i in range(20)]
-        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")  # the scripts write (refresh)
-        task = asyncio.ensure_future(asyncio.gather(*(sessions.get(i) for i in ids)))
-        most_waiting = 0
-        deadline = time.monotonic() + 4
-        while most_waiting < len(ids) and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.02)
-            waiting = await asyncio.to_thread(lambda: admin.info("clients")["blocked_clients"])
-            most_waiting = max(most_waiting, waiting)
-        assert not task.done(), "the reads did not wait for the paused Redis"
-        await asyncio.to_thread(admin.execute_command, "CLIENT", "UNPAUSE")
-        found = await task
+        # The session scripts write (they refresh the TTL), so a write pause holds them.
+        reads = asyncio.gather(*(sessions.get(i) for i in ids))
+        found, most_waiting = await while_paused(admin, reads, len(ids))
         assert most_waiting == len(ids), f"{most_waiting} reads waited in Redis at once"
         assert [s.session_id for s in found] == ids
         assert [s.user_id for s in found] == [f"user{i}" for i in range(20)]
