@@ -221,6 +221,8 @@ def test_sizes_and_options() -> None:
         BenchConfig(drivers=["mysql"])
     with pytest.raises(ValueError, match="unknown peers 'llama'"):
         BenchConfig(peers=["llama"])
+    with pytest.raises(ValueError, match="unknown vectors backend 'onnx-fp16'"):
+        BenchConfig(vectors="onnx-fp16")
     assert BenchConfig(drivers=["pgvector"], peers=["mem0", "langchain"]).targets() == [
         "pgvector",
         "langchain-pgvector",

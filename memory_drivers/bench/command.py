@@ -53,6 +53,7 @@ def config_from_args(args: argparse.Namespace, progress: bool) -> BenchConfig:
         seed=args.seed,
         batch=args.batch,
         end_to_end=args.end_to_end,
+        vectors=args.vectors,
         embedder_speed=args.embedder_speed,
         faiss_fetch_k=args.faiss_fetch_k,
         pg_url=args.pg_url,
