@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     chroma_timeout: float = Field(30.0, gt=0)
     chroma_retries: int = Field(3, ge=0)
     chroma_exact_search_limit: int = Field(20_000, ge=0)
+    chroma_vector_cache_mb: int = Field(256, ge=0)
 
     # --- embeddings -------------------------------------------------------------------
     embedding_provider: Literal["sentence-transformers", "openai", "hashing"] = (

@@ -714,15 +714,19 @@ def random_store(driver: ChromaDriver, seed: int, count: int = 120) -> list[Memo
     )
 
 
-@pytest.mark.parametrize(("limit", "walk"), [(0, 200), (7, 200), (20_000, 200), (20_000, 0)])
+@pytest.mark.parametrize(
+    ("limit", "walk", "cache"),
+    [(0, 200, 256), (7, 200, 0), (20_000, 200, 0), (20_000, 0, 0), (7, 200, 256), (20_000, 0, 256)],
+)
 def test_vector_recall_is_exact_in_every_path(
-    embedded: Callable[..., ChromaDriver], limit: int, walk: int
+    embedded: Callable[..., ChromaDriver], limit: int, walk: int, cache: int
 ):
     """limit 0: always Chroma's HNSW index; 7: exhaustive scoring for users with few memories,
     HNSW for larger ones; 20000: always exhaustive, a filter checked on the records read best
-    first (walk 200) or, walk 0, evaluated by Chroma. Many equal contents make ties at the
+    first (walk 200) or, walk 0, evaluated by Chroma. With the vector cache (256 MiB), the
+    exhaustive scoring is done on the cached vectors. Many equal contents make ties at the
     cut."""
-    driver = embedded(chroma_exact_search_limit=limit)
+    driver = embedded(chroma_exact_search_limit=limit, chroma_vector_cache_mb=cache)
     driver.walk_limit = walk
     stored = random_store(driver, seed=limit)
     rng = random.Random(5)
@@ -748,11 +752,13 @@ def test_vector_recall_is_exact_in_every_path(
     assert [h.chunk.doc_id for h in driver.recall_global_knowledge("apple", category="b")] == ["B"]
 
 
-@pytest.mark.parametrize("limit", [0, 20_000])
-def test_ties_at_the_cut_follow_the_shared_order(embedded: Callable[..., ChromaDriver], limit: int):
+@pytest.mark.parametrize(("limit", "cache"), [(0, 0), (20_000, 0), (20_000, 256)])
+def test_ties_at_the_cut_follow_the_shared_order(
+    embedded: Callable[..., ChromaDriver], limit: int, cache: int
+):
     """Forty memories with the same text (same score) and distinct times: top 5 are the five
-    newest, in every mode and both vector paths."""
-    driver = embedded(chroma_exact_search_limit=limit)
+    newest, in every mode and every vector path."""
+    driver = embedded(chroma_exact_search_limit=limit, chroma_vector_cache_mb=cache)
     hours = list(range(40))
     random.Random(1).shuffle(hours)
     stored = driver.store_many(
@@ -797,7 +803,7 @@ def test_recent_recall_reads_the_newest_windows_first(embedded: Callable[..., Ch
 def test_exhaustive_scoring_agrees_with_chromas_distances(embedded: Callable[..., ChromaDriver]):
     """Candidates are scored from their stored vectors: the scores equal 1 - Chroma's own cosine
     distance, and a candidate deleted after it was counted is left out, not an error."""
-    driver = embedded()
+    driver = embedded(chroma_vector_cache_mb=0)
     stored = driver.store_many([{"user_id": "u1", "content": f"note {i}"} for i in range(6)])
     query = driver._embed_query("note 3")
     ids = [m.id for m in stored]

@@ -32,8 +32,10 @@ integer microseconds, and one typed key per scalar metadata value (``meta:number
 so that every filter is a Chroma ``where`` that selects exactly the memories the shared semantics
 select. Candidates are then re-checked with :meth:`MemoryFilter.matches` before ``top_k`` is
 cut. Vector search is exact up to ``CHROMA_EXACT_SEARCH_LIMIT`` memories of the user (or
-filtered candidates), and above it lets Chroma's HNSW index pick the best (approximate). Keyword and
-recent recall order the candidates here.
+filtered candidates), and above it lets Chroma's HNSW index pick the best (approximate). In
+embedded mode the exact scoring runs on a cache of the collections' vectors kept in the process
+(:mod:`.vectors`, ``CHROMA_VECTOR_CACHE_MB``), so a recall is one read of the best records.
+Keyword and recent recall order the candidates here.
 
 Each user's memories are a collection of their own (``<CHROMA_COLLECTION>.u.<hash>``), so a
 recall reads one small collection with no ``user_id`` filter; the id directory
@@ -43,8 +45,8 @@ collection of every memory) are migrated in place when opened.
 Layout: :mod:`.records` (how records and ``where`` filters look), :mod:`.store` (the connection,
 the collections, reading and writing records), :mod:`.users` (a collection per user, the
 directory, migration, re-embedding), :mod:`.keywords` (conversation context, keyword evidence),
-:mod:`.search` (ranking) and :mod:`.driver` (``ChromaDriver``, the primitives), each class
-built on the one before.
+:mod:`.vectors` (the embedded mode's vector cache), :mod:`.search` (ranking) and
+:mod:`.driver` (``ChromaDriver``, the primitives), each class built on the one before.
 """
 
 from __future__ import annotations

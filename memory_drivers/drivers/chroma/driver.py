@@ -153,7 +153,13 @@ class ChromaDriver(ChromaSearch):
             if vector is not None:
                 columns["embeddings"] = [vector]
                 columns["documents"] = [updated.content]
-            self._call(collection.update, ids=[memory_id], **columns)
+            try:
+                self._call(collection.update, ids=[memory_id], **columns)
+            except BaseException:
+                self._forget_vectors(collection.name)
+                raise
+            if vector is not None and self._vectors is not None:
+                self._vectors.replaced(collection.name, [memory_id], [vector])
             if vector is not None and updated.conversation_id is not None:
                 place = (updated.user_id, updated.conversation_id, updated.created_at, memory_id)
                 self._write_user_terms(self._context_changes(places=[place]))
@@ -420,5 +426,6 @@ class ChromaDriver(ChromaSearch):
         return {**self._counts(), **self._where_it_lives()}
 
     def _close(self) -> None:
+        self._release_vectors()
         if self._client is not None:
             self._client.close()

@@ -36,6 +36,7 @@ from .records import (
     memory_where,
     micros,
 )
+from .vectors import CachedVectors
 
 __all__ = ["ChromaSearch"]
 
@@ -211,6 +212,11 @@ class ChromaSearch(ChromaKeywords):
         limit = self.settings.chroma_exact_search_limit
         query = np.asarray(vector, dtype=np.float32)
         if limit > 0:
+            cached = self._cached_vectors(collection, limit)
+            if cached is not None:
+                ranked = self._rank_cached(collection, cached, where, query, top_k, decode)
+                if ranked is not None:
+                    return ranked
             size = int(self._call(collection.count))
             if size == 0:
                 return []
@@ -226,6 +232,89 @@ class ChromaSearch(ChromaKeywords):
                     ranked_ids, scores = self._score_all(collection, query, ids)
                     return self._walk(collection, ranked_ids, scores, top_k, decode)
         return self._rank_hnsw(collection, where, query, top_k, decode)
+
+    def _cached_vectors(self, collection: Any, limit: int) -> CachedVectors | None:
+        """The collection's ids and vectors from the embedded mode's cache (see
+        :mod:`.vectors`): read from Chroma on first use, when it has at most ``limit`` records
+        and they fit the budget. None: no cache (server mode), or not cached."""
+        cache = self._vectors
+        if cache is None:
+            return None
+        name = collection.name
+        entry = cache.get(name)
+        if entry is not None:
+            return entry if len(entry.ids) <= limit else None
+        generation = cache.generation(name)
+        size = int(self._call(collection.count))
+        if size > limit or size * self.embedder.dimension * 4 > cache.budget:
+            return None
+        # One request: one consistent snapshot. Kept only if no write of this process came
+        # in between (the generation); no other process writes an embedded store.
+        result = self._get(collection, include=["embeddings"])
+        entry = CachedVectors.of(result["ids"], result["embeddings"], self.embedder.dimension)
+        cache.install(name, entry, generation)
+        return entry
+
+    def _rank_cached(
+        self,
+        collection: Any,
+        cached: CachedVectors,
+        where: Where | None,
+        query: np.ndarray,
+        top_k: int,
+        decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
+    ) -> list[_Ranked] | None:
+        """Exact ranking from the cached vectors: every candidate scored here (the same
+        float64 computation as from Chroma's stored vectors), then the records of the best read
+        until ``top_k`` passed the check. Filtered, Chroma evaluates the ``where`` (ids only)
+        first. None when Chroma knows a candidate the cache does not (the cache is then
+        dropped, and the caller asks Chroma)."""
+        if not cached.ids:
+            return []
+        if where is None:
+            ids: Sequence[str] = cached.ids
+            matrix = cached.matrix
+        else:
+            ids = self._get(collection, where=where, include=[])["ids"]
+            if not ids:
+                return []
+            if any(rid not in cached.rows for rid in ids):
+                self._forget_vectors(collection.name)
+                return None
+            matrix = cached.matrix[[cached.rows[rid] for rid in ids]]
+        # float32 scores order the candidates (one matrix-vector product); they are within
+        # 384 * 2**-24 < DISTANCE_SLACK of the exact ones (unit vectors), so reading best first
+        # until the next one is more than DISTANCE_SLACK below the cut misses nothing.
+        approximate = matrix @ query
+        order = np.argsort(-approximate, kind="stable")
+        descending = -approximate[order]  # ascending, for searchsorted
+        ranked: list[_Ranked] = []
+        position = 0
+        while position < len(order):
+            if len(ranked) >= top_k:
+                cut = sorted((r.score for r in ranked), reverse=True)[top_k - 1]
+            else:  # as if every record up to top_k passed: all that could reach that cut
+                cut = float(-descending[min(len(order), position + top_k - len(ranked)) - 1])
+            end = int(np.searchsorted(descending, DISTANCE_SLACK - cut, side="right"))
+            if end <= position:
+                if len(ranked) >= top_k:
+                    break
+                end = position + 1
+            batch = order[position:end]
+            position = end
+            exact = dict(
+                zip((ids[i] for i in batch), _scores(matrix[batch], query).tolist(), strict=True)
+            )
+            page = self._get(
+                collection, ids=[ids[i] for i in batch], include=["metadatas", "documents"]
+            )
+            for rid, doc, meta in zip(
+                page["ids"], page["documents"], page["metadatas"], strict=True
+            ):
+                item = decode(rid, doc, meta)
+                if item is not None:
+                    ranked.append(_Ranked(rid, exact[rid], item))
+        return ranked
 
     def _walk_all(
         self,
@@ -320,7 +409,9 @@ class ChromaSearch(ChromaKeywords):
     ) -> list[_Ranked]:
         """Walk scored candidates best first, reading and checking records a batch at a time,
         until ``top_k`` passed and the next candidate scores strictly lower than the last."""
-        order = np.lexsort((np.asarray(ids, dtype=object), -scores))
+        # Ties keep their input order here: every record tied at a batch's end is read with
+        # it, and the hits are put in the shared order afterwards.
+        order = np.argsort(-scores, kind="stable")
         ranked: list[_Ranked] = []
         position = 0
         while position < len(order) and len(ranked) < top_k:

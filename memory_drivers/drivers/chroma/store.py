@@ -42,6 +42,7 @@ from .records import (
     batches,
     user_collection_name,
 )
+from .vectors import VectorCache, release_cache, shared_cache
 
 __all__ = ["ChromaStore", "check_collection_name", "parse_url"]
 
@@ -170,6 +171,11 @@ class ChromaStore(BaseMemoryDriver):
         self._write_lock = threading.RLock()
         self._client: Any = None
         self._client = self._connect()
+        #: Embedded mode: the collections' vectors, shared by this process's drivers of the
+        #: directory (see :mod:`.vectors`); None in server mode or with a budget of 0.
+        self._vectors: VectorCache | None = None
+        if self.mode == "embedded" and s.chroma_vector_cache_mb > 0:
+            self._vectors = shared_cache(str(self.path), s.chroma_vector_cache_mb << 20)
         #: The collections a re-embedding in progress writes to, by live name.
         self._reembedding: dict[str, Any] = {}
         #: The user collections opened so far, by user.
@@ -185,8 +191,14 @@ class ChromaStore(BaseMemoryDriver):
             self._attach_embedder()
             self._after_open()
         except BaseException:
+            self._release_vectors()
             self._client.close()
             raise
+
+    def _release_vectors(self) -> None:
+        if self._vectors is not None:
+            self._vectors = None
+            release_cache(str(self.path))
 
     def _finish_interrupted_reembed(self) -> None:
         """Hook: complete a re-embedding interrupted while its copies replaced the live ones."""
@@ -362,7 +374,10 @@ class ChromaStore(BaseMemoryDriver):
                     ids=batch,
                     **{name: list(values[start:end]) for name, values in columns.items()},
                 )
+                if self._vectors is not None:
+                    self._vectors.added(collection.name, batch, columns["embeddings"][start:end])
         except BaseException as exc:
+            self._forget_vectors(collection.name)
             self._undo(collection, added, exc)
             raise
 
@@ -389,7 +404,19 @@ class ChromaStore(BaseMemoryDriver):
 
     def _delete_ids(self, collection: Any, ids: Sequence[str]) -> None:
         for batch in batches(list(ids), min(self._max_batch, ID_BATCH)):
-            self._call(collection.delete, ids=list(batch))
+            try:
+                self._call(collection.delete, ids=list(batch))
+            except BaseException:
+                self._forget_vectors(collection.name)  # it may have landed, or not
+                raise
+            if self._vectors is not None:
+                self._vectors.removed(collection.name, list(batch))
+
+    def _forget_vectors(self, name: str | None = None) -> None:
+        """Drop the cached vectors of collection ``name`` (or of all): a change the cache does
+        not follow record by record, or a write that failed and may have landed."""
+        if self._vectors is not None:
+            self._vectors.forget(name)
 
     # ------------------------------------------------------------------ store info
     def _read_store_info(self) -> dict[str, str]:

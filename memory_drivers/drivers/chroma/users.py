@@ -69,12 +69,13 @@ class ChromaUsers(ChromaStore):
         if collection is not None:
             return collection
         name = user_collection_name(self.collection_name, user_id)
-        if create:
+        collection = self._find_collection(name)
+        if collection is None and create:
             collection = self._open_collection(
                 name, vector_space=True, metadata={OWNER_KEY: user_id}
             )
-        else:
-            collection = self._find_collection(name)
+            if self._vectors is not None:  # new and empty: its vectors are known from now on
+                self._vectors.created(name, self.embedder.dimension)
         if collection is not None:
             self._users[user_id] = collection
         return collection
@@ -193,6 +194,7 @@ class ChromaUsers(ChromaStore):
         for user, rows in groups.items():
             collection = self._user_collection(user, create=True)
             assert collection is not None  # create=True makes it
+            self._forget_vectors(collection.name)
             for batch in batches(rows, self._max_batch):
                 self._call(
                     collection.upsert,
@@ -243,6 +245,8 @@ class ChromaUsers(ChromaStore):
         """Put ``copy`` (a complete re-embedded copy, or a listed one: only its name is used)
         in place of its live collection."""
         live = copy.name[: -len(REEMBED_SUFFIX)]
+        self._forget_vectors(live)
+        self._forget_vectors(copy.name)
         if self._find_collection(live) is not None:
             self._call(self._client.delete_collection, name=live)
         self._call(copy.modify, name=live)
@@ -259,6 +263,7 @@ class ChromaUsers(ChromaStore):
     def _before_reembed(self) -> None:
         with self._write_lock:
             for copy in self._leftover_copies():  # left by an interrupted run
+                self._forget_vectors(copy.name)
                 self._call(self._client.delete_collection, name=copy.name)
             self._reembedding = {
                 collection.name: self._open_collection(
@@ -288,10 +293,12 @@ class ChromaUsers(ChromaStore):
                 continue
             target = self._reembedding.get(live.name)
             if target is None:  # not through reembed(): same dimension, in place
+                self._forget_vectors(live.name)
                 for batch in batches(group, self._max_batch):
                     self._call(
                         live.update, ids=list(batch), embeddings=[vector_of[i] for i in batch]
                     )
+                self._forget_vectors(live.name)
                 continue
             for batch in batches(group, min(self._max_batch, ID_BATCH)):
                 records = self._get(live, ids=list(batch), include=["metadatas", "documents"])
@@ -310,6 +317,7 @@ class ChromaUsers(ChromaStore):
                 self._replace_live(copy)
             self._reembedding = {}
             self._users = {}
+            self._forget_vectors()
             self._knowledge = self._open_collection(
                 self.knowledge_collection_name, vector_space=True
             )
