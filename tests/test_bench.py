@@ -416,3 +416,38 @@ def test_targets_are_the_issues_and_scale_rows_need_a_1m_run() -> None:
     assert rows["pgvector at N = 1,000,000: recall p50 ≤ 5 ms"][1] is None
     # The 100k rows still read the 100k run.
     assert rows["sqlite: store_many ≥ 10,000/s"][1] is True
+
+
+def test_growth_table_marks_what_grows_faster_than_linearly(tmp_path: Path) -> None:
+    """The "Growth with N" section gives each measure's exponent between consecutive sizes and
+    marks one above 1.15 (ingest time here: 10x the memories took 20x as long); one size has no
+    such section; the growth plot is drawn beside the recall plot."""
+    from memory_drivers.bench.growth import exponent, growth_table
+
+    def run(n: int, p50: float, seconds: float, disk: float) -> dict[str, Any]:
+        return {
+            "target": "sqlite",
+            "n": n,
+            "ok": True,
+            "workloads": {"vector": {"p50_ms": p50, "p95_ms": p50}},
+            "ingest": {"seconds": seconds, "per_s": n / seconds},
+            "peak_rss_mb": 100.0 + n / 1000,
+            "rss_baseline_mb": 100.0,
+            "disk_bytes": disk,
+        }
+
+    assert exponent(10, 1.0, 100, 10.0) == pytest.approx(1.0)
+    assert exponent(10, 2.0, 1000, 2.0) == pytest.approx(0.0)
+    assert exponent(10, None, 100, 1.0) is None
+    results = {"runs": [run(1000, 1.0, 1.0, 2**20), run(10_000, 1.0, 20.0, 10 * 2**20)]}
+    lines = growth_table(results)
+    row = next(line for line in lines if line.startswith("| sqlite | 10,000 |"))
+    assert "1.00 (N^0.00)" in row  # recall: the same at both sizes
+    assert "20.0 (N^1.30) **(faster than linear)**" in row  # ingest time
+    assert "10.0 (N^1.00) |" in row and row.count("faster than linear") == 1
+    assert growth_table({"runs": results["runs"][:1]}) == []
+    out, plot = tmp_path / "b.md", tmp_path / "recall.png"
+    written = write_report({**results, "params": {"batch": 1}}, out, plot)
+    assert tmp_path / "recall-growth.png" in written
+    assert "## Growth with N" in out.read_text()
+    assert "](recall-growth.png)" in out.read_text()

@@ -17,6 +17,7 @@ from typing import Any
 
 from .cells import TIMES, integer, mib, num, ratio
 from .goals import targets_table, why_seed
+from .growth import growth_table, render_growth_plot
 from .plot import render_plot
 from .results import (
     Result,
@@ -303,7 +304,12 @@ def _embedders(results: Result) -> list[str]:
 
 
 # ---------------------------------------------------------------------- the page
-def render_markdown(results: Result, plot_name: str | None = None, why: str | None = None) -> str:
+def render_markdown(
+    results: Result,
+    plot_name: str | None = None,
+    why: str | None = None,
+    growth_plot_name: str | None = None,
+) -> str:
     """The whole page. ``why``: the hand-written block to keep (else a placeholder)."""
     machine = results.get("machine", {})
     params = results.get("params", {})
@@ -393,6 +399,10 @@ def render_markdown(results: Result, plot_name: str | None = None, why: str | No
             f"![recall p50 against N per target]({plot_name})",
             "",
         ]
+    growth = growth_table(results)
+    out += growth
+    if growth and growth_plot_name:
+        out += [f"![how each target grows with N]({growth_plot_name})", ""]
     out += _end_to_end(results, drivers)
     out += _embedders(results)
     out += targets_table(results)
@@ -435,14 +445,19 @@ def write_report(results: Result, out: Path | None, plot: Path | None) -> list[P
     """Write the page (keeping its hand-written block and the sections other commands wrote
     into it) and the plot; the paths written."""
     written: list[Path] = []
-    plot_name = None
+    plot_name = growth_name = None
     if plot is not None:
         render_plot(results, plot)
         written.append(plot)
         plot_name = _relative(plot, out.parent if out is not None else plot.parent)
+        if len(sizes_of(results)) >= 2:
+            growth_plot = plot.with_name(f"{plot.stem}-growth{plot.suffix}")
+            render_growth_plot(results, growth_plot)
+            written.append(growth_plot)
+            growth_name = _relative(growth_plot, out.parent if out is not None else plot.parent)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        text = render_markdown(results, plot_name, kept_why(out))
+        text = render_markdown(results, plot_name, kept_why(out), growth_name)
         sections = kept_sections(out)
         out.write_text(text + "".join(f"\n{section}\n" for section in sections))
         written.append(out)
