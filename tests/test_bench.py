@@ -191,6 +191,41 @@ def test_vector_cache_embeds_only_what_is_missing(tmp_path: Path) -> None:
         cache.load(other)
 
 
+def test_real_vectors_embeds_the_first_m_and_reuses_them_beyond(tmp_path: Path) -> None:
+    """``--real-vectors M``: only the first M memory texts are embedded; the others get a real
+    vector plus noise, unit length, the same for the same text, and different from their
+    source (so exact search still has one right answer)."""
+    from memory_drivers.bench.dataset import Dataset, reused_vectors
+
+    rng = np.random.default_rng(0)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return rng.standard_normal((len(texts), 16)).astype(np.float32)
+
+    items = make_items(50, seed=0, users=5)
+    VectorCache(tmp_path, "m", 0, "memories").ensure([i.content for i in items[:20]], embed)
+    VectorCache(tmp_path, "m", 0, "queries").ensure(
+        [q.text for q in make_queries(3, seed=0, users=5)], embed
+    )
+    with pytest.raises(LookupError):  # 50 memories, 20 embedded: not without real_vectors
+        Dataset.load(tmp_path, "m", n=50, q=3, seed=0, users=5)
+    data = Dataset.load(tmp_path, "m", n=50, q=3, seed=0, users=5, real_vectors=20)
+    real = VectorCache(tmp_path, "m", 0, "memories").load([i.content for i in items[:20]])
+    assert data.vectors.shape == (50, 16)
+    np.testing.assert_array_equal(data.vectors[:20], real)
+    np.testing.assert_allclose(np.linalg.norm(data.vectors, axis=1), 1.0, rtol=1e-5)
+    # Each reused vector is near one real vector, and equal to none.
+    closest = (data.vectors[20:] @ real.T).max(axis=1)
+    assert closest.min() > 0.8 and closest.max() < 0.9999
+    again = reused_vectors(real, [items[25].content, items[25].content, items[30].content], 0)
+    np.testing.assert_array_equal(again[0], again[1])
+    assert not np.allclose(again[0], again[2])
+    assert BenchConfig(sizes=[10, 1000], real_vectors=100).embedded == 100
+    assert BenchConfig(sizes=[10, 1000]).embedded == 1000
+    with pytest.raises(ValueError, match="real_vectors must be at least 1"):
+        BenchConfig(real_vectors=0)
+
+
 def test_replay_embedder_returns_the_stored_vectors() -> None:
     memories = np.eye(3, 4, dtype=np.float32)
     queries = np.full((1, 4), 0.5, dtype=np.float32)

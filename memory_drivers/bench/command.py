@@ -54,6 +54,7 @@ def config_from_args(args: argparse.Namespace, progress: bool) -> BenchConfig:
         batch=args.batch,
         end_to_end=args.end_to_end,
         vectors=args.vectors,
+        real_vectors=parse_sizes(args.real_vectors)[0] if args.real_vectors else None,
         embedder_speed=args.embedder_speed,
         faiss_fetch_k=args.faiss_fetch_k,
         pg_url=args.pg_url,

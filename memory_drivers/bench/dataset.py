@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "BLOCK",
     "GENERATOR_VERSION",
+    "REUSE_NOISE",
     "TAGS",
     "Dataset",
     "Item",
@@ -38,6 +39,7 @@ __all__ = [
     "default_cache_dir",
     "make_items",
     "make_queries",
+    "reused_vectors",
 ]
 
 #: Bump whenever generated texts change, so stale cached vectors are never replayed.
@@ -398,6 +400,30 @@ class VectorCache:
         self.info_path.write_text(json.dumps(info, indent=2) + "\n")
 
 
+#: The noise added to a reused vector, per dimension: at 384 dimensions the copy keeps a cosine
+#: of about 0.9 with the real vector it was made from.
+REUSE_NOISE = 0.025
+
+
+def reused_vectors(real: np.ndarray, texts: Sequence[str], seed: int) -> np.ndarray:
+    """Vectors for ``texts`` that were not embedded, when a run is told to embed only the first
+    M memories (``--real-vectors``, to make N = 1M affordable): each is a real vector (of the
+    memory chosen by the text's hash among the first M) plus Gaussian noise, unit length. The
+    same text always gets the same vector. Their meaning is lost, their distribution is real:
+    what exact search's speed depends on (it scores every candidate whatever it holds)."""
+    hashes = _text_hashes(texts)
+    unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # noise drawn in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    rng = np.random.default_rng([seed, 0x5EED])
+    noise = rng.standard_normal((unique.size, real.shape[1]), dtype=np.float32) * REUSE_NOISE
+    base = np.asarray(real[(unique % np.uint64(real.shape[0])).astype(np.int64)], np.float32)
+    made = base + noise[rank]
+    made /= np.linalg.norm(made, axis=1, keepdims=True)
+    return np.ascontiguousarray(made[inverse.reshape(-1)], dtype=np.float32)
+
+
 # ---------------------------------------------------------------------- the dataset
 @dataclass
 class Dataset:
@@ -409,11 +435,26 @@ class Dataset:
     query_vectors: np.ndarray
 
     @classmethod
-    def load(cls, cache_dir: Path, model: str, *, n: int, q: int, seed: int, users: int) -> Dataset:
-        """The dataset with vectors from the cache (see :func:`prepare_vectors`)."""
+    def load(
+        cls,
+        cache_dir: Path,
+        model: str,
+        *,
+        n: int,
+        q: int,
+        seed: int,
+        users: int,
+        real_vectors: int | None = None,
+    ) -> Dataset:
+        """The dataset with vectors from the cache (see :func:`prepare_vectors`); with
+        ``real_vectors`` = M < n, memories past the first M get :func:`reused_vectors`."""
         items = make_items(n, seed=seed, users=users)
         queries = make_queries(q, seed=seed, users=users)
-        vectors = VectorCache(cache_dir, model, seed, "memories").load([i.content for i in items])
+        texts = [i.content for i in items]
+        real = n if real_vectors is None else max(1, min(n, real_vectors))
+        vectors = VectorCache(cache_dir, model, seed, "memories").load(texts[:real])
+        if real < n:
+            vectors = np.concatenate([vectors, reused_vectors(vectors, texts[real:], seed)])
         query_vectors = VectorCache(cache_dir, model, seed, "queries").load(
             [x.text for x in queries]
         )

@@ -48,6 +48,7 @@ class JobSpec:
     progress: bool = False
     backend: str = "auto"
     sentences: int = 2048
+    real_vectors: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -189,7 +190,13 @@ def run_target_job(spec: JobSpec) -> dict[str, Any]:
     from .targets import TargetConfig
 
     data = Dataset.load(
-        Path(spec.cache_dir), spec.model, n=spec.n, q=spec.queries, seed=spec.seed, users=spec.users
+        Path(spec.cache_dir),
+        spec.model,
+        n=spec.n,
+        q=spec.queries,
+        seed=spec.seed,
+        users=spec.users,
+        real_vectors=spec.real_vectors,
     )
     embedder = ReplayEmbedder(
         spec.model,
