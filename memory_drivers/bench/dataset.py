@@ -236,12 +236,16 @@ def make_items(n: int, *, seed: int, users: int) -> list[Item]:
         importance = np.round(rng.random(BLOCK), 2)
         mtype = rng.integers(len(MEMORY_TYPES), size=BLOCK)
         ntags = rng.integers(1, 4, size=BLOCK)
+        # A random order of the tags per item (its first 1 to 3 are distinct), and the ids'
+        # bytes, drawn for the whole block at once.
+        tag_order = np.argsort(rng.random((BLOCK, len(TAGS))), axis=1)[:, :3]
+        ids = _uuids(rng, BLOCK)
         for j in range(count):
-            tags = tuple(str(x) for x in rng.choice(TAGS, size=ntags[j], replace=False))
+            tags = tuple(TAGS[int(x)] for x in tag_order[j, : ntags[j]])
             items.append(
                 Item(
                     index=block * BLOCK + j,
-                    id=_uuid(rng),
+                    id=ids[j],
                     user_id=user_name(int(owner[j])),
                     content=texts[j],
                     tags=tags,
@@ -253,12 +257,16 @@ def make_items(n: int, *, seed: int, users: int) -> list[Item]:
     return items
 
 
-def _uuid(rng: np.random.Generator) -> str:
-    raw = bytearray(rng.bytes(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def _uuids(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` random version-4 UUIDs as strings."""
+    raw = np.frombuffer(rng.bytes(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    out = []
+    for row in raw:
+        h = row.tobytes().hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 def _query_texts(seed: int, block: int, count: int) -> list[str]:
