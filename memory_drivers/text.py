@@ -80,13 +80,23 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _term(word: str) -> str | None:
+    """The term of one word of folded text, or None for a word that has none (a stop word, a
+    single letter). Cached: a store's vocabulary repeats, so most words are found here."""
+    if word in STOPWORDS or (len(word) == 1 and not word.isdigit()):
+        return None
+    return _stem(word)
+
+
 def _terms(text: str, skip: frozenset[str] | set[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for word in _WORD.findall(_fold(text)):
-        if word in STOPWORDS or word in skip or (len(word) == 1 and not word.isdigit()):
-            continue
-        seen[_stem(word)] = None
-    return list(seen)
+    words = _WORD.findall(_fold(text))
+    if skip:
+        words = [word for word in words if word not in skip]
+    # dict.fromkeys keeps each term once, in order of first appearance; None marks no term.
+    seen = dict.fromkeys(map(_term, words))
+    seen.pop(None, None)
+    return list(seen)  # type: ignore[arg-type]  # None was removed
 
 
 def terms(text: str) -> list[str]:

@@ -95,6 +95,20 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _clean(value: Any, max_length: int) -> bool:
+    """Whether ``value`` passes :func:`identifier` as it is (the common case, in one test;
+    each part answers as a check of :func:`identifier` would): a plain string, not too long,
+    starting and ending with something besides whitespace (so not empty: ``str.strip``
+    strips what ``str.isspace`` calls whitespace), storable."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= max_length
+        and not value[0].isspace()
+        and not value[-1].isspace()
+        and _UNSTORABLE.search(value) is None
+    )
+
+
 @overload
 def identifier(
     value: Any,
@@ -121,6 +135,8 @@ def identifier(
     ``max_length`` and ``setting`` (the variable that sets it, for the message) change the
     maximum; tags use ``MEMORY_MAX_TAG_LENGTH``.
     """
+    if _clean(value, max_length):
+        return value  # type: ignore[no-any-return]  # _clean: a str
     if value is None:
         if optional:
             return None
@@ -167,8 +183,15 @@ def content(
     return plain_text(value, name)
 
 
+#: A UUID in the canonical form (lower-case hex, hyphens 8-4-4-4-12), as ``str(uuid.UUID(...))``
+#: writes every UUID: such an id is its own canonical form.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def memory_id(value: Any, name: str = "memory_id") -> str:
     """A memory id: a UUID, returned in canonical lower-case form."""
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value) is not None:
+        return value  # already what str(uuid.UUID(value)) gives
     if not isinstance(value, str):
         raise ValidationError(
             f"{name} must be a UUID string, got {type(value).__name__} {_show(value)}"
@@ -203,8 +226,9 @@ def tags(value: Any, name: str = "tags", limits: Limits = DEFAULT_LIMITS) -> lis
             f"{name} must be a list of strings, got {type(value).__name__} {_show(value)}"
         )
     seen: dict[str, None] = {}
+    longest = limits.max_tag_length
     for item in value:
-        seen[tag(item, f"each of {name}", limits)] = None
+        seen[item if _clean(item, longest) else tag(item, f"each of {name}", limits)] = None
     if len(seen) > limits.max_tags:
         raise ValidationError(
             f"{name} has {len(seen)} distinct tags; the maximum is {limits.max_tags} "
@@ -215,6 +239,8 @@ def tags(value: Any, name: str = "tags", limits: Limits = DEFAULT_LIMITS) -> lis
 
 def importance(value: Any, name: str = "importance") -> float:
     """A number from 0 to 1."""
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case (NaN fails the range)
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(
             f"{name} must be a number from 0 to 1, got {type(value).__name__} {_show(value)}"
@@ -253,6 +279,19 @@ def _where(at: _Where) -> str:
     for kind, step in at[1:]:
         parts.append(f"[{step!r}]" if kind == "key" else f"[{step}]")
     return "".join(parts)
+
+
+def _plain_scalar(value: Any) -> bool:
+    """Whether :func:`_json_value` returns ``value`` itself, found without a call of it per
+    item: a valid str, int, float or bool of its exact type, or None."""
+    kind = type(value)
+    if kind is str:
+        return _UNSTORABLE.search(value) is None
+    if kind is int:
+        return bool(MIN_INTEGER <= value <= MAX_INTEGER)
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
 
 
 def _json_value(value: Any, at: _Where, max_depth: int | None, depth: int) -> Any:
@@ -297,17 +336,26 @@ def _json_value(value: Any, at: _Where, max_depth: int | None, depth: int) -> An
                         "JSON object keys must be strings"
                     )
                 plain_text(key, f"the key {_show(key)} of {_where(at)}")
-            out[key] = _json_value(item, (*at, ("key", key)), max_depth, depth + 1)
+            if _plain_scalar(item):
+                out[key] = item
+            else:
+                out[key] = _json_value(item, (*at, ("key", key)), max_depth, depth + 1)
         return out
     if isinstance(value, list | tuple):
         return [
-            _json_value(item, (*at, ("index", i)), max_depth, depth + 1)
+            item
+            if _plain_scalar(item)
+            else _json_value(item, (*at, ("index", i)), max_depth, depth + 1)
             for i, item in enumerate(value)
         ]
     raise ValidationError(
         f"{_where(at)} holds a {type(value).__name__} ({_show(value)}), which is not JSON; "
         "use strings, numbers, booleans, null, lists and objects"
     )
+
+
+#: What ``json.dumps(value, ensure_ascii=False)`` uses, made once (dumps makes one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def metadata(value: Any, name: str = "metadata", limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -325,7 +373,8 @@ def metadata(value: Any, name: str = "metadata", limits: Limits = DEFAULT_LIMITS
             "under fewer keys"
         )
     result: dict[str, Any] = json_value(value, name, limits.max_metadata_depth)
-    size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
+    text = _JSON.encode(result)
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > limits.max_metadata_bytes:
         raise ValidationError(
             f"{name} is {size} bytes as JSON; the maximum is {limits.max_metadata_bytes} "

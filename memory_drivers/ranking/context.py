@@ -59,11 +59,12 @@ def indexed_terms(own: Sequence[str], window: int) -> list[str]:
     """The indexed terms of each memory of one conversation, given each one's own terms
     (space-separated, in conversation order): its own, then the new ones of the ``window``
     memories before it, nearest first, each term once."""
+    words = [terms.split() for terms in own]  # each split once, not once per later memory
     result = []
-    for i, terms in enumerate(own):
-        seen = dict.fromkeys(terms.split())
+    for i in range(len(words)):
+        seen = dict.fromkeys(words[i])
         for j in range(i - 1, max(i - window, 0) - 1, -1):
-            seen.update(dict.fromkeys(own[j].split()))
+            seen.update(dict.fromkeys(words[j]))
         result.append(" ".join(seen))
     return result
 
@@ -162,7 +163,10 @@ def changes(
         if m.conversation_id is not None:
             own = terms.get(m.id) if terms is not None else None
             row = ContextRow(m.id, m.created_at, m.id, m.content, "", own)
-            groups.setdefault((m.user_id, m.conversation_id), ([], []))[1].append(row)
+            group = groups.get((m.user_id, m.conversation_id))
+            if group is None:
+                group = groups[m.user_id, m.conversation_id] = ([], [])
+            group[1].append(row)
     result: dict[str, str] = {}
     known: Mapping[tuple[str, str], Stretch[str]] = {}
     if read_many is not None and groups:
