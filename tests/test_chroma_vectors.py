@@ -60,7 +60,8 @@ def items(rng: random.Random, count: int, user: str = "u1") -> list[dict[str, An
 
 
 def check_recall(driver: ChromaDriver, stored: list[Memory], context: str) -> None:
-    """Vector recall, with and without a filter, is the reference answer over ``stored``."""
+    """Vector and hybrid recall, with and without a filter, are the reference answer over
+    ``stored``."""
     for query in ("apple", "banana cherry", "delta echo falcon"):
         for chosen in ({}, {"tags": ["t1"]}):
             for top_k in (1, 5, 40):
@@ -68,6 +69,12 @@ def check_recall(driver: ChromaDriver, stored: list[Memory], context: str) -> No
                 f = driver._filter(user_id="u1", **chosen)
                 want = expected_hits(stored, f, top_k=top_k, query=query, embedder=driver.embedder)
                 assert_same_hits(hits, want, top_k, context=f"{context}: {query} {chosen}")
+            now = T0 + timedelta(hours=100)  # hybrid: the scope's vectors come from the cache
+            hits = driver.recall("u1", query=query, top_k=5, search="hybrid", now=now, **chosen)
+            want = expected_hits(
+                stored, f, top_k=5, query=query, search="hybrid", embedder=driver.embedder, now=now
+            )
+            assert_same_hits(hits, want, 5, context=f"{context}: hybrid {query} {chosen}")
 
 
 def cached(driver: ChromaDriver, user: str) -> CachedVectors | None:
@@ -212,3 +219,22 @@ def test_the_cache_keeps_to_its_budget():
     assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
     big = CachedVectors.of(["x"] * 1, np.ones((1, 10_000)))
     assert not cache.install("d", big, cache.generation("d"))
+
+
+def test_a_full_cache_does_not_evict_to_fill(open_store: Callable[..., ChromaDriver]):
+    """With room for one user's vectors, the first user recalled is cached and stays; the
+    second is searched by Chroma (exact all the same), not cached in turn."""
+    rng = random.Random(6)
+    writer = open_store(chroma_vector_cache_mb=0)
+    stored = writer.store_many(items(rng, 40) + items(rng, 40, user="u2"))
+    writer.close()
+    driver = open_store()
+    assert driver._vectors is not None
+    driver._vectors.budget = 60_000  # one user: 40 x (256 x 4 + 100) bytes
+    check_recall(driver, [m for m in stored if m.user_id == "u1"], "u1, cached")
+    for query in ("apple", "delta echo"):
+        hits = driver.recall("u2", query=query, top_k=5, search="vector")
+        f = driver._filter(user_id="u2")
+        want = expected_hits(stored, f, top_k=5, query=query, embedder=driver.embedder)
+        assert_same_hits(hits, want, 5, context=f"u2 {query}")
+    assert cached(driver, "u1") is not None and cached(driver, "u2") is None

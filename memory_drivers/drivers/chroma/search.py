@@ -103,7 +103,19 @@ class ChromaSearch(ChromaKeywords):
         f = search.filter
         terms = search.terms or ()
         hybrid = search.mode == "hybrid"
-        ids, metas, vectors = self._scope(collection, f, memory_where(f), embeddings=hybrid)
+        cached = None
+        if hybrid and self.settings.chroma_exact_search_limit > 0:
+            cached = self._cached_vectors(collection, self.settings.chroma_exact_search_limit)
+        ids, metas, read = self._scope(
+            collection, f, memory_where(f), embeddings=hybrid and cached is None
+        )
+        vectors: Any = read
+        if cached is not None:  # the scope's vectors from the cache, unless it lacks one
+            if all(rid in cached.rows for rid in ids):
+                vectors = cached.matrix[[cached.rows[rid] for rid in ids]]
+            else:
+                self._forget_vectors(collection.name)
+                ids, metas, vectors = self._scope(collection, f, memory_where(f), embeddings=True)
         evidence = self._evidence(ids, metas, terms, conversations=True)
         if not hybrid:
             ranked = rank_keyword(terms, evidence, self.ranking, search.top_k, search.details)
@@ -246,8 +258,8 @@ class ChromaSearch(ChromaKeywords):
             return entry if len(entry.ids) <= limit else None
         generation = cache.generation(name)
         size = int(self._call(collection.count))
-        if size > limit or size * self.embedder.dimension * 4 > cache.budget:
-            return None
+        if size > limit or size * (self.embedder.dimension * 4 + 100) > cache.room():
+            return None  # filling it would evict others, to be read again in turn
         # One request: one consistent snapshot. Kept only if no write of this process came
         # in between (the generation); no other process writes an embedded store.
         result = self._get(collection, include=["embeddings"])

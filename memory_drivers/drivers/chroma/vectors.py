@@ -11,7 +11,9 @@ of a millisecond. Only the records of the best are then read from Chroma.
 The cache is shared by every driver of the process opened on the same directory (so one
 driver's writes are seen by another's recall), bounded by ``CHROMA_VECTOR_CACHE_MB`` (least
 recently used collections evicted first), and filled either by the writes to a collection this
-process created or by one read of the collection's vectors on its first recall. Every change
+process created or by one read of the collection's vectors on its first recall, when they fit
+in the room left (so a store larger than the budget does not evict and re-read collections
+in turn: the collections that do not fit are searched by Chroma, as in server mode). Every change
 to a collection bumps its generation, so a fill that raced a write is discarded, never
 installed stale. Server mode has no cache: other processes may write.
 """
@@ -67,6 +69,11 @@ class VectorCache:
             if entry is not None:
                 self._entries.move_to_end(name)
             return entry
+
+    def room(self) -> int:
+        """Bytes left before the budget is reached."""
+        with self._lock:
+            return self.budget - self._size
 
     def generation(self, name: str) -> int:
         with self._lock:
