@@ -755,7 +755,6 @@ class SQLDriver(BaseMemoryDriver):
     @retried
     def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
         where = self._where(search.filter)
-        newest_first = (M.created_at.desc(), self._id_order.asc())
         with self._read() as connection:
             if search.mode == "vector":
                 assert search.vector is not None and search.top_k is not None
@@ -773,6 +772,7 @@ class SQLDriver(BaseMemoryDriver):
                 return sorted(hits, key=hit_order)[: search.top_k]
             if search.mode in ("keyword", "hybrid"):
                 return self._ranked_search(connection, where, search)
+            newest_first = (M.created_at.desc(), self._id_order.asc())
             query = select(*MEMORY_COLUMNS).where(*where).order_by(*newest_first)
             if search.top_k is not None:
                 query = query.limit(search.top_k)

@@ -48,6 +48,12 @@ __all__ = [
 
 WRITE = "memory_drivers_write"
 
+#: Reads of a SQLite file go through a memory map of up to this many bytes (SQLite caps it at
+#: its build's SQLITE_MAX_MMAP_SIZE, 2 GiB by default): a recall's rows are then read from the
+#: OS's page cache in place instead of copied by a system call per page into each connection's
+#: own 2 MB cache, which a store of any size overflows. Writes still go through the journal.
+SQLITE_MMAP_BYTES = 1 << 40
+
 #: Key of the advisory lock that serializes migrations between processes.
 MIGRATION_LOCK = 0x6D656D6F7279  # "memory"
 
@@ -109,6 +115,8 @@ def create_sqlite_engine(settings: Settings) -> Engine:
         _enable_wal(cursor, settings.sqlite_busy_timeout)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA synchronous = {settings.sqlite_synchronous}")
+        if path is not None:
+            cursor.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -139,6 +139,8 @@ class VectorIndexes(IndexFile):
         self.indexes = {kind: _new_index(dimension) for kind in KINDS}
         self.rows = {kind: RowMap(kind == "memories") for kind in KINDS}
         self._codes: dict[str, int] = {}
+        #: per kind: (the index, its size, a view of its vectors) (see _storage)
+        self._views: dict[str, tuple[Any, int, np.ndarray]] = {}
         #: memories rows from the first that are grouped by owner (the rest came after)
         self.grouped = 0
         #: the last log entry applied
@@ -278,6 +280,7 @@ class VectorIndexes(IndexFile):
             held = pks[self.rows[kind].contains(pks)]
             if len(held):  # removed or re-embedded: FAISS compacts its storage, and so do we
                 self.indexes[kind].remove_ids(held)
+                self._views.pop(kind, None)
                 self.rows[kind].remove(held)
             added = [pk for pk, op in ops.items() if op == "add"]
             if len(held) and kind == "memories":  # rows moved down: keep only what is sure
@@ -312,6 +315,7 @@ class VectorIndexes(IndexFile):
         vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
         vectors = vectors.reshape(len(rows), self.dimension)
         self.indexes[kind].add_with_ids(vectors, ids)
+        self._views.pop(kind, None)
         owners = None
         if kind == "memories":
             owners = np.fromiter((self._code(row[2]) for row in rows), np.int32, len(rows))
@@ -423,30 +427,54 @@ class VectorIndexes(IndexFile):
     ) -> list[tuple[int, float]]:
         return self._score_at(kind, self._rows_of(kind, candidates), vector, k)
 
-    def _scores_at(
-        self, kind: str, rows: np.ndarray, vector: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(pks, scores) of these storage rows, read straight from the flat index."""
-        if not len(rows):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    def _storage(self, kind: str) -> np.ndarray:
+        """The flat index's vectors as one array (a view of FAISS's storage, no copy), kept
+        while the index object and its size are unchanged (adding or removing vectors drops
+        it: FAISS may move its storage then)."""
         index = self.indexes[kind]
+        view = self._views.get(kind)
+        if view is not None and view[0] is index and view[1] == index.ntotal:
+            return view[2]
         flat: Any = faiss.downcast_index(index.index)
         stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
         stored = stored.reshape(index.ntotal, self.dimension)
+        self._views[kind] = (index, index.ntotal, stored)
+        return stored
+
+    def _scores_at(
+        self, kind: str, rows: np.ndarray, vector: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(pks, scores) of these storage rows, read straight from the flat index.
+
+        Scored by FAISS's own inner-product kernels, on the calling thread: numpy's ``@``
+        hands a block past a few thousand rows to BLAS's threads, which on a busy machine
+        waited for a core far longer than the arithmetic takes (10,000 rows: 17-20 ms
+        instead of 1-2 ms at load 8)."""
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        stored = self._storage(kind)
+        query = np.ascontiguousarray(vector, dtype=np.float32)
+        scores = np.empty(len(rows), dtype=np.float32)
         # Rows are in storage order; a leading run of consecutive rows (an owner's group) is
-        # scored in place, the others gathered.
+        # scored in place, the others gathered first.
         breaks = np.flatnonzero(np.diff(rows) != 1)
         run = int(breaks[0]) + 1 if len(breaks) else len(rows)
         first = int(rows[0])
-        if run == len(rows):
-            scores = stored[first : first + run] @ vector
-        elif run > 1:
-            scores = np.concatenate(
-                (stored[first : first + run] @ vector, stored[rows[run:]] @ vector)
-            )
-        else:
-            scores = stored[rows] @ vector
+        self._inner_products(scores[:run], query, stored[first : first + run])
+        if run < len(rows):
+            self._inner_products(scores[run:], query, stored[rows[run:]])
         return self.rows[kind].ids[rows], scores
+
+    def _inner_products(self, out: np.ndarray, query: np.ndarray, block: np.ndarray) -> None:
+        """``out[i] = block[i] @ query``, by FAISS's SIMD kernel on this thread (``block``: rows
+        of a C-contiguous array)."""
+        faiss.fvec_inner_products_ny(  # type: ignore[attr-defined]
+            faiss.swig_ptr(out),
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(block),
+            self.dimension,
+            len(block),
+        )
 
     def _score_at(
         self, kind: str, rows: np.ndarray, vector: np.ndarray, k: int
