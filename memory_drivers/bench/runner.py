@@ -356,9 +356,7 @@ def run_bench(config: BenchConfig, log: Log = _stderr) -> dict[str, Any]:
             "dimension": dimension,
             "generator_version": GENERATOR_VERSION,
             "tags": list(TAGS),
-            "vectors": (
-                _vectors_text(config, model)
-            ),
+            "vectors": (_vectors_text(config, model)),
         },
         "runs": runs,
         "embedders": embedders,

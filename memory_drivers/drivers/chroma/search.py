@@ -276,37 +276,57 @@ class ChromaSearch(ChromaKeywords):
         top_k: int,
         decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
     ) -> list[_Ranked] | None:
-        """Exact ranking from the cached vectors: every candidate scored here (the same
-        float64 computation as from Chroma's stored vectors), then the records of the best read
-        until ``top_k`` passed the check. Filtered, Chroma evaluates the ``where`` (ids only)
-        first. None when Chroma knows a candidate the cache does not (the cache is then
-        dropped, and the caller asks Chroma)."""
+        """Exact ranking from the cached vectors: every record scored here, then the records
+        of the best read (and checked by ``decode``) until ``top_k`` passed. With a filter that
+        rejected more than ``walk_limit`` records read, Chroma evaluates the ``where`` (ids
+        only) and the walk goes on over those. None when Chroma knows a candidate the cache
+        does not (the cache is then dropped, and the caller asks Chroma)."""
         if not cached.ids:
             return []
-        if where is None:
-            ids: Sequence[str] = cached.ids
-            matrix = cached.matrix
-        else:
-            ids = self._get(collection, where=where, include=[])["ids"]
-            if not ids:
-                return []
-            if any(rid not in cached.rows for rid in ids):
-                self._forget_vectors(collection.name)
-                return None
-            matrix = cached.matrix[[cached.rows[rid] for rid in ids]]
-        # float32 scores order the candidates (one matrix-vector product); they are within
-        # 384 * 2**-24 < DISTANCE_SLACK of the exact ones (unit vectors), so reading best first
-        # until the next one is more than DISTANCE_SLACK below the cut misses nothing.
+        ranked = self._walk_cached(
+            collection, cached.ids, cached.matrix, query, top_k, decode, where is not None
+        )
+        if ranked is not None:
+            return ranked
+        ids = self._get(collection, where=where, include=[])["ids"]
+        if not ids:
+            return []
+        if any(rid not in cached.rows for rid in ids):
+            self._forget_vectors(collection.name)
+            return None
+        matrix = cached.matrix[[cached.rows[rid] for rid in ids]]
+        return self._walk_cached(collection, ids, matrix, query, top_k, decode, False)
+
+    def _walk_cached(
+        self,
+        collection: Any,
+        ids: Sequence[str],
+        matrix: np.ndarray,
+        query: np.ndarray,
+        top_k: int,
+        decode: Callable[[str, str | None, Mapping[str, Any]], Any | None],
+        filtered: bool,
+    ) -> list[_Ranked] | None:
+        """Read records best first by their float32 scores (one matrix-vector product; within
+        384 x 2**-24 < DISTANCE_SLACK of the exact ones for unit vectors), check and score
+        each exactly, until ``top_k`` passed and the next one is more than DISTANCE_SLACK
+        below the cut: nothing unread can reach it. None when ``filtered`` and more than
+        ``walk_limit`` records were read before ``top_k`` passed."""
         approximate = matrix @ query
         order = np.argsort(-approximate, kind="stable")
         descending = -approximate[order]  # ascending, for searchsorted
         ranked: list[_Ranked] = []
-        position = 0
+        position, wanted = 0, top_k * 4 + 4
         while position < len(order):
             if len(ranked) >= top_k:
                 cut = sorted((r.score for r in ranked), reverse=True)[top_k - 1]
-            else:  # as if every record up to top_k passed: all that could reach that cut
-                cut = float(-descending[min(len(order), position + top_k - len(ranked)) - 1])
+            else:
+                if filtered and position >= self.walk_limit:
+                    return None
+                # As if the next ones all passed: every record that could reach that cut.
+                count = wanted if filtered else top_k - len(ranked)
+                wanted *= 2
+                cut = float(-descending[min(len(order), position + count) - 1])
             end = int(np.searchsorted(descending, DISTANCE_SLACK - cut, side="right"))
             if end <= position:
                 if len(ranked) >= top_k:
