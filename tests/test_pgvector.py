@@ -128,6 +128,31 @@ def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> 
         assert counted is memory_hnsw
 
 
+def test_a_vector_recall_is_one_statement_outside_a_transaction(driver: PgVectorDriver) -> None:
+    """Without an index over memories, a vector recall is one statement run in autocommit (the
+    ranking and the rows together: no BEGIN, second statement or ROLLBACK round trips); its
+    hits are the exact nearest; the pooled connection goes back to transactions afterwards."""
+    texts = random_texts(300, seed=5)
+    driver.store_many([{"user_id": f"u{i % 3}", "content": t} for i, t in enumerate(texts)])
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append((statement, conn.connection.driver_connection.autocommit))
+
+    event.listen(driver.engine, "before_cursor_execute", record)
+    hits = driver.recall("u1", query="alpha bravo charlie", top_k=7, search="vector")
+    assert len(seen) == 1 and "<=>" in seen[0][0] and seen[0][1] is True
+    query = driver.embedder.embed_query("alpha bravo charlie")
+    mine = list(driver.iter_memories("u1"))
+    exact = driver.embedder.embed_documents([m.content for m in mine]) @ query
+    assert [h.score for h in hits] == pytest.approx(sorted(exact, reverse=True)[:7], abs=1e-5)
+    by_id = {m.id: float(score) for m, score in zip(mine, exact, strict=True)}
+    assert all(h.score == pytest.approx(by_id[h.memory.id], abs=1e-5) for h in hits)
+    assert hits[0].memory == next(m for m in mine if m.id == hits[0].memory.id)
+    with driver.engine.connect() as connection:  # the pool's one connection, handed back
+        assert connection.connection.driver_connection.autocommit is False
+
+
 def test_a_page_of_iter_memories_is_an_index_range(driver: PgVectorDriver) -> None:
     """iter_memories can read a page after the last one as a range of the (created_at, id)
     index, not by scanning and sorting every memory after it (which made reading a store

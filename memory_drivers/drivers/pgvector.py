@@ -55,6 +55,7 @@ from sqlalchemy import (
     Table,
     Text,
     any_,
+    bindparam,
     case,
     cast,
     column,
@@ -73,13 +74,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import bridge
+from ..base import MemorySearch
 from ..config import Settings
 from ..embeddings import Embedder
 from ..errors import BackendUnavailableError, SchemaError
-from ..models import MemoryFilter, Scalar
+from ..models import MemoryFilter, RecallHit, Scalar
 from ..ranking.context import StretchRequest
 from ..sql import migrations
-from ..sql.driver import IN_BATCH, SQLDriver, plain_rows, retried
+from ..sql.driver import (
+    IN_BATCH,
+    MEMORY_COLUMNS,
+    TIE,
+    SQLDriver,
+    only_user,
+    plain_rows,
+    retried,
+    vector_hits,
+)
 from ..sql.engines import (
     MIGRATION_LOCK,
     async_engine_for,
@@ -156,6 +167,49 @@ STRETCHES = text(
     column("content", Text),
     column("search_terms", Text),
 )
+
+
+INFINITY = literal_column("'Infinity'::float8", Float())
+
+
+def _nearest(where: Sequence[ColumnElement[bool]]) -> Any:
+    """PgVectorDriver._exact_vector_search's statement: the ``:limit`` memories passing
+    ``where`` nearest to ``:vector`` (exact distances of the whole scope, in a MATERIALIZED CTE
+    so that the planner cannot answer through an index), of which only those within
+    ``:slack`` of the ``:kth`` nearest's distance (0-based) come back, with their rows: the
+    ones that can make the cut, ties included (vector_hits cuts exactly)."""
+    distance = memories.c.embedding.op("<=>", return_type=Float())(
+        bindparam("vector", type_=EmbeddingType())
+    )
+    scored = (
+        select(memories.c.pk, distance.label("distance"))
+        .where(*where)
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    nearest = (
+        select(scored.c.pk, scored.c.distance)
+        .order_by(scored.c.distance)
+        .limit(bindparam("limit"))
+        .cte("nearest")
+    )
+    kth = (
+        select(nearest.c.distance)
+        .order_by(nearest.c.distance)
+        .offset(bindparam("kth"))
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(nearest.c.distance, *MEMORY_COLUMNS)
+        .join_from(nearest, memories, memories.c.pk == nearest.c.pk)
+        # fewer than kth + 1 memories: no k-th distance, every one comes back
+        .where(nearest.c.distance <= func.coalesce(kth + bindparam("slack"), INFINITY))
+    )
+
+
+#: _nearest for the most common scope, one user's memories.
+NEAREST_OF_USER = _nearest([memories.c.user_id == bindparam("user_id")])
 
 
 def _register_vector(dbapi_connection: Any, _record: Any) -> None:
@@ -454,6 +508,40 @@ class PgVectorDriver(SQLDriver):
             query = select(table.c.pk, distance).where(table.c.pk.in_(batch))
             found.update({pk: 1.0 - float(d) for pk, d in plain_rows(connection, query)})
         return found
+
+    def _search_memories(self, search: MemorySearch) -> list[RecallHit]:
+        if search.mode == "vector" and not self._memory_hnsw:
+            return self._exact_vector_search(search)
+        return super()._search_memories(search)
+
+    @retried
+    def _exact_vector_search(self, search: MemorySearch) -> list[RecallHit]:
+        """A vector recall without an index over memories: one statement (:func:`_nearest`)
+        scores the scope exactly and returns the rows that can make the cut, run in autocommit
+        (one statement reads one snapshot), so the recall is one round trip to the server
+        instead of four (BEGIN, the ranking, the rows, ROLLBACK)."""
+        assert search.vector is not None and search.top_k is not None
+        values: dict[str, Any] = {
+            "vector": search.vector,
+            "limit": search.top_k + TIE_MARGIN,
+            "kth": search.top_k - 1,
+            "slack": 2 * TIE,
+        }
+        if search.filter.user_id is not None and only_user(search.filter):
+            query = NEAREST_OF_USER  # built once: the common scope
+            values["user_id"] = search.filter.user_id
+        else:
+            query = _nearest(self._where(search.filter))
+        with self._engine_now().connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            rows = connection.execute(query, values).all()
+            by_pk = {row.pk: row for row in rows}
+            ranked = [(row.pk, 1.0 - float(row.distance)) for row in rows]
+            return vector_hits(
+                ranked,
+                search.top_k,
+                lambda pks: self._hydrate(connection, [by_pk[pk] for pk in pks]),
+            )
 
     def _rank_by_vector(
         self,

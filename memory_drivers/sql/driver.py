@@ -73,7 +73,7 @@ from ..text import document_terms, term_count
 from . import migrations
 from .schema import associations, knowledge_chunks, memories, store_info
 
-__all__ = ["SQLDriver", "only_user", "plain_rows", "retried"]
+__all__ = ["SQLDriver", "only_user", "plain_rows", "retried", "vector_hits"]
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
@@ -188,6 +188,21 @@ def plain_rows(connection: Connection, query: Any, parameters: Any = None) -> li
         return list(result.cursor.fetchall())
     finally:
         result.close()
+
+
+def vector_hits(
+    ranked: Sequence[tuple[int, float]],
+    top_k: int,
+    hydrate: Callable[[Sequence[int]], Mapping[int, Memory]],
+) -> list[RecallHit]:
+    """The hits of a vector search from its (pk, cosine similarity) pairs: only the top k and
+    whatever ties the k-th are hydrated (``hydrate``: pks -> memories), in the shared order."""
+    if len(ranked) > top_k:
+        kth = sorted((s for _, s in ranked), reverse=True)[top_k - 1]
+        ranked = [(pk, s) for pk, s in ranked if s >= kth - TIE]
+    found = hydrate([pk for pk, _ in ranked])
+    hits = [RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found]
+    return sorted(hits, key=hit_order)[:top_k]
 
 
 def _batches(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any]]:
@@ -761,15 +776,9 @@ class SQLDriver(BaseMemoryDriver):
                 ranked = self._rank_by_vector(
                     connection, memories, where, search.vector, search.top_k, search.filter
                 )
-                if len(ranked) > search.top_k:
-                    # Hydrate only what can make the cut: the top k and whatever ties the k-th.
-                    kth = sorted((s for _, s in ranked), reverse=True)[search.top_k - 1]
-                    ranked = [(pk, s) for pk, s in ranked if s >= kth - TIE]
-                found = self._memories_by_pk(connection, [pk for pk, _ in ranked])
-                hits = [
-                    RecallHit(memory=found[pk], score=score) for pk, score in ranked if pk in found
-                ]
-                return sorted(hits, key=hit_order)[: search.top_k]
+                return vector_hits(
+                    ranked, search.top_k, lambda pks: self._memories_by_pk(connection, pks)
+                )
             if search.mode in ("keyword", "hybrid"):
                 return self._ranked_search(connection, where, search)
             newest_first = (M.created_at.desc(), self._id_order.asc())
