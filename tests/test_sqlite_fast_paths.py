@@ -183,3 +183,16 @@ def test_memories_grouped_by_owner_score_exactly() -> None:
     for pk in gone.tolist():
         del vectors[pk], owner_of[pk]
     check()
+
+
+def test_file_connections_read_through_a_map_and_keep_a_large_cache(driver: SQLiteDriver) -> None:
+    """Every connection to a file maps it for reads and keeps a page cache large enough for a
+    batch's index pages (sql/engines.py); the answers are those of any connection."""
+    from memory_drivers.sql.engines import SQLITE_CACHE_KIB
+
+    driver.store_many([{"user_id": "u1", "content": f"note {i} about tea"} for i in range(50)])
+    with read_connection(driver.engine) as connection:
+        assert sqlite_rows(connection, "PRAGMA mmap_size")[0][0] > 0
+        assert sqlite_rows(connection, "PRAGMA cache_size")[0][0] == -SQLITE_CACHE_KIB
+    hits = driver.recall("u1", query="note 7 about tea", top_k=3, search="vector")
+    assert hits[0].memory.content == "note 7 about tea"
