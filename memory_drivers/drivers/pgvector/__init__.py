@@ -47,18 +47,12 @@ import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     Float,
-    Integer,
-    String,
     Table,
     Text,
     any_,
-    bindparam,
     case,
     cast,
-    column,
     event,
     func,
     insert,
@@ -73,17 +67,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from .. import bridge
-from ..base import MemorySearch
-from ..config import Settings
-from ..embeddings import Embedder
-from ..errors import BackendUnavailableError, SchemaError
-from ..models import MemoryFilter, RecallHit, Scalar
-from ..ranking.context import StretchRequest
-from ..sql import migrations
-from ..sql.driver import (
+from ... import bridge
+from ...base import MemorySearch
+from ...config import Settings
+from ...embeddings import Embedder
+from ...errors import BackendUnavailableError, SchemaError
+from ...models import MemoryFilter, RecallHit, Scalar
+from ...ranking.context import StretchRequest
+from ...sql import migrations
+from ...sql.driver import (
     IN_BATCH,
-    MEMORY_COLUMNS,
     TIE,
     SQLDriver,
     only_user,
@@ -91,7 +84,7 @@ from ..sql.driver import (
     retried,
     vector_hits,
 )
-from ..sql.engines import (
+from ...sql.engines import (
     MIGRATION_LOCK,
     async_engine_for,
     describe,
@@ -100,7 +93,8 @@ from ..sql.engines import (
     postgres_url,
     prepare_database,
 )
-from ..sql.schema import EmbeddingType, UTCDateTime, memories
+from ...sql.schema import EmbeddingType, memories
+from .statements import NEAREST_OF_USER, STRETCHES, copy_type, nearest
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
@@ -131,86 +125,6 @@ INDEXES = (
 MEMORY_HNSW = "ix_memories_embedding_hnsw"
 HNSW_DDL = "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding vector_cosine_ops)"
 
-#: SQLDriver._stretches in one short statement: the conversations come as arrays, each read
-#: by three LIMITed subqueries joined LATERAL. Its text never changes, so psycopg converts it
-#: once and prepares it on the server (the generic UNION ALL of 25 conversations per slot set
-#: was parsed by psycopg and planned by the server anew for every batch).
-_STRETCH_PART = """SELECT {part} AS part, m.id, m.created_at, m.content, m.search_terms
-        FROM memories m
-        WHERE m.user_id = r.u AND m.conversation_id = r.c AND {where}{order}"""
-_BEFORE = '(m.created_at < r.lt OR (m.created_at = r.lt AND m.id COLLATE "C" < r.li))'
-_AFTER = '(m.created_at > r.ht OR (m.created_at = r.ht AND m.id COLLATE "C" > r.hi))'
-STRETCHES = text(
-    "SELECT r.n - 1 AS n, s.part, s.id, s.created_at, s.content, s.search_terms FROM unnest("
-    "CAST(:users AS text[]), CAST(:conversations AS text[]), CAST(:low_t AS timestamptz[]), "
-    "CAST(:low_id AS text[]), CAST(:high_t AS timestamptz[]), CAST(:high_id AS text[])) "
-    "WITH ORDINALITY AS r(u, c, lt, li, ht, hi, n) CROSS JOIN LATERAL ((\n"
-    + _STRETCH_PART.format(
-        part=0,
-        where=_BEFORE,
-        order='\n        ORDER BY m.created_at DESC, m.id COLLATE "C" DESC LIMIT :window',
-    )
-    + ")\n    UNION ALL (\n"
-    + _STRETCH_PART.format(part=1, where=f"NOT {_BEFORE} AND NOT {_AFTER}", order="")
-    + ")\n    UNION ALL (\n"
-    + _STRETCH_PART.format(
-        part=2,
-        where=_AFTER,
-        order='\n        ORDER BY m.created_at, m.id COLLATE "C" LIMIT :window',
-    )
-    + ")) AS s"
-).columns(
-    column("n", Integer),
-    column("part", Integer),
-    column("id", Text),
-    column("created_at", UTCDateTime),
-    column("content", Text),
-    column("search_terms", Text),
-)
-
-
-INFINITY = literal_column("'Infinity'::float8", Float())
-
-
-def _nearest(where: Sequence[ColumnElement[bool]]) -> Any:
-    """PgVectorDriver._exact_vector_search's statement: the ``:limit`` memories passing
-    ``where`` nearest to ``:vector`` (exact distances of the whole scope, in a MATERIALIZED CTE
-    so that the planner cannot answer through an index), of which only those within
-    ``:slack`` of the ``:kth`` nearest's distance (0-based) come back, with their rows: the
-    ones that can make the cut, ties included (vector_hits cuts exactly)."""
-    distance = memories.c.embedding.op("<=>", return_type=Float())(
-        bindparam("vector", type_=EmbeddingType())
-    )
-    scored = (
-        select(memories.c.pk, distance.label("distance"))
-        .where(*where)
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
-    nearest = (
-        select(scored.c.pk, scored.c.distance)
-        .order_by(scored.c.distance)
-        .limit(bindparam("limit"))
-        .cte("nearest")
-    )
-    kth = (
-        select(nearest.c.distance)
-        .order_by(nearest.c.distance)
-        .offset(bindparam("kth"))
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
-        select(nearest.c.distance, *MEMORY_COLUMNS)
-        .join_from(nearest, memories, memories.c.pk == nearest.c.pk)
-        # fewer than kth + 1 memories: no k-th distance, every one comes back
-        .where(nearest.c.distance <= func.coalesce(kth + bindparam("slack"), INFINITY))
-    )
-
-
-#: _nearest for the most common scope, one user's memories.
-NEAREST_OF_USER = _nearest([memories.c.user_id == bindparam("user_id")])
-
 
 def _register_vector(dbapi_connection: Any, _record: Any) -> None:
     """Send and read vectors in binary on this connection (pgvector's psycopg adapter)."""
@@ -236,26 +150,6 @@ def _register_vector_async(dbapi_connection: Any, _record: Any) -> None:
             await connection.rollback()
 
     dbapi_connection.run_async(register)
-
-
-def _copy_type(column: Any) -> str:
-    """The PostgreSQL type a binary COPY sends ``column``'s values as."""
-    kind = column.type
-    if isinstance(kind, EmbeddingType):
-        return "vector"
-    if isinstance(kind, UTCDateTime):
-        return "timestamptz"
-    if isinstance(kind, JSON):  # JSONType: jsonb here
-        return "jsonb"
-    if isinstance(kind, Float):
-        return "float8"
-    if isinstance(kind, BigInteger):
-        return "int8"
-    if isinstance(kind, Integer):
-        return "int4"
-    if isinstance(kind, String):  # String(n) and Text: varchar takes text's binary form
-        return "text"
-    raise TypeError(f"no COPY type for column {column.name} ({kind!r})")
 
 
 def _permanent(exc: DBAPIError) -> bool:
@@ -412,7 +306,7 @@ class PgVectorDriver(SQLDriver):
             connection.execute(insert(table), rows)
             return
         names = list(rows[0])
-        types = [_copy_type(table.c[name]) for name in names]
+        types = [copy_type(table.c[name]) for name in names]
         jsonb = [i for i, t in enumerate(types) if t == "jsonb"]
         statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
         try:
@@ -516,7 +410,7 @@ class PgVectorDriver(SQLDriver):
 
     @retried
     def _exact_vector_search(self, search: MemorySearch) -> list[RecallHit]:
-        """A vector recall without an index over memories: one statement (:func:`_nearest`)
+        """A vector recall without an index over memories: one statement (``statements.nearest``)
         scores the scope exactly and returns the rows that can make the cut, run in autocommit
         (one statement reads one snapshot), so the recall is one round trip to the server
         instead of four (BEGIN, the ranking, the rows, ROLLBACK)."""
@@ -531,7 +425,7 @@ class PgVectorDriver(SQLDriver):
             query = NEAREST_OF_USER  # built once: the common scope
             values["user_id"] = search.filter.user_id
         else:
-            query = _nearest(self._where(search.filter))
+            query = nearest(self._where(search.filter))
         with self._engine_now().connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
             rows = connection.execute(query, values).all()
