@@ -19,6 +19,8 @@ import pytest
 
 pytest.importorskip("chromadb")
 
+from test_chroma import FailingDriver  # a real ChromaDriver that fails chosen calls
+
 from memory_drivers.config import Settings, build_settings
 from memory_drivers.drivers.chroma import ChromaDriver
 from memory_drivers.drivers.chroma.vectors import CachedVectors, VectorCache
@@ -150,21 +152,6 @@ def test_without_room_or_with_a_zero_budget_recall_asks_chroma(
     small._vectors.budget = 1000  # less than one user's vectors
     check_recall(small, stored, "too small a cache")
     assert cached(small, "u1") is None
-
-
-class FailingDriver(ChromaDriver):
-    """A real ChromaDriver whose request wrapper fails on chosen Chroma calls."""
-
-    fail: dict[str, int]
-
-    def _call(self, function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        name = getattr(function, "__name__", "")
-        fail = getattr(self, "fail", {})
-        if name in fail:
-            fail[name] -= 1
-            if fail[name] == 0:
-                raise BackendUnavailableError(f"injected failure of {name}")
-        return super()._call(function, *args, **kwargs)
 
 
 @pytest.mark.parametrize("failing", [{"add": 5}, {"add": 5, "delete": 1}, {"delete": 1}])
