@@ -194,5 +194,6 @@ def test_file_connections_read_through_a_map_and_keep_a_large_cache(driver: SQLi
     with read_connection(driver.engine) as connection:
         assert sqlite_rows(connection, "PRAGMA mmap_size")[0][0] > 0
         assert sqlite_rows(connection, "PRAGMA cache_size")[0][0] == -SQLITE_CACHE_KIB
+        assert sqlite_rows(connection, "PRAGMA wal_autocheckpoint")[0][0] > 1000
     hits = driver.recall("u1", query="note 7 about tea", top_k=3, search="vector")
     assert hits[0].memory.content == "note 7 about tea"
