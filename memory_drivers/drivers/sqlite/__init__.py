@@ -65,7 +65,7 @@ from ...sql.engines import (
 )
 from ...sql.schema import memories, store_info
 from .dbapi import by_pks_sql, fast_bind, memory_of_row, page_sql, postings_sql, utc_text
-from .faiss_index import COMPACTED_KEY, VectorIndexes, log_position, vector_log
+from .faiss_index import COMPACTED_KEY, COUNTERS, VectorIndexes, log_position, vector_log
 
 __all__ = ["SQLiteDriver"]
 
@@ -548,8 +548,14 @@ class SQLiteDriver(SQLDriver):
         with self._read() as connection:
             last = log_position(connection).last
         index = self._index
-        if index is None:
-            return {"loaded": False, "in_sync": False, "pending": None, "unsaved": 0}
+        if index is None:  # not loaded yet: nothing counted
+            return {
+                **dict.fromkeys(COUNTERS, 0),
+                "loaded": False,
+                "in_sync": False,
+                "pending": None,
+                "unsaved": 0,
+            }
         state = {
             **index.counters,
             "loaded": index.loaded,

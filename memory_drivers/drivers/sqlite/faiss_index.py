@@ -58,6 +58,8 @@ GATHER_LIMIT = 50_000
 #: GROUP_MIN_TAIL): each vector is copied a bounded number of times however large the store.
 GROUP_SHARE = 0.5
 GROUP_MIN_TAIL = 10_000
+#: What each process counts of its index (``stats()["index"]``).
+COUNTERS = ("rebuilds", "file_loads", "replayed", "saves")
 
 vector_log = Table(
     "vector_log",
@@ -151,7 +153,7 @@ class VectorIndexes(IndexFile):
         self.needs_save = False
         self.loaded = False
         #: full rebuilds from SQLite, loads of the file, log entries replayed, files saved
-        self.counters = {"rebuilds": 0, "file_loads": 0, "replayed": 0, "saves": 0}
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.lock = threading.RLock()
 
     @property
