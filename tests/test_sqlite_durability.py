@@ -460,13 +460,13 @@ def test_missing_index_file_is_rebuilt(db: Path) -> None:
 def test_index_stats_have_the_same_keys_before_the_index_is_loaded(db: Path) -> None:
     """stats()["index"] of a process that has not loaded its index yet has the counters, at
     zero, so a caller (or a test) never meets a missing key; a search loads it and counts."""
+    from memory_drivers.drivers.sqlite.faiss_index import COUNTERS
+
     memories, _ = _store_with_data(url_of(db))
     with open_store(url_of(db)) as driver:
         before = driver.stats()["index"]
         assert before["loaded"] is False
-        assert {
-            k: before[k] for k in ("rebuilds", "file_loads", "replayed", "saves")
-        } == dict.fromkeys(("rebuilds", "file_loads", "replayed", "saves"), 0)
+        assert {k: before[k] for k in COUNTERS} == dict.fromkeys(COUNTERS, 0)
         driver.recall(USER, query=next(iter(memories.values())), top_k=1, search="vector")
         after = driver.stats()["index"]
         assert after["loaded"] is True and after["file_loads"] == 1 and after["rebuilds"] == 0
