@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     pgvector_memory_hnsw: bool = False
     pgvector_exact_scan_limit: int = Field(20_000, ge=0)
     pgvector_ef_search: int = Field(100, ge=1)
+    pgvector_vector_cache_mb: int = Field(256, ge=0)
+    pgvector_vector_cache_after: int = Field(0, ge=0)
 
     # --- automem driver (an AutoMem service, or `memory-drivers serve`) ------------------
     automem_url: str = "http://127.0.0.1:8001"

@@ -145,9 +145,9 @@ def test_rollback_then_upgrade(db: Path) -> None:
     """rollback removes the schema (tables, FTS5, vector log, triggers); migrate restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
-    rollback = migrate(db, "rollback", "--steps", "4")
+    rollback = migrate(db, "rollback", "--steps", "5")
     assert rollback.returncode == 0, rollback.stderr
-    assert "rolled back 0004 -> (empty)" in rollback.stdout
+    assert "rolled back 0005 -> (empty)" in rollback.stdout
     left = objects(db) - {migrations.VERSION_TABLE}
     assert left == set(), f"rollback left {left}"
     assert objects(db, "trigger") == set()
@@ -346,8 +346,8 @@ def test_0003_downgrade_and_upgrade_keep_keyword_search_right(db: Path) -> None:
             puppy.id,
             name.id,
         }
-    rollback = migrate(db, "rollback", "--steps", "2")
-    assert rollback.returncode == 0 and "0004 -> 0002" in rollback.stdout, rollback.stderr
+    rollback = migrate(db, "rollback", "--steps", "3")
+    assert rollback.returncode == 0 and "0005 -> 0002" in rollback.stdout, rollback.stderr
     with connect(db) as connection:
         terms = dict(connection.execute("SELECT id, search_terms FROM memories").fetchall())
         assert terms == {puppy.id: "adopt puppi", name.id: "name"}, "own terms only"

@@ -111,10 +111,12 @@ def test_large_unfiltered_search_uses_the_hnsw_index(pg_database: str) -> None:
 @pytest.mark.parametrize("memory_hnsw", [False, True])
 def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> None:
     """A filter matching few rows is answered by an exact scan of them, not the HNSW index;
-    without that index nothing is counted first."""
-    with PgVectorDriver(
-        settings_for(pg_database, pgvector_memory_hnsw=memory_hnsw), embedder=HashingEmbedder(64)
-    ) as driver:
+    without that index nothing is counted first. (The vector cache is off: it would answer a
+    recall of one user without the scan.)"""
+    settings = settings_for(
+        pg_database, pgvector_memory_hnsw=memory_hnsw, pgvector_vector_cache_mb=0
+    )
+    with PgVectorDriver(settings, embedder=HashingEmbedder(64)) as driver:
         driver.store_many(
             [{"user_id": f"u{i % 50}", "content": t} for i, t in enumerate(random_texts(500))]
         )
@@ -128,29 +130,39 @@ def test_selective_filter_scans_exactly(pg_database: str, memory_hnsw: bool) -> 
         assert counted is memory_hnsw
 
 
-def test_a_vector_recall_is_one_statement_outside_a_transaction(driver: PgVectorDriver) -> None:
+@pytest.mark.parametrize("cache_mb", [0, 256])
+def test_a_vector_recall_is_one_statement_outside_a_transaction(
+    pg_database: str, cache_mb: int
+) -> None:
     """Without an index over memories, a vector recall is one statement run in autocommit (the
     ranking and the rows together: no BEGIN, second statement or ROLLBACK round trips); its
-    hits are the exact nearest; the pooled connection goes back to transactions afterwards."""
-    texts = random_texts(300, seed=5)
-    driver.store_many([{"user_id": f"u{i % 3}", "content": t} for i, t in enumerate(texts)])
-    seen: list[tuple[str, bool]] = []
+    hits are the exact nearest; the pooled connection goes back to transactions afterwards.
+    With the vector cache (its user read by an earlier recall), the one statement reads the
+    winning rows and the user's version."""
+    settings = settings_for(pg_database, pgvector_vector_cache_mb=cache_mb)
+    with PgVectorDriver(settings, embedder=HashingEmbedder(64)) as driver:
+        texts = random_texts(300, seed=5)
+        driver.store_many([{"user_id": f"u{i % 3}", "content": t} for i, t in enumerate(texts)])
+        if cache_mb:
+            driver.recall("u1", query="delta", top_k=3, search="vector")  # reads u1
+        seen: list[tuple[str, bool]] = []
 
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.append((statement, conn.connection.driver_connection.autocommit))
+        def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            seen.append((statement, conn.connection.driver_connection.autocommit))
 
-    event.listen(driver.engine, "before_cursor_execute", record)
-    hits = driver.recall("u1", query="alpha bravo charlie", top_k=7, search="vector")
-    assert len(seen) == 1 and "<=>" in seen[0][0] and seen[0][1] is True
-    query = driver.embedder.embed_query("alpha bravo charlie")
-    mine = list(driver.iter_memories("u1"))
-    exact = driver.embedder.embed_documents([m.content for m in mine]) @ query
-    assert [h.score for h in hits] == pytest.approx(sorted(exact, reverse=True)[:7], abs=1e-5)
-    by_id = {m.id: float(score) for m, score in zip(mine, exact, strict=True)}
-    assert all(h.score == pytest.approx(by_id[h.memory.id], abs=1e-5) for h in hits)
-    assert hits[0].memory == next(m for m in mine if m.id == hits[0].memory.id)
-    with driver.engine.connect() as connection:  # the pool's one connection, handed back
-        assert connection.connection.driver_connection.autocommit is False
+        event.listen(driver.engine, "before_cursor_execute", record)
+        hits = driver.recall("u1", query="alpha bravo charlie", top_k=7, search="vector")
+        assert len(seen) == 1 and seen[0][1] is True
+        assert ("memory_user_versions" if cache_mb else "<=>") in seen[0][0]
+        query = driver.embedder.embed_query("alpha bravo charlie")
+        mine = list(driver.iter_memories("u1"))
+        exact = driver.embedder.embed_documents([m.content for m in mine]) @ query
+        assert [h.score for h in hits] == pytest.approx(sorted(exact, reverse=True)[:7], abs=1e-5)
+        by_id = {m.id: float(score) for m, score in zip(mine, exact, strict=True)}
+        assert all(h.score == pytest.approx(by_id[h.memory.id], abs=1e-5) for h in hits)
+        assert hits[0].memory == next(m for m in mine if m.id == hits[0].memory.id)
+        with driver.engine.connect() as connection:  # the pool's one connection, handed back
+            assert connection.connection.driver_connection.autocommit is False
 
 
 def test_a_page_of_iter_memories_is_an_index_range(driver: PgVectorDriver) -> None:
@@ -361,6 +373,14 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
 
     rollback = run_migrate(pg_database, "rollback")
     assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0005 -> 0004" in rollback.stdout
+    assert not postgres.admin(
+        "SELECT tablename FROM pg_tables WHERE tablename IN "
+        "('memory_user_versions', 'memory_vector_changes')",
+        name,
+    ) and not postgres.admin("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal", name)
+    rollback = run_migrate(pg_database, "rollback")
+    assert rollback.returncode == 0, rollback.stderr
     assert "rolled back 0004 -> 0003" in rollback.stdout
     indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
     assert "ix_memories_created" not in indexes
@@ -379,15 +399,17 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0004.*memory-drivers migrate"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0005.*memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
     with PgVectorDriver(settings_for(pg_database), embedder=HashingEmbedder(64)) as driver:
         assert driver.count() == 1 and driver.health_check()["memory_hnsw"] is False
     assert "up to date" in run_migrate(pg_database, "status").stdout
+    # 0005 gave the existing user a version (the vector cache's check)
+    assert postgres.admin("SELECT user_id, version FROM memory_user_versions", name) == [("u1", 1)]
 
-    rollback = run_migrate(pg_database, "rollback", "--steps", "4")
+    rollback = run_migrate(pg_database, "rollback", "--steps", "5")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]

@@ -7,6 +7,7 @@ Environment::
     MEMORY_AUTO_MIGRATE=false            # default: require `memory-drivers migrate` first
     PGVECTOR_MEMORY_HNSW=false           # true: an HNSW index over memories too (see below)
     PGVECTOR_EXACT_SCAN_LIMIT=20000      # with that index: candidate sets up to this size scan
+    PGVECTOR_VECTOR_CACHE_MB=256         # users' vectors scored in this process (0: off)
 
 Python::
 
@@ -25,7 +26,10 @@ by default, as maintaining one cost ten times the rest of an insert. With
 creates an HNSW index over memories; knowledge chunks always have one. With an index, a
 filtered candidate set of at most ``PGVECTOR_EXACT_SCAN_LIMIT`` rows is still scanned exactly;
 larger sets use the index with pgvector's iterative index scan, so a filtered recall still
-returns ``top_k`` results when that many match. Keyword recall uses a
+returns ``top_k`` results when that many match. A vector recall of one user's memories is
+scored from the vector cache (``vector_cache``: the user's vectors in this process, checked
+against a version the writes bump), and the database reads only the winning rows. Keyword
+recall uses a
 generated ``tsvector`` over the shared keyword terms, with a GIN index.
 
 Dropped connections and server restarts are retried for ``PGVECTOR_RETRY_SECONDS``; a server
@@ -94,7 +98,9 @@ from ...sql.engines import (
     prepare_database,
 )
 from ...sql.schema import EmbeddingType, memories
+from .dbapi import raw_connection
 from .statements import NEAREST_OF_USER, STRETCHES, copy_type, nearest
+from .vector_cache import VectorCache
 
 __all__ = ["PgVectorDriver", "describe", "engine_for", "postgres_url", "prepare_database"]
 
@@ -183,6 +189,9 @@ class PgVectorDriver(SQLDriver):
         self._url = engine.url
         self._label = describe(engine.url)
         self._retry_seconds = self.settings.pgvector_retry_seconds
+        self._vector_cache = VectorCache(
+            self.settings.pgvector_vector_cache_mb << 20, self.settings.pgvector_vector_cache_after
+        )
         return engine
 
     def _classify(self, exc: DBAPIError) -> Literal["transient", "unavailable"] | None:
@@ -213,6 +222,7 @@ class PgVectorDriver(SQLDriver):
         return self._async_engines.get().sync_engine if bridge.active() else self.engine
 
     def _close(self) -> None:
+        self._vector_cache.clear()
         self._async_engines.close()
         super()._close()
 
@@ -301,34 +311,24 @@ class PgVectorDriver(SQLDriver):
         # psycopg's executemany (one prepared statement, rows sent in a pipeline; a multi-row
         # INSERT ... VALUES of 1000 rows has 14,000 placeholders, which psycopg parsed anew for
         # every batch: that took longer than the database's work).
-        raw = connection.connection.driver_connection
-        if not rows or not isinstance(raw, psycopg.Connection):
+        if not rows or not isinstance(connection.connection.driver_connection, psycopg.Connection):
             connection.execute(insert(table), rows)
             return
         names = list(rows[0])
         types = [copy_type(table.c[name]) for name in names]
         jsonb = [i for i, t in enumerate(types) if t == "jsonb"]
         statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
-        try:
-            with raw.cursor() as cursor, cursor.copy(statement) as copy:
-                copy.set_types(types)
-                for row in rows:
-                    values = [row[name] for name in names]
-                    for i in jsonb:
-                        values[i] = Jsonb(values[i], dumps=jsonb_text)
-                    copy.write_row(values)
-        except psycopg.Error as exc:
-            broken = raw.closed or raw.broken
-            if broken:
-                connection.invalidate()
-            raise DBAPIError.instance(
-                statement,
-                None,
-                exc,
-                psycopg.Error,
-                connection_invalidated=broken,
-                dialect=connection.dialect,
-            ) from exc
+        with (
+            raw_connection(connection, statement) as raw,
+            raw.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            copy.set_types(types)
+            for row in rows:
+                values = [row[name] for name in names]
+                for i in jsonb:
+                    values[i] = Jsonb(values[i], dumps=jsonb_text)
+                copy.write_row(values)
 
     def _stretch_rows(
         self, connection: Connection, requests: Sequence[StretchRequest]
@@ -413,7 +413,8 @@ class PgVectorDriver(SQLDriver):
         """A vector recall without an index over memories: one statement (``statements.nearest``)
         scores the scope exactly and returns the rows that can make the cut, run in autocommit
         (one statement reads one snapshot), so the recall is one round trip to the server
-        instead of four (BEGIN, the ranking, the rows, ROLLBACK)."""
+        instead of four (BEGIN, the ranking, the rows, ROLLBACK). A recall of one user's
+        memories may be scored from the vector cache instead (``vector_cache``)."""
         assert search.vector is not None and search.top_k is not None
         values: dict[str, Any] = {
             "vector": search.vector,
@@ -421,21 +422,30 @@ class PgVectorDriver(SQLDriver):
             "kth": search.top_k - 1,
             "slack": 2 * TIE,
         }
-        if search.filter.user_id is not None and only_user(search.filter):
+        user = search.filter.user_id if only_user(search.filter) else None
+        if user is not None:
             query = NEAREST_OF_USER  # built once: the common scope
-            values["user_id"] = search.filter.user_id
+            values["user_id"] = user
         else:
             query = nearest(self._where(search.filter))
         with self._engine_now().connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
+            if user is not None and self._vector_cache.enabled:
+                cached = self._vector_cache.recall(connection, user, values)
+                if cached is not None:
+                    return self._hits(connection, *cached, search.top_k)
             rows = connection.execute(query, values).all()
-            by_pk = {row.pk: row for row in rows}
             ranked = [(row.pk, 1.0 - float(row.distance)) for row in rows]
-            return vector_hits(
-                ranked,
-                search.top_k,
-                lambda pks: self._hydrate(connection, [by_pk[pk] for pk in pks]),
-            )
+            return self._hits(connection, ranked, rows, search.top_k)
+
+    def _hits(
+        self, connection: Connection, ranked: list[tuple[int, float]], rows: Sequence[Any], k: int
+    ) -> list[RecallHit]:
+        """The hits of a vector recall: ``ranked`` (pk, score) pairs, ``rows`` their memories."""
+        by_pk = {row.pk: row for row in rows}
+        return vector_hits(
+            ranked, k, lambda pks: self._hydrate(connection, [by_pk[p] for p in pks])
+        )
 
     def _rank_by_vector(
         self,
@@ -543,4 +553,8 @@ class PgVectorDriver(SQLDriver):
         }
 
     def _stats(self) -> dict[str, Any]:
-        return {"database": self._label, **self._counts()}
+        return {
+            "database": self._label,
+            **self._counts(),
+            "vector_cache": self._vector_cache.stats(),
+        }

@@ -14,15 +14,20 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Integer,
+    LargeBinary,
     String,
     Text,
+    any_,
     bindparam,
     column,
     func,
+    literal,
     literal_column,
     select,
+    table,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from ...sql.driver import MEMORY_COLUMNS
@@ -69,6 +74,16 @@ STRETCHES = text(
 INFINITY = literal_column("'Infinity'::float8", Float())
 
 
+#: The user's version (migration 0005), read in the statement that reads their rows.
+VERSIONS = table("memory_user_versions", column("user_id", Text), column("version", BigInteger))
+USER_VERSION = (
+    select(VERSIONS.c.version)
+    .where(VERSIONS.c.user_id == bindparam("user_id"))
+    .scalar_subquery()
+    .label("version")
+)
+
+
 def nearest(where: Sequence[ColumnElement[bool]]) -> Any:
     """PgVectorDriver._exact_vector_search's statement: the ``:limit`` memories passing
     ``where`` nearest to ``:vector`` (exact distances of the whole scope, in a MATERIALIZED CTE
@@ -107,6 +122,57 @@ def nearest(where: Sequence[ColumnElement[bool]]) -> Any:
 
 #: nearest for the most common scope, one user's memories.
 NEAREST_OF_USER = nearest([memories.c.user_id == bindparam("user_id")])
+
+#: A cached recall's rows (``:pks``, the user's candidates) with the user's version: the copy
+#: answered right only if that version is the copy's.
+CACHED_ROWS = select(*MEMORY_COLUMNS, USER_VERSION).where(
+    memories.c.user_id == bindparam("user_id"),
+    memories.c.pk == any_(bindparam("pks", type_=ARRAY(BigInteger))),
+)
+
+#: A user's vectors for the cache, with their version, in one row of one snapshot: the pks and
+#: the vectors in pgvector's binary form, concatenated (vector_cache.from_aggregate). The two
+#: aggregates of one Agg node take the rows in the same order, so no ORDER BY is needed.
+USER_VECTORS = select(
+    USER_VERSION,
+    func.array_agg(memories.c.pk).label("pks"),
+    func.string_agg(func.vector_send(memories.c.embedding), literal(b"", LargeBinary)).label(
+        "packed"
+    ),
+).where(memories.c.user_id == bindparam("user_id"))
+
+#: USER_VECTORS for psycopg directly (a binary cursor).
+USER_VECTORS_SQL = (
+    "SELECT (SELECT version FROM memory_user_versions WHERE user_id = %(user_id)s), "
+    "array_agg(pk), string_agg(vector_send(embedding), ''::bytea) "
+    "FROM memories WHERE user_id = %(user_id)s"
+)
+
+#: The log of changed memories (migration 0005).
+CHANGES = table(
+    "memory_vector_changes",
+    column("user_id", Text),
+    column("version", BigInteger),
+    column("pk", BigInteger),
+)
+
+#: What changed for a user after version ``:since``: each logged (version, pk) with the
+#: memory's vector now (NULL: deleted, or no longer the user's), and the user's version.
+USER_CHANGES = (
+    select(
+        USER_VERSION,
+        CHANGES.c.version.label("changed"),
+        CHANGES.c.pk,
+        func.vector_send(memories.c.embedding).label("vector"),
+    )
+    .select_from(
+        CHANGES.outerjoin(
+            memories,
+            (memories.c.pk == CHANGES.c.pk) & (memories.c.user_id == CHANGES.c.user_id),
+        )
+    )
+    .where(CHANGES.c.user_id == bindparam("user_id"), CHANGES.c.version > bindparam("since"))
+)
 
 
 def copy_type(column: Any) -> str:
