@@ -169,19 +169,30 @@ def test_memories_grouped_by_owner_score_exactly() -> None:
         ids = faiss_index.faiss.vector_to_array(index.indexes["memories"].id_map)
         assert ids.tolist() == index.rows["memories"].ids.tolist()
 
+    rows = index.rows["memories"]
     add(range(1, 200))
-    assert index.rows["memories"].grouped() < 199  # interleaved as written
+    assert rows.grouped() < 199  # interleaved as written
     check()
     index._keep_grouped(force=True)
-    assert index.grouped == index.rows["memories"].grouped() == 199
+    assert rows.segments == [0] and rows.sorted_end == rows.grouped() == 199
     check()
     add(range(200, 260))  # a tail after the groups
     check()
-    gone = np.array([3, 50, 201, 202], dtype=np.int64)
+    index._sort_from(rows.sorted_end)  # sealed: a second segment, sorted in place
+    assert rows.segments == [0, 199] and rows.sorted_end == 259
+    assert (np.diff(rows.owners[199:]) >= 0).all()
+    check()
+    add(range(260, 300))  # fresh rows after two segments
+    check()
+    gone = np.array([3, 50, 201, 202, 270], dtype=np.int64)
     index.indexes["memories"].remove_ids(gone)
-    index.rows["memories"].remove(gone)
+    rows.remove(gone)
     for pk in gone.tolist():
         del vectors[pk], owner_of[pk]
+    assert rows.segments == [0, 197] and rows.sorted_end == 255  # bounds moved down
+    check()
+    index._keep_grouped(force=True)  # everything in one segment again
+    assert rows.segments == [0] and rows.sorted_end == rows.count == 294
     check()
 
 

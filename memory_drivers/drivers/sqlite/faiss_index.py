@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 from ...sql.engines import sqlite_rows
 from ...sql.schema import knowledge_chunks, memories
 from .index_file import KINDS, IndexFile, IndexFileError
-from .rows import RowMap
+from .rows import Layout, RowMap, layout
 
 __all__ = ["LogPosition", "VectorIndexes", "log_position", "vector_log"]
 
@@ -54,10 +54,15 @@ READ_BATCH = 5000
 GATHER_LIMIT = 50_000
 #: Memories are stored grouped by owner, so one user's vectors are one contiguous block that
 #: is scored in place, not gathered from all over the index (2-3x faster at 1,000 rows).
-#: Rows added since are regrouped when they reach this share of the index (and at least
+#: Rows added since are sorted by owner in place, as a segment of their own, once there are
+#: SEAL_MIN of them and 1/SEAL_PARTS of the index (so a user's vectors are a run per segment,
+#: and only the rows since the last segment are gathered); everything is regrouped into one
+#: segment when the rows outside the first reach GROUP_SHARE of the index (and at least
 #: GROUP_MIN_TAIL): each vector is copied a bounded number of times however large the store.
 GROUP_SHARE = 0.5
 GROUP_MIN_TAIL = 10_000
+SEAL_MIN = 4096
+SEAL_PARTS = 64
 #: What each process counts of its index (``stats()["index"]``).
 COUNTERS = ("rebuilds", "file_loads", "replayed", "saves")
 
@@ -143,8 +148,6 @@ class VectorIndexes(IndexFile):
         self._codes: dict[str, int] = {}
         #: per kind: (the index, its size, a view of its vectors) (see _storage)
         self._views: dict[str, tuple[Any, int, np.ndarray]] = {}
-        #: memories rows from the first that are grouped by owner (the rest came after)
-        self.grouped = 0
         #: the last log entry applied
         self.seq = 0
         #: the log position of the saved file, as last read from the database
@@ -235,7 +238,10 @@ class VectorIndexes(IndexFile):
             ids = faiss.vector_to_array(indexes[kind].id_map).astype(np.int64, copy=False)
             owners = self._owners_of(connection, ids) if kind == "memories" else None
             self.rows[kind].append(ids, owners)
-        self.grouped = self.rows["memories"].grouped()
+        memories_ = self.rows["memories"]
+        prefix = memories_.grouped()
+        if bool((np.diff(memories_.owners[:prefix]) >= 0).all()):  # codes in storage order
+            memories_.adopt_sorted_prefix(prefix)
         self._replay(connection)
         drift = self._drift(connection)
         if drift:
@@ -245,18 +251,28 @@ class VectorIndexes(IndexFile):
 
     def _owners_of(self, connection: Connection, pks: np.ndarray) -> np.ndarray:
         """The owner code of each memories pk (the file does not hold them); -1 for rows gone
-        since (the log replay removes them)."""
+        since (the log replay removes them). New owners get codes in the order they first
+        appear in ``pks`` (storage order), so rows grouped by owner are in code order too."""
         # Plain tuples through the DB-API: a row object per memory made the load of a large
         # store slow, and its garbage collections stalled the process.
         rows = sqlite_rows(connection, "SELECT pk, user_id FROM memories")
         if not rows or not len(pks):
             return np.full(len(pks), -1, dtype=np.int32)
         stored = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        code = self._code
-        codes = np.fromiter((code(row[1]) for row in rows), dtype=np.int32, count=len(rows))
+        users: dict[str, int] = {}
+        local = np.fromiter(
+            (users.setdefault(row[1], len(users)) for row in rows), dtype=np.int32, count=len(rows)
+        )
         table = np.full(max(int(stored.max()), int(pks.max())) + 1, -1, dtype=np.int32)
-        table[stored] = codes
-        return table[pks]
+        table[stored] = local
+        found = table[pks]
+        present = found[found >= 0]
+        names = list(users)
+        _, first = np.unique(present, return_index=True)
+        codes = np.full(len(names) + 1, -1, dtype=np.int32)  # the last: "gone" (-1 in found)
+        for index in np.sort(first).tolist():
+            codes[present[index]] = self._code(names[present[index]])
+        return codes[found]
 
     def _code(self, user: str) -> int:
         return self._codes.setdefault(user, len(self._codes))
@@ -285,8 +301,6 @@ class VectorIndexes(IndexFile):
                 self._views.pop(kind, None)
                 self.rows[kind].remove(held)
             added = [pk for pk, op in ops.items() if op == "add"]
-            if len(held) and kind == "memories":  # rows moved down: keep only what is sure
-                self.grouped = min(self.grouped, self.rows[kind].grouped())
             self._add_rows(connection, kind, added)
         self.seq = entries[-1][0]
         self.counters["replayed"] += len(entries)
@@ -342,7 +356,6 @@ class VectorIndexes(IndexFile):
                     if len(rows) < READ_BATCH:
                         break
                     after = rows[-1][0]
-            self.grouped = 0
             self._keep_grouped(force=True)
             self.seq = position.last
             self.saved = position.saved
@@ -351,25 +364,27 @@ class VectorIndexes(IndexFile):
             self.counters["rebuilds"] += 1
 
     def _keep_grouped(self, force: bool = False) -> None:
-        """Regroup the memories by owner when enough rows came after the grouped ones."""
+        """Sort the memories added since the last segment into one (or everything into one,
+        when enough rows are outside the first segment)."""
         rows = self.rows["memories"]
-        tail = rows.count - self.grouped
-        if tail <= 0 or not (force or tail >= max(GROUP_MIN_TAIL, GROUP_SHARE * rows.count)):
-            return
-        order = np.argsort(rows.owners, kind="stable")
+        outside = rows.count - rows.first_segment_end
+        fresh = rows.count - rows.sorted_end
+        if outside > 0 and (force or outside >= max(GROUP_MIN_TAIL, GROUP_SHARE * rows.count)):
+            self._sort_from(0)
+        elif fresh >= max(SEAL_MIN, rows.count // SEAL_PARTS):
+            self._sort_from(rows.sorted_end)
+
+    def _sort_from(self, start: int) -> None:
+        """Sort the memories from row ``start`` on by owner, in place: the rows' map, FAISS's
+        storage and its id map move together (the id map's reverse index is rebuilt)."""
+        rows = self.rows["memories"]
         index = self.indexes["memories"]
-        flat: Any = faiss.downcast_index(index.index)
-        stored = faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dimension)
-        stored = stored.reshape(index.ntotal, self.dimension)
-        grouped = _new_index(self.dimension)
-        ids, owners = rows.ids[order], rows.owners[order]
-        for start in range(0, len(order), READ_BATCH):  # no third copy of every vector
-            part = order[start : start + READ_BATCH]
-            grouped.add_with_ids(stored[part], ids[start : start + READ_BATCH])
-        self.indexes["memories"] = grouped
-        self.rows["memories"] = RowMap(True)
-        self.rows["memories"].append(ids, owners)
-        self.grouped = len(ids)
+        order = rows.sort_from(start)
+        stored = self._storage("memories")
+        stored[start:] = stored[start:][order]
+        ids: Any = faiss.rev_swig_ptr(index.id_map.data(), index.ntotal)
+        ids[start:] = ids[start:][order]
+        index.construct_rev_map()
 
     # ------------------------------------------------------------------ searching
     def search(
@@ -410,7 +425,7 @@ class VectorIndexes(IndexFile):
             rows = (
                 self.rows["memories"].owner_rows(code)
                 if code is not None
-                else np.zeros(0, np.int64)
+                else layout(np.zeros(0, np.int64))
             )
             return self._scores_at("memories", rows, vector)
 
@@ -421,8 +436,8 @@ class VectorIndexes(IndexFile):
         with self.lock:
             return self._scores_at(kind, self._rows_of(kind, candidates), vector)
 
-    def _rows_of(self, kind: str, candidates: Sequence[int]) -> np.ndarray:
-        return self.rows[kind].rows_of(np.asarray(candidates, dtype=np.int64))
+    def _rows_of(self, kind: str, candidates: Sequence[int]) -> Layout:
+        return layout(self.rows[kind].rows_of(np.asarray(candidates, dtype=np.int64)))
 
     def _score_rows(
         self, kind: str, vector: np.ndarray, k: int, candidates: Sequence[int]
@@ -444,28 +459,28 @@ class VectorIndexes(IndexFile):
         return stored
 
     def _scores_at(
-        self, kind: str, rows: np.ndarray, vector: np.ndarray
+        self, kind: str, rows: Layout, vector: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(pks, scores) of these storage rows, read straight from the flat index.
+        """(pks, scores) of these storage rows, read straight from the flat index: each long
+        run of consecutive rows (an owner's run in a segment) where it lies, the scattered
+        rest gathered first.
 
         Scored by FAISS's own inner-product kernels, on the calling thread: numpy's ``@``
         hands a block past a few thousand rows to BLAS's threads, which on a busy machine
         waited for a core far longer than the arithmetic takes (10,000 rows: 17-20 ms
         instead of 1-2 ms at load 8)."""
-        if not len(rows):
+        if not len(rows.rows):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         stored = self._storage(kind)
         query = np.ascontiguousarray(vector, dtype=np.float32)
-        scores = np.empty(len(rows), dtype=np.float32)
-        # Rows are in storage order; a leading run of consecutive rows (an owner's group) is
-        # scored in place, the others gathered first.
-        breaks = np.flatnonzero(np.diff(rows) != 1)
-        run = int(breaks[0]) + 1 if len(breaks) else len(rows)
-        first = int(rows[0])
-        self._inner_products(scores[:run], query, stored[first : first + run])
-        if run < len(rows):
-            self._inner_products(scores[run:], query, stored[rows[run:]])
-        return self.rows[kind].ids[rows], scores
+        scores = np.empty(len(rows.rows), dtype=np.float32)
+        for at, first, length in rows.runs:
+            self._inner_products(scores[at : at + length], query, stored[first : first + length])
+        if rows.scattered is not None:
+            rest = np.empty(len(rows.scattered), dtype=np.float32)
+            self._inner_products(rest, query, stored[rows.rows[rows.scattered]])
+            scores[rows.scattered] = rest
+        return self.rows[kind].ids[rows.rows], scores
 
     def _inner_products(self, out: np.ndarray, query: np.ndarray, block: np.ndarray) -> None:
         """``out[i] = block[i] @ query``, by FAISS's SIMD kernel on this thread (``block``: rows
@@ -479,7 +494,7 @@ class VectorIndexes(IndexFile):
         )
 
     def _score_at(
-        self, kind: str, rows: np.ndarray, vector: np.ndarray, k: int
+        self, kind: str, rows: Layout, vector: np.ndarray, k: int
     ) -> list[tuple[int, float]]:
         """(pk, score) of the ``k`` best of these storage rows, read straight from the flat
         index (no scan of the others)."""
