@@ -148,30 +148,20 @@ USER_VECTORS_SQL = (
     "FROM memories WHERE user_id = %(user_id)s"
 )
 
-#: The log of changed memories (migration 0005).
-CHANGES = table(
-    "memory_vector_changes",
-    column("user_id", Text),
+#: What changed for a user after version ``:since``: each logged (version, pk) (migration
+#: 0005 logs a user's pks per version in an array) with the memory's vector now (NULL:
+#: deleted, or no longer the user's), and the user's version.
+USER_CHANGES = text(
+    "SELECT (SELECT version FROM memory_user_versions WHERE user_id = :user_id) AS version, "
+    "c.version AS changed, p.pk, vector_send(m.embedding) AS vector "
+    "FROM memory_vector_changes c CROSS JOIN LATERAL unnest(c.pks) AS p(pk) "
+    "LEFT JOIN memories m ON m.pk = p.pk AND m.user_id = c.user_id "
+    "WHERE c.user_id = :user_id AND c.version > :since"
+).columns(
     column("version", BigInteger),
+    column("changed", BigInteger),
     column("pk", BigInteger),
-)
-
-#: What changed for a user after version ``:since``: each logged (version, pk) with the
-#: memory's vector now (NULL: deleted, or no longer the user's), and the user's version.
-USER_CHANGES = (
-    select(
-        USER_VERSION,
-        CHANGES.c.version.label("changed"),
-        CHANGES.c.pk,
-        func.vector_send(memories.c.embedding).label("vector"),
-    )
-    .select_from(
-        CHANGES.outerjoin(
-            memories,
-            (memories.c.pk == CHANGES.c.pk) & (memories.c.user_id == CHANGES.c.user_id),
-        )
-    )
-    .where(CHANGES.c.user_id == bindparam("user_id"), CHANGES.c.version > bindparam("since"))
+    column("vector", LargeBinary),
 )
 
 

@@ -7,14 +7,14 @@ cache, docs/drivers/pgvector.md). A cached copy is used only while the user's ve
 the winning rows, so a write by any process (or by hand, in SQL) is seen at once; a copy found
 behind reads only the memories ``memory_vector_changes`` names for the versions it missed.
 
-Statement-level triggers on ``memories`` keep both, one per event (a trigger with transition
-tables takes one event): an INSERT or DELETE bumps every user it touched and logs each row, an
-UPDATE only the rows whose ``embedding`` or ``user_id`` changed (rewriting keyword terms, tags
-or content leaves the cached vectors right), a TRUNCATE bumps every user and logs nothing (a
-copy that finds a version missing from the log is read again whole). Users are bumped in
-``user_id`` order, so two statements over the same users take their row locks in one order;
-a writer holds its users' version rows until it commits, so writers of one user commit in
-version order and a snapshot that sees version v sees every change up to v. The log keeps the
+Triggers on ``memories`` keep both: an INSERT or DELETE statement bumps every user it touched
+and logs the pks it touched (one row per user and version, the pks in an array); an UPDATE of
+a row's ``embedding`` or ``user_id`` does the same for that row (rewriting keyword terms, tags
+or content leaves the cached vectors right and fires nothing); a TRUNCATE bumps every user and
+logs nothing (a copy that finds a version missing from the log is read again whole). Users are
+bumped in ``user_id`` order, so two statements over the same users take their row locks in one
+order; a writer holds its users' version rows until it commits, so writers of one user commit
+in version order and a snapshot that sees version v sees every change up to v. The log keeps the
 last ``KEEP_VERSIONS`` versions of each user.
 
 Existing users get version 1. Nothing on SQLite (its index is kept in step with the database
@@ -45,38 +45,44 @@ _LOG = """
         ON CONFLICT (user_id) DO UPDATE SET version = v.version + 1
         RETURNING v.user_id, v.version),
     logged AS (
-        INSERT INTO memory_vector_changes (user_id, version, pk)
-        SELECT t.user_id, b.version, t.pk FROM touched t JOIN bumped b USING (user_id))
+        INSERT INTO memory_vector_changes (user_id, version, pks)
+        SELECT t.user_id, b.version, array_agg(t.pk) FROM touched t JOIN bumped b USING (user_id)
+        GROUP BY t.user_id, b.version)
     DELETE FROM memory_vector_changes c USING bumped b
     WHERE c.user_id = b.user_id AND c.version <= b.version - {keep}"""
+
+#: The update trigger's guard: nothing to do unless the vector or the owner changed.
+_CHANGED = """
+    IF OLD.embedding IS NOT DISTINCT FROM NEW.embedding AND OLD.user_id = NEW.user_id THEN
+        RETURN NULL;
+    END IF;"""
 
 _FUNCTION = """CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN{body};
     RETURN NULL;
 END $$"""
 
-#: (function and trigger, event, transition tables, the (user, memory) pairs it changed)
+#: (function and trigger, when it fires, the (user, memory) pairs it changed). INSERT and
+#: DELETE fire once per statement, with the statement's rows as a transition table. UPDATE
+#: fires per row and logs only a row whose vector or owner changed: a statement-level UPDATE
+#: trigger would copy both versions of every row of the frequent updates that rewrite keyword
+#: terms (each store rewrites its neighbours'), and a trigger that names ``embedding`` (a
+#: column list, a WHEN) would forbid the ALTER TYPE of a re-embedding to a new dimension.
 TRIGGERS = (
     (
         "memory_versions_insert",
-        "AFTER INSERT",
-        "REFERENCING NEW TABLE AS new_rows",
+        "AFTER INSERT ON memories REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT",
         "SELECT user_id, pk FROM new_rows",
     ),
     (
         "memory_versions_delete",
-        "AFTER DELETE",
-        "REFERENCING OLD TABLE AS old_rows",
+        "AFTER DELETE ON memories REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT",
         "SELECT user_id, pk FROM old_rows",
     ),
     (
         "memory_versions_update",
-        "AFTER UPDATE",
-        "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-        "SELECT o.user_id, o.pk FROM old_rows o JOIN new_rows n USING (pk) "
-        "WHERE o.embedding IS DISTINCT FROM n.embedding OR o.user_id <> n.user_id "
-        "UNION ALL SELECT n.user_id, n.pk FROM old_rows o JOIN new_rows n USING (pk) "
-        "WHERE o.user_id <> n.user_id",
+        "AFTER UPDATE ON memories FOR EACH ROW",
+        "SELECT OLD.user_id AS user_id, OLD.pk AS pk UNION SELECT NEW.user_id, NEW.pk",
     ),
 )
 
@@ -87,18 +93,18 @@ POSTGRES_UP = [
     """CREATE TABLE memory_vector_changes (
         user_id VARCHAR(255) NOT NULL,
         version BIGINT NOT NULL,
-        pk BIGINT NOT NULL)""",
-    "CREATE INDEX ix_memory_vector_changes ON memory_vector_changes (user_id, version)",
+        pks BIGINT[] NOT NULL,
+        PRIMARY KEY (user_id, version))""",
     "INSERT INTO memory_user_versions (user_id, version) SELECT DISTINCT user_id, 1 FROM memories",
     *(
-        _FUNCTION.format(name=name, body=_LOG.format(users=users, keep=KEEP_VERSIONS))
-        for name, _, _, users in TRIGGERS
+        _FUNCTION.format(
+            name=name,
+            body=(_CHANGED if name == "memory_versions_update" else "")
+            + _LOG.format(users=users, keep=KEEP_VERSIONS),
+        )
+        for name, _, users in TRIGGERS
     ),
-    *(
-        f"CREATE TRIGGER {name} {event} ON memories {tables} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
-        for name, event, tables, _ in TRIGGERS
-    ),
+    *(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION {name}()" for name, when, _ in TRIGGERS),
     # No log entries: the gap makes every copy read again whole.
     _FUNCTION.format(
         name="memory_versions_truncate",
