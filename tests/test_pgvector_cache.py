@@ -295,6 +295,20 @@ def test_the_budget_holds_and_only_users_recalled_more_often_push_others_out(
         assert cache_stats(driver)["fills"] == 3 and cache_stats(driver)["refused"] == 2
 
 
+def test_a_user_larger_than_the_budget_is_read_once_then_left_to_the_database(
+    pg_database: str,
+) -> None:
+    """A user whose vectors alone exceed PGVECTOR_VECTOR_CACHE_MB is not kept, and not read
+    again on every recall (4,000 vectors of 64 dimensions: 1.06 MB against 1 MB)."""
+    with open_driver(pg_database, pgvector_vector_cache_mb=1) as driver:
+        load(driver, users=1, per_user=4000)
+        first = answers(driver, "u0", "alpha")
+        for _ in range(3):
+            assert_same(answers(driver, "u0", "alpha"), first)
+        stats = cache_stats(driver)
+        assert (stats["fills"], stats["refused"], stats["users"], stats["bytes"]) == (1, 1, 0, 0)
+
+
 def test_no_cache_when_the_budget_is_zero(pg_database: str) -> None:
     with open_driver(pg_database, pgvector_vector_cache_mb=0) as driver:
         load(driver, users=1, per_user=10)

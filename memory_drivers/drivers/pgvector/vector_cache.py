@@ -152,6 +152,8 @@ class VectorCache:
         #: budget is full
         self._recalls: OrderedDict[str, int] = OrderedDict()
         self._since_halving = 0
+        #: users whose vectors alone exceed the budget: never read again by this process
+        self._too_large: set[str] = set()
         self._bytes = 0
         self._lock = threading.Lock()
         #: hits: recalls scored here; misses: recalls of a user with no copy; fills: users read
@@ -209,7 +211,7 @@ class VectorCache:
         of them than fit, reading each in turn would cost more than no cache)."""
         with self._lock:
             count = self._recalls.get(user, 0)
-            if count <= self.after:
+            if count <= self.after or user in self._too_large:
                 return False
             if self._copies:
                 average = self._bytes / len(self._copies)
@@ -226,8 +228,10 @@ class VectorCache:
             old = self._copies.pop(user, None)
             if old is not None:
                 self._bytes -= old.nbytes
-            if copy.nbytes > self.budget:
-                return  # larger than the whole budget: that user's recalls go to the database
+            if copy.nbytes > self.budget:  # that user's recalls go to the database from now on
+                self._too_large.add(user)
+                self.counters["refused"] += 1
+                return
             while self._bytes + copy.nbytes > self.budget:
                 _, dropped = self._copies.popitem(last=False)
                 self._bytes -= dropped.nbytes
@@ -305,6 +309,7 @@ class VectorCache:
         with self._lock:
             self._copies.clear()
             self._recalls.clear()
+            self._too_large.clear()
             self._bytes = 0
 
     def stats(self) -> dict[str, Any]:
