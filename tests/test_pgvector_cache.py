@@ -363,3 +363,21 @@ def test_changes_apply_only_without_a_gap() -> None:
     assert with_changes(copy, 5, [(5, 7, packed([3.0, 4.0]))]) is None  # version 4 missing
     assert with_changes(copy, 4, [(4, 7, packed([0.0, 0.0]))]) is None  # a zero vector
     assert with_changes(copy, 4, [(4, 1, None), (4, 2, None)]) is None  # nothing left
+
+
+async def test_the_async_api_reads_users_into_the_cache_too(drivers) -> None:
+    """Through AsyncMemoryDriver the driver runs on psycopg's async connections, where a user
+    is read with SQLAlchemy's text results instead of a binary cursor: the same copies, the
+    same answers."""
+    from memory_drivers.aio import AsyncMemoryDriver
+
+    cached, plain = drivers
+    load(plain, users=2, per_user=40)
+    for user in ("u0", "u1"):
+        hits = await AsyncMemoryDriver(cached).recall(
+            user, query="alpha bravo", search="vector", top_k=10
+        )
+        ours = [(hit.memory.id, hit.score) for hit in hits]
+        assert_same(ours, answers(plain, user, "alpha bravo"))
+    stats = cache_stats(cached)
+    assert (stats["fills"], stats["hits"], stats["users"]) == (2, 2, 2)

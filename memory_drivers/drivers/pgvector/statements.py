@@ -21,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     column,
     func,
-    literal,
     literal_column,
     select,
     table,
@@ -132,21 +131,14 @@ CACHED_ROWS = select(*MEMORY_COLUMNS, USER_VERSION).where(
 
 #: A user's vectors for the cache, with their version, in one row of one snapshot: the pks and
 #: the vectors in pgvector's binary form, concatenated (vector_cache.from_aggregate). The two
-#: aggregates of one Agg node take the rows in the same order, so no ORDER BY is needed.
-USER_VECTORS = select(
-    USER_VERSION,
-    func.array_agg(memories.c.pk).label("pks"),
-    func.string_agg(func.vector_send(memories.c.embedding), literal(b"", LargeBinary)).label(
-        "packed"
-    ),
-).where(memories.c.user_id == bindparam("user_id"))
-
-#: USER_VECTORS for psycopg directly (a binary cursor).
+#: aggregates of one Agg node take the rows in the same order, so no ORDER BY is needed. As
+#: psycopg takes it (a binary cursor), and as SQLAlchemy does (the async API's connections).
 USER_VECTORS_SQL = (
     "SELECT (SELECT version FROM memory_user_versions WHERE user_id = %(user_id)s), "
     "array_agg(pk), string_agg(vector_send(embedding), ''::bytea) "
     "FROM memories WHERE user_id = %(user_id)s"
 )
+USER_VECTORS = text(USER_VECTORS_SQL % {"user_id": ":user_id"})
 
 #: What changed for a user after version ``:since``: each logged (version, pk) (migration
 #: 0005 logs a user's pks per version in an array) with the memory's vector now (NULL:
