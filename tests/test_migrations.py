@@ -12,12 +12,13 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Index, MetaData, Table, Text, create_engine
+from sqlalchemy import Column, Index, MetaData, Table, Text, create_engine, event
 from sqlite_worker import WorkerProcess, connect
 
 from memory_drivers.config import Settings, build_settings
@@ -145,9 +146,9 @@ def test_rollback_then_upgrade(db: Path) -> None:
     """rollback removes the schema (tables, FTS5, vector log, triggers); migrate restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
-    rollback = migrate(db, "rollback", "--steps", "5")
+    rollback = migrate(db, "rollback", "--steps", "6")
     assert rollback.returncode == 0, rollback.stderr
-    assert "rolled back 0005 -> (empty)" in rollback.stdout
+    assert "rolled back 0006 -> (empty)" in rollback.stdout
     left = objects(db) - {migrations.VERSION_TABLE}
     assert left == set(), f"rollback left {left}"
     assert objects(db, "trigger") == set()
@@ -270,20 +271,16 @@ def test_two_processes_create_a_new_store_at_once(tmp_path: Path) -> None:
 
 
 def _schema_differences(db: Path, target: MetaData) -> list[object]:
-    """Alembic's autogenerate comparison of the migrated database with ``target``, skipping
-    reflected tables that ``target`` does not declare, as migrations/env.py's include_object
-    does (the SQLite-only FTS5 tables and vector log)."""
-
-    def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-        return not (type_ == "table" and reflected and compare_to is None)
-
+    """Alembic's autogenerate comparison of the migrated database with ``target``, leaving out
+    what migrations/env.py leaves out (the SQLite-only FTS5 tables and vector log, the
+    metadata's PostgreSQL-only indexes)."""
     engine = create_engine(f"sqlite:///{db}")
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
                 opts={
-                    "include_object": include_object,
+                    "include_object": migrations.include_object("sqlite"),
                     "compare_type": True,
                     "version_table": migrations.VERSION_TABLE,
                 },
@@ -346,8 +343,8 @@ def test_0003_downgrade_and_upgrade_keep_keyword_search_right(db: Path) -> None:
             puppy.id,
             name.id,
         }
-    rollback = migrate(db, "rollback", "--steps", "3")
-    assert rollback.returncode == 0 and "0005 -> 0002" in rollback.stdout, rollback.stderr
+    rollback = migrate(db, "rollback", "--steps", "4")
+    assert rollback.returncode == 0 and "0006 -> 0002" in rollback.stdout, rollback.stderr
     with connect(db) as connection:
         terms = dict(connection.execute("SELECT id, search_terms FROM memories").fetchall())
         assert terms == {puppy.id: "adopt puppi", name.id: "name"}, "own terms only"
@@ -363,3 +360,63 @@ def test_0003_downgrade_and_upgrade_keep_keyword_search_right(db: Path) -> None:
     with connect(db) as connection:
         counts = dict(connection.execute("SELECT id, term_count FROM memories").fetchall())
         assert counts == {puppy.id: 2, name.id: 3}
+
+
+def _filtered_plans(driver: SQLiteDriver, **recall: object) -> list[str]:
+    """SQLite's query plan of every statement a recall ran that reads memories by user."""
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "FROM memories" in statement and "user_id = ?" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(driver.engine, "before_cursor_execute", capture)
+    try:
+        hits = driver.recall("u1", **recall)  # type: ignore[arg-type]
+    finally:
+        event.remove(driver.engine, "before_cursor_execute", capture)
+    assert hits, "the recall found nothing"
+    with driver.engine.connect() as connection:
+        return [
+            " | ".join(row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {s}", p))
+            for s, p in seen
+        ]
+
+
+def test_0006_tag_and_time_filters_read_the_index_alone(db: Path) -> None:
+    """A vector recall filtered by user, tags and time finds its candidates in
+    ix_memories_user_created_tags without reading the rows (SQLite 'COVERING INDEX'); rolled
+    back to 0005 it reads the old index and the rows, with the same answers. A failure means
+    the tag test (or the index) changed so that every candidate's row is read again."""
+    since = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    filters = {"query": "trip", "search": "vector", "tags": ["travel"], "since": since}
+    with open_store(db) as driver:
+        driver.store_many(
+            [
+                {
+                    "user_id": user,
+                    "content": f"trip note {i}",
+                    "tags": ["travel", "work"][: 1 + i % 2] if i % 3 else ["food"],
+                    "created_at": since + timedelta(days=i - 10),
+                }
+                for user in ("u1", "u2")
+                for i in range(40)
+            ]
+        )
+        before = [(h.memory.id, h.score) for h in driver.recall("u1", **filters)]  # type: ignore[arg-type]
+        plans = _filtered_plans(driver, **filters)
+    assert any("COVERING INDEX ix_memories_user_created_tags" in plan for plan in plans), plans
+
+    rollback = migrate(db, "rollback")
+    assert rollback.returncode == 0 and "0006 -> 0005" in rollback.stdout, rollback.stderr
+    assert "ix_memories_user_created" in objects(db, "index")
+    assert "ix_memories_user_created_tags" not in objects(db, "index")
+    with pytest.raises(SchemaError, match=r"revision 0005, but .* needs 0006"):
+        open_store(db, memory_auto_migrate=False)
+    with open_store(db) as driver:  # migrates to 0006 again
+        assert [(h.memory.id, h.score) for h in driver.recall("u1", **filters)] == before  # type: ignore[arg-type]
+        assert "ix_memories_user_created" not in objects(db, "index")
+        passing = {
+            m.id for m in driver.iter_memories("u1") if "travel" in m.tags and m.created_at >= since
+        }
+        assert {i for i, _ in before} <= passing and len(before) == min(10, len(passing))

@@ -371,6 +371,12 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         driver.store("u1", "kept until fresh")
         assert driver.count() == 1
 
+    rollback = run_migrate(pg_database, "rollback")  # 0006 is SQLite's alone
+    assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0006 -> 0005" in rollback.stdout
+    indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
+    assert {"ix_memories_user_created", "ix_memories_created"} <= indexes
+    assert "ix_memories_user_created_tags" not in indexes
     rollback = run_migrate(pg_database, "rollback")
     assert rollback.returncode == 0, rollback.stderr
     assert "rolled back 0005 -> 0004" in rollback.stdout
@@ -399,7 +405,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0005.*memory-drivers migrate"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0006.*memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
@@ -409,7 +415,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     # 0005 gave the existing user a version (the vector cache's check)
     assert postgres.admin("SELECT user_id, version FROM memory_user_versions", name) == [("u1", 1)]
 
-    rollback = run_migrate(pg_database, "rollback", "--steps", "5")
+    rollback = run_migrate(pg_database, "rollback", "--steps", "6")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]

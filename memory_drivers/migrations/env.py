@@ -10,15 +10,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from memory_drivers.sql.migrations import VERSION_TABLE
+from memory_drivers.sql.migrations import VERSION_TABLE, include_object
 from memory_drivers.sql.schema import metadata
 
 config = context.config
-
-
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    # Backend-specific objects (FTS tables, the vector log) are not in the shared metadata.
-    return not (type_ == "table" and reflected and compare_to is None)
 
 
 def run(connection) -> None:  # type: ignore[no-untyped-def]
@@ -27,7 +22,7 @@ def run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=metadata,
         version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
-        include_object=include_object,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -9,6 +9,7 @@ command line.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "include_object",
     "known_revisions",
     "pending_revisions",
     "upgrade",
@@ -83,6 +85,21 @@ def pending_revisions(connection: Connection) -> list[tuple[str, str]]:
     current = current_revision(connection)
     scripts = list(_scripts().iterate_revisions(head_revision(), current))
     return [(s.revision, (s.doc or "").strip()) for s in reversed(scripts)]
+
+
+def include_object(dialect: str) -> Callable[..., bool]:
+    """Alembic's ``include_object`` for comparing a ``dialect`` database with the shared
+    metadata: backend-specific tables (FTS tables, the vector log), which the metadata does not
+    declare, are left out, and so are the metadata's indexes made for another dialect
+    (:func:`~memory_drivers.sql.schema.only_on`)."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table" and reflected and compare_to is None:
+            return False
+        made_for = getattr(obj, "info", {}).get("dialect") if type_ == "index" else None
+        return made_for is None or made_for == dialect
+
+    return include
 
 
 def upgrade(connection: Connection, target: str = "head", **attributes: Any) -> None:

@@ -38,8 +38,17 @@ __all__ = [
     "knowledge_chunks",
     "memories",
     "metadata",
+    "only_on",
     "store_info",
 ]
+
+
+def only_on(dialect: str, index: Index) -> Index:
+    """``index``, created on ``dialect``'s databases only (``info["dialect"]`` tells the
+    schema comparison, migrations/env.py's :func:`~memory_drivers.sql.migrations.include_object`,
+    to expect it there alone)."""
+    index.info["dialect"] = dialect
+    return index.ddl_if(dialect=dialect)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -138,7 +147,12 @@ memories = Table(
     Column("search_terms", Text, nullable=False),
     Column("embedding", EmbeddingType, nullable=False),
     Column("term_count", Integer, nullable=False, server_default="0"),
-    Index("ix_memories_user_created", "user_id", "created_at"),
+    # A user's memories by time. SQLite's holds the tags too, so a recall filtered by user,
+    # time and tags finds its candidates in the index alone, without reading each row (1M
+    # memories, ~1,200 candidates of a user's 10,000: 14.8 -> 1.3 ms). PostgreSQL's does not:
+    # a B-tree entry must fit in a third of a page, and tags may be longer (migration 0006).
+    only_on("postgresql", Index("ix_memories_user_created", "user_id", "created_at")),
+    only_on("sqlite", Index("ix_memories_user_created_tags", "user_id", "created_at", "tags")),
     # iter_memories' order (oldest first, then id): each page is a range of this index.
     Index("ix_memories_created", "created_at", "id"),
     # Conversation order, with each memory's length: keyword search reads a user's scope from
