@@ -87,6 +87,12 @@ def test_every_target_has_numbers(results: dict[str, Any], target: str) -> None:
     assert run["peak_rss_mb"] >= run["rss_baseline_mb"] > 0
     assert run["first_recall_ms"] > 0
     assert run["end_to_end"]["memories"] == 40 and run["end_to_end"]["per_s"] > 0
+    if target == "sqlite":
+        # Loaded again with SQLITE_SYNCHRONOUS=NORMAL into a store of its own, then deleted.
+        normal = run["ingest_variants"]["normal"]
+        assert normal["memories"] == N and normal["per_s"] > 0
+    else:
+        assert "ingest_variants" not in run
     if target in DRIVERS:
         # Our drivers are exact at this size: the same top 10 as numpy.
         assert workloads["vector"]["recall_at_k"] >= 0.95
@@ -124,6 +130,11 @@ def test_report_and_plot_are_written(results: dict[str, Any], tmp_path: Path) ->
     # Every driver's columns: ours, then each peer with its ratio.
     assert f"| **sqlite** | langchain-faiss | {TIMES} | mem0-faiss | {TIMES} |" in text
     assert "- **mem0** (`Memory` of `mem0ai`" in text
+    normal = _run(results, "sqlite")["ingest_variants"]["normal"]["per_s"]
+    [row] = [line for line in text.splitlines() if "`SQLITE_SYNCHRONOUS=NORMAL` (sqlite" in line]
+    cells = row.split(" | ")
+    assert cells[1] == f"{round(normal):,}"  # in sqlite's column, empty in the others
+    assert {c.strip(" |") for c in cells[2:]} == {""}
     assert "sqlite: recall p50 at least as good as mem0-faiss" in text
     assert "chromadb" in text and "postgresql" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -96,6 +96,11 @@ class Target(ABC):
     def after_ingest(self) -> None:  # noqa: B027 - optional step, nothing by default
         """Untimed housekeeping before the queries (default: nothing)."""
 
+    def ingest_variants(self) -> dict[str, Target]:
+        """Other set-ups of this target whose ingest is measured beside its own (each into a
+        store of its own, after the workloads), by a short name (default: none)."""
+        return {}
+
     @abstractmethod
     def recall_vector(self, query: Query) -> list[str]:
         """Ids of the top-k memories of the query's user for its text (embedded by lookup)."""
@@ -233,13 +238,26 @@ class DriverTarget(Target):
 
 class SQLiteTarget(DriverTarget):
     name = "sqlite"
+    #: ``SQLITE_SYNCHRONOUS`` (None: the setting's default, FULL)
+    synchronous: ClassVar[str | None] = None
 
     @property
     def directory(self) -> Path:
-        return self.config.workdir / "sqlite"
+        suffix = "" if self.synchronous is None else f"-{self.synchronous.lower()}"
+        return self.config.workdir / f"sqlite{suffix}"
 
     def settings(self) -> Settings:
-        return super().settings().replace(memory_db_url=f"sqlite:///{self.directory}/memories.db")
+        settings = (
+            super().settings().replace(memory_db_url=f"sqlite:///{self.directory}/memories.db")
+        )
+        if self.synchronous is not None:
+            settings = settings.replace(sqlite_synchronous=self.synchronous)
+        return settings
+
+    def ingest_variants(self) -> dict[str, Target]:
+        # The issue's ingest target is with FULL (a commit is on disk when store_many
+        # returns); NORMAL (durable at the next checkpoint, never corrupt) is reported beside it.
+        return {} if self.synchronous is not None else {"normal": SQLiteNormalTarget(self.config)}
 
     def _make_driver(self, settings: Settings) -> BaseMemoryDriver:
         from ..drivers.sqlite import SQLiteDriver
@@ -254,6 +272,13 @@ class SQLiteTarget(DriverTarget):
 
     def disk_bytes(self) -> int:
         return directory_bytes(self.directory)
+
+
+class SQLiteNormalTarget(SQLiteTarget):
+    """The sqlite driver with ``SQLITE_SYNCHRONOUS=NORMAL`` (its ingest only, beside FULL's)."""
+
+    name = "sqlite-normal"
+    synchronous = "NORMAL"
 
 
 class PgVectorTarget(DriverTarget):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import resource
+import shutil
 import sys
 import time
 import traceback
@@ -147,6 +148,16 @@ def _ingest(spec: JobSpec, target: Any, items: Sequence[Any], desc: str) -> dict
     return result
 
 
+def _variant_ingest(spec: JobSpec, target: Any, items: Sequence[Any]) -> dict[str, Any]:
+    """``target``'s ingest of ``items`` into a store of its own, deleted afterwards."""
+    target.open()
+    try:
+        return _ingest(spec, target, items, f"{target.name} N={spec.n:,}")
+    finally:
+        target.close()
+        shutil.rmtree(target.directory, ignore_errors=True)
+
+
 def _workload(
     queries: Sequence[Any],
     call: Callable[[Any], list[str] | bool | None],
@@ -240,6 +251,11 @@ def run_target_job(spec: JobSpec) -> dict[str, Any]:
     finally:
         target.close()
     result["disk_bytes"] = target.disk_bytes()
+    variants = target.ingest_variants()
+    if variants:
+        result["ingest_variants"] = {
+            name: _variant_ingest(spec, variant, data.items) for name, variant in variants.items()
+        }
     result["peak_rss_mb"] = peak_rss_mb()
     result["notes"] = target.notes
     if spec.end_to_end:
