@@ -251,12 +251,13 @@ def run_target_job(spec: JobSpec) -> dict[str, Any]:
     finally:
         target.close()
     result["disk_bytes"] = target.disk_bytes()
+    result["peak_rss_mb"] = peak_rss_mb()
+    # After the peak is read: a variant's store is not this target's.
     variants = target.ingest_variants()
     if variants:
         result["ingest_variants"] = {
             name: _variant_ingest(spec, variant, data.items) for name, variant in variants.items()
         }
-    result["peak_rss_mb"] = peak_rss_mb()
     result["notes"] = target.notes
     if spec.end_to_end:
         result["end_to_end"] = _end_to_end(spec, data.items[: spec.end_to_end])
