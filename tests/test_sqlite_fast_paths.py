@@ -141,6 +141,7 @@ def test_memories_grouped_by_owner_score_exactly() -> None:
 
     from memory_drivers.drivers.sqlite import faiss_index
     from memory_drivers.drivers.sqlite.faiss_index import VectorIndexes
+    from memory_drivers.drivers.sqlite.rows import RUN_MIN
 
     rng = np.random.default_rng(0)
     index = VectorIndexes(None, store_id="s", embedder="e", dimension=8)
@@ -168,6 +169,20 @@ def test_memories_grouped_by_owner_score_exactly() -> None:
             assert [pk for pk, _ in best] == sorted(exact, key=lambda pk: -exact[pk])[:3]
         ids = faiss_index.faiss.vector_to_array(index.indexes["memories"].id_map)
         assert ids.tolist() == index.rows["memories"].ids.tolist()
+        # Each owner's layout (runs kept per segment, fresh rows scanned) is its rows in
+        # storage order, every position read once: in a run of consecutive rows or gathered.
+        owners = index.rows["memories"].owners
+        for code in set(owners.tolist()):
+            found = index.rows["memories"].owner_rows(code)
+            assert found.rows.tolist() == np.flatnonzero(owners == code).tolist()
+            covered = np.zeros(len(found.rows), dtype=int)
+            for at, first, length in found.runs:
+                assert length >= RUN_MIN
+                assert found.rows[at : at + length].tolist() == list(range(first, first + length))
+                covered[at : at + length] += 1
+            if found.scattered is not None:
+                covered[found.scattered] += 1
+            assert (covered == 1).all()
 
     rows = index.rows["memories"]
     add(range(1, 200))
