@@ -25,8 +25,9 @@ SUPERLINEAR = 1.15
 
 
 def _store_rss(run: Result | None) -> float | None:
-    """Peak RSS of the store's process minus what it held before the store was opened (the data
-    and vectors of the benchmark itself), in MiB."""
+    """Peak RSS of the store's process minus what it held when the store was opened (the data
+    and vectors of the benchmark itself), in MiB. Results without ``rss_from_open`` counted
+    the peak from the process's start, so a store under the peak of loading the data read 0."""
     peak, base = pick(run, "peak_rss_mb"), pick(run, "rss_baseline_mb")
     if peak is None or base is None:
         return None

@@ -137,7 +137,7 @@ ROWS: list[Row] = [
         False,
     ),
     (
-        "peak RSS of the process, MiB (after loading the data)",
+        "peak RSS of the process, MiB (in brackets: when the store opened)",
         lambda r: (
             f"{integer(pick(r, 'peak_rss_mb'))} ({integer(pick(r, 'rss_baseline_mb'))})"
             if ok(r)
@@ -282,6 +282,39 @@ def _end_to_end(results: Result, drivers: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def _rss_method(runs: list[Result]) -> str:
+    """How the runs' peak RSS was measured: from the store's opening (the high-water mark
+    reset then; worker.reset_peak_rss), or, in results made before that, from the process's
+    start."""
+    reset = [bool(r.get("rss_from_open")) for r in runs if ok(r)]
+    since_open = (
+        "the high-water mark of resident memory (`VmHWM`) of the process that ran the target "
+        "(one process per target and N) from the moment the store was opened: the data and "
+        "vectors are loaded first, freed memory is returned to the OS (`malloc_trim`) and the "
+        "mark is reset (`/proc/self/clear_refs`); in brackets, the resident memory then. Their "
+        "difference is the store's share"
+    )
+    since_start = (
+        "the high-water mark of resident memory (`VmHWM`) of the process that ran the target "
+        "(one process per target and N) since it started; in brackets, the same just before "
+        "the store was opened, with the data and vectors loaded (a store that stays under the "
+        "peak of loading the data shows no share of its own)"
+    )
+    if all(reset):
+        text = since_open
+    elif not any(reset):
+        text = since_start
+    else:
+        text = (
+            f"for the runs that record it (`rss_from_open`), {since_open}; for the others, "
+            f"{since_start}"
+        )
+    return (
+        f"- **Peak RSS**: {text}. PostgreSQL's own memory is in its server processes and not "
+        "counted."
+    )
+
+
 def _embedders(results: Result) -> list[str]:
     rows = [e for e in results.get("embedders", []) if e.get("ok")]
     if not rows:
@@ -383,10 +416,7 @@ def render_markdown(
         "- **recall@10**: the share of the exact top 10 (numpy, over that user's vectors, with "
         "the same filter) that the store returned, averaged over the queries.",
         f"- **get**: {params.get('queries')} reads of random ids (LangChain: `get_by_ids`).",
-        "- **Peak RSS**: the high-water mark of resident memory (`VmHWM`) of the process that "
-        "ran the target (one process per target and N); in brackets, the same just before the "
-        "store was opened, with the data and vectors loaded. PostgreSQL's own memory is in its "
-        "server processes and not counted.",
+        _rss_method(results.get("runs", [])),
         "- **Size on disk**: the store's files after it was closed (SQLite: database, WAL and "
         "FAISS file; Chroma and FAISS: their directory); PostgreSQL: the growth of "
         "`pg_database_size`. PostgreSQL databases are `ANALYZE`d after the load (not timed).",
