@@ -80,7 +80,7 @@ class IndexFile:
             with open(tmp, "wb") as handle:
                 handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
                 for part in parts:
-                    handle.write(part.tobytes())
+                    handle.write(part.data)  # the array's own bytes: no copy of the index
                 handle.flush()
                 os.fsync(handle.fileno())
         except BaseException:
