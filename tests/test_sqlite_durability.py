@@ -491,10 +491,34 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
+def _split(path: Path) -> tuple[dict, bytes]:
+    """The header and the parts (one run of bytes) of an index file."""
+    data = path.read_bytes()
+    assert data[:8] == b"MDFAISS1"
+    size = int.from_bytes(data[8:12], "little")
+    return json.loads(data[12 : 12 + size]), data[12 + size :]
+
+
+def _join(path: Path, header: dict, payload: bytes, room: int | None = None) -> None:
+    """Write an index file: the header padded to ``room`` bytes (None: its own length)."""
+    text = json.dumps(header).encode()
+    text = text if room is None else text.ljust(room)
+    path.write_bytes(b"MDFAISS1" + len(text).to_bytes(4, "little") + text + payload)
+
+
+def _sizes_misaligned(path: Path) -> None:
+    """Parts that do not end where the header says (checksum and total still right): FAISS
+    reads the first index and stops short of its declared end."""
+    header, payload = _split(path)
+    first, second = header["sizes"]
+    header["sizes"] = [first + 8, second - 8]
+    _join(path, header, payload)
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_corrupt_middle, _truncate, _garbage, _empty],
-    ids=["bytes-overwritten", "truncated", "garbage", "empty"],
+    [_corrupt_middle, _truncate, _garbage, _empty, _sizes_misaligned],
+    ids=["bytes-overwritten", "truncated", "garbage", "empty", "parts-misaligned"],
 )
 def test_corrupt_index_file_is_rebuilt_and_rewritten(db: Path, damage, caplog) -> None:
     """A damaged index file is detected (checksum, sizes, magic), rebuilt from SQLite, and
@@ -510,6 +534,24 @@ def test_corrupt_index_file_is_rebuilt_and_rewritten(db: Path, damage, caplog) -
     rebuilt = [r.getMessage() for r in caplog.records if "rebuilding" in r.getMessage()]
     assert not rebuilt, f"the damaged file was not replaced by a valid one: {rebuilt}"
     assert index.read_bytes().startswith(b"MDFAISS1")
+
+
+def test_index_file_with_a_header_of_its_own_length_is_loaded(db: Path) -> None:
+    """Files are written with the header last, into room padded with spaces; a file whose
+    header is exactly its length (as earlier versions wrote) is read the same, not rebuilt.
+    Reading streams each part to FAISS and must stop at its declared end."""
+    memories, doc_text = _store_with_data(url_of(db))
+    index = db.with_suffix(".faiss")
+    header, payload = _split(index)
+    assert int.from_bytes(index.read_bytes()[8:12], "little") > len(json.dumps(header))  # room
+    _join(index, header, payload)
+    with open_store(url_of(db)) as driver:
+        memory_id, content = next(iter(memories.items()))
+        hits = driver.recall(USER, query=content, top_k=1, search="vector")
+        assert hits[0].memory.id == memory_id
+        state = driver.stats()["index"]
+        assert state["file_loads"] == 1 and state["rebuilds"] == 0
+    _assert_store_answers(url_of(db), memories, doc=("own-doc", doc_text))
 
 
 def test_stale_index_file_is_caught_up_or_rebuilt(db: Path) -> None:
