@@ -99,9 +99,9 @@ def test_status_upgrade_status(db: Path) -> None:
     assert upgrade.returncode == 0, upgrade.stderr
     assert "applied 0001" in upgrade.stdout and "applied 0002" in upgrade.stdout
     assert objects(db) >= SCHEMA_TABLES | SQLITE_ONLY_TABLES
-    assert {"memories_fts_insert", "memories_log_insert", "knowledge_chunks_log_delete"} <= objects(
-        db, "trigger"
-    )
+    triggers = objects(db, "trigger")
+    assert {"memories_fts_delete", "memories_log_insert", "knowledge_chunks_log_delete"} <= triggers
+    assert "memories_fts_insert" not in triggers  # 0007: the driver writes new postings
     assert store_info(db)["store_id"]
 
     status = migrate(db, "status")
@@ -146,9 +146,9 @@ def test_rollback_then_upgrade(db: Path) -> None:
     """rollback removes the schema (tables, FTS5, vector log, triggers); migrate restores
     it. A failure means the downgrade of a migration is incomplete."""
     assert migrate(db).returncode == 0
-    rollback = migrate(db, "rollback", "--steps", "6")
+    rollback = migrate(db, "rollback", "--steps", "7")
     assert rollback.returncode == 0, rollback.stderr
-    assert "rolled back 0006 -> (empty)" in rollback.stdout
+    assert "rolled back 0007 -> (empty)" in rollback.stdout
     left = objects(db) - {migrations.VERSION_TABLE}
     assert left == set(), f"rollback left {left}"
     assert objects(db, "trigger") == set()
@@ -343,8 +343,8 @@ def test_0003_downgrade_and_upgrade_keep_keyword_search_right(db: Path) -> None:
             puppy.id,
             name.id,
         }
-    rollback = migrate(db, "rollback", "--steps", "4")
-    assert rollback.returncode == 0 and "0006 -> 0002" in rollback.stdout, rollback.stderr
+    rollback = migrate(db, "rollback", "--steps", "5")
+    assert rollback.returncode == 0 and "0007 -> 0002" in rollback.stdout, rollback.stderr
     with connect(db) as connection:
         terms = dict(connection.execute("SELECT id, search_terms FROM memories").fetchall())
         assert terms == {puppy.id: "adopt puppi", name.id: "name"}, "own terms only"
@@ -407,16 +407,74 @@ def test_0006_tag_and_time_filters_read_the_index_alone(db: Path) -> None:
         plans = _filtered_plans(driver, **filters)
     assert any("COVERING INDEX ix_memories_user_created_tags" in plan for plan in plans), plans
 
-    rollback = migrate(db, "rollback")
-    assert rollback.returncode == 0 and "0006 -> 0005" in rollback.stdout, rollback.stderr
+    rollback = migrate(db, "rollback", "--steps", "2")
+    assert rollback.returncode == 0 and "0007 -> 0005" in rollback.stdout, rollback.stderr
     assert "ix_memories_user_created" in objects(db, "index")
     assert "ix_memories_user_created_tags" not in objects(db, "index")
-    with pytest.raises(SchemaError, match=r"revision 0005, but .* needs 0006"):
+    with pytest.raises(SchemaError, match=r"revision 0005, but .* needs 0007"):
         open_store(db, memory_auto_migrate=False)
-    with open_store(db) as driver:  # migrates to 0006 again
+    with open_store(db) as driver:  # migrates to the head again
         assert [(h.memory.id, h.score) for h in driver.recall("u1", **filters)] == before  # type: ignore[arg-type]
         assert "ix_memories_user_created" not in objects(db, "index")
         passing = {
             m.id for m in driver.iter_memories("u1") if "travel" in m.tags and m.created_at >= since
         }
         assert {i for i, _ in before} <= passing and len(before) == min(10, len(passing))
+
+
+def test_0007_postings_come_from_the_driver_not_a_trigger(db: Path) -> None:
+    """0007 drops the FTS5 insert trigger: store_many writes a batch's postings itself, with
+    the trigger's own text (a contentless FTS5 table forgets postings only when given that
+    exact text, so updates and deletes, still by trigger, must find them). Rolled back, the
+    trigger is there again and its memories are found the same; migrated again, both kinds
+    are updated and deleted cleanly. A failure means new memories are missing from keyword
+    search, or an update leaves the old words findable."""
+    import importlib
+
+    from memory_drivers.drivers.sqlite.dbapi import SCOPED_TERMS
+
+    initial = importlib.import_module("memory_drivers.migrations.versions.0001_initial")
+    assert initial._SCOPED.format(row="new").replace("new.", "") == SCOPED_TERMS
+
+    def words(driver: SQLiteDriver, user: str, query: str) -> set[str]:
+        return {h.memory.content for h in driver.recall(user, query=query, search="keyword")}
+
+    with open_store(db) as driver:
+        driver.store_many(
+            [
+                {"user_id": "u1", "content": "The puppy sleeps in the garden"},
+                {"user_id": "ü-2", "content": "A puppy named Ödön"},
+                {"user_id": "u1", "content": "..."},  # no terms at all
+            ]
+        )
+        assert words(driver, "u1", "puppy") == {"The puppy sleeps in the garden"}
+        assert words(driver, "ü-2", "puppy") == {"A puppy named Ödön"}
+    assert "memories_fts_insert" not in objects(db, "trigger")
+    assert {"memories_fts_update", "memories_fts_delete"} <= objects(db, "trigger")
+
+    rollback = migrate(db, "rollback")
+    assert rollback.returncode == 0 and "0007 -> 0006" in rollback.stdout, rollback.stderr
+    assert "memories_fts_insert" in objects(db, "trigger")
+    with connect(db) as connection:  # a write at 0006, as an older version makes it
+        connection.execute(
+            "INSERT INTO memories (id, user_id, content, memory_type, tags, importance, "
+            "metadata, created_at, updated_at, search_terms, embedding, term_count) VALUES "
+            "('00000000-0000-4000-8000-000000000001', 'u1', 'Kitten by the door', 'semantic', "
+            "'[]', 0.5, '{}', '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', "
+            "'kitten door', x'0000803f' || zeroblob(1020), 2)"  # a unit vector of 256
+        )
+
+    with open_store(db) as driver:  # migrates to 0007 again (and rebuilds its index)
+        assert "memories_fts_insert" not in objects(db, "trigger")
+        assert words(driver, "u1", "kitten") == {"Kitten by the door"}
+        [garden] = driver.recall("u1", query="garden", search="keyword")
+        driver.update(garden.memory.id, content="The dog sleeps in the yard")
+        kitten = driver.get("00000000-0000-4000-8000-000000000001")
+        assert kitten is not None
+        driver.update(kitten.id, content="A cat by the window")
+        assert words(driver, "u1", "puppy") == set() and words(driver, "u1", "kitten") == set()
+        assert words(driver, "u1", "dog") == {"The dog sleeps in the yard"}
+        assert words(driver, "u1", "window") == {"A cat by the window"}
+        [ödön] = driver.recall("ü-2", query="puppy", search="keyword")
+        assert driver.delete(ödön.memory.id)
+        assert words(driver, "ü-2", "puppy") == set()

@@ -371,7 +371,10 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
         driver.store("u1", "kept until fresh")
         assert driver.count() == 1
 
-    rollback = run_migrate(pg_database, "rollback")  # 0006 is SQLite's alone
+    rollback = run_migrate(pg_database, "rollback")  # 0007 and 0006 are SQLite's alone
+    assert rollback.returncode == 0, rollback.stderr
+    assert "rolled back 0007 -> 0006" in rollback.stdout
+    rollback = run_migrate(pg_database, "rollback")
     assert rollback.returncode == 0, rollback.stderr
     assert "rolled back 0006 -> 0005" in rollback.stdout
     indexes = {row[0] for row in postgres.admin("SELECT indexname FROM pg_indexes", name)}
@@ -405,7 +408,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     assert "ix_memories_embedding_hnsw" in indexes
     assert embedding_storage(postgres, name) == {"memories": "e", "knowledge_chunks": "e"}
     # A schema behind the code: the driver says to migrate, and upgrades when allowed to.
-    with pytest.raises(SchemaError, match=r"revision 0001, behind 0006.*memory-drivers migrate"):
+    with pytest.raises(SchemaError, match=r"revision 0001, behind 0007.*memory-drivers migrate"):
         PgVectorDriver(
             settings_for(pg_database, memory_auto_migrate=False), embedder=HashingEmbedder(64)
         )
@@ -415,7 +418,7 @@ def test_migrate_py_on_postgres(pg_database: str, postgres: Any) -> None:
     # 0005 gave the existing user a version (the vector cache's check)
     assert postgres.admin("SELECT user_id, version FROM memory_user_versions", name) == [("u1", 1)]
 
-    rollback = run_migrate(pg_database, "rollback", "--steps", "6")
+    rollback = run_migrate(pg_database, "rollback", "--steps", "7")
     assert rollback.returncode == 0, rollback.stderr
     tables = {
         row[0]

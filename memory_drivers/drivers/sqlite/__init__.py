@@ -64,7 +64,15 @@ from ...sql.engines import (
     write_connection,
 )
 from ...sql.schema import memories, store_info
-from .dbapi import by_pks_sql, fast_bind, memory_of_row, page_sql, postings_sql, utc_text
+from .dbapi import (
+    InsertPlan,
+    by_pks_sql,
+    insert_rows,
+    memory_of_row,
+    page_sql,
+    postings_sql,
+    utc_text,
+)
 from .faiss_index import COMPACTED_KEY, COUNTERS, VectorIndexes, log_position, vector_log
 
 __all__ = ["SQLiteDriver"]
@@ -122,9 +130,7 @@ class SQLiteDriver(SQLDriver):
         #: writes committed while the index was not loaded (it is loaded and saved on close)
         self._unfollowed_writes = False
         self._save_retry_at = 0.0
-        self._insert_plans: dict[
-            tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...], list[tuple[int, Any]]]
-        ] = {}
+        self._insert_plans: dict[tuple[str, tuple[str, ...]], InsertPlan] = {}
         super().__init__(
             settings, embedder=embedder, allow_embedder_mismatch=allow_embedder_mismatch
         )
@@ -280,33 +286,9 @@ class SQLiteDriver(SQLDriver):
     def _insert_many(
         self, connection: Connection, table: Table, rows: list[dict[str, Any]]
     ) -> None:
-        """Insert ``rows`` with the DB-API's ``executemany``, each value converted as its
-        column type's bind processor would (what SQLAlchemy itself would send; the common
-        types by :func:`.dbapi.fast_bind`). SQLAlchemy's per-row statement machinery cost more than
-        SQLite's own work on a bulk load."""
-        if not rows:
-            return
-        names = tuple(rows[0])
-        key = (table.name, names)
-        plan = self._insert_plans.get(key)
-        if plan is None:
-            dialect = connection.dialect
-            quote = dialect.identifier_preparer.quote
-            processors = [fast_bind(table.c[n].type, dialect) for n in names]
-            sql = (
-                f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
-                f"VALUES ({', '.join('?' * len(names))})"
-            )
-            convert = [(i, p) for i, p in enumerate(processors) if p is not None]
-            plan = self._insert_plans[key] = (sql, names, convert)
-        sql, names, convert = plan
-        values = []
-        for row in rows:
-            value = [row[n] for n in names]
-            for i, process in convert:
-                value[i] = process(value[i])
-            values.append(tuple(value))
-        connection.exec_driver_sql(sql, values)
+        """Through the DB-API (:func:`.dbapi.insert_rows`): SQLAlchemy's per-row statement
+        machinery cost more than SQLite's own work on a bulk load."""
+        insert_rows(connection, table, rows, self._insert_plans)
 
     def _has_tags(self, tags: Sequence[str], mode: Literal["any", "all"]) -> ColumnElement[bool]:
         # The column holds json.dumps(list) (the engine's serializer, see engines.py): elements
