@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from ...models import Memory
 from ...sql.driver import MEMORY_COLUMNS
+from ...sql.engines import sqlite_rows
 from ...sql.schema import EmbeddingType, UTCDateTime, memories
 
 __all__ = [
@@ -162,11 +163,12 @@ def insert_rows(
         for i, process in convert:
             value[i] = process(value[i])
         values.append(tuple(value))
-    raw: Any = connection.connection.driver_connection
-    largest = raw.execute(_LARGEST_PK).fetchone()[0] if table is memories else None
+    # Through sqlite_rows: a failure (a full disk) is SQLAlchemy's error, which the driver
+    # translates, as from exec_driver_sql.
+    largest = sqlite_rows(connection, _LARGEST_PK)[0][0] if table is memories else None
     connection.exec_driver_sql(sql, values)
     if largest is not None:
-        _index_memories_after(raw, largest)
+        _index_memories_after(connection, largest)
 
 
 #: A memory's user-scoped keyword terms as FTS5 indexes them, "<hex of user_id>x<term>" (see
@@ -180,8 +182,8 @@ _INDEX_AFTER = (
 _LARGEST_PK = "SELECT coalesce(max(pk), 0) FROM memories"
 
 
-def _index_memories_after(raw: Any, largest: int) -> None:
+def _index_memories_after(connection: Connection, largest: int) -> None:
     """Add the keyword postings of the memories after pk ``largest`` (those just inserted, in
     the same write transaction) with one statement: migration 0007 dropped the trigger that
     did it row by row, 2.5 times as long."""
-    raw.execute(_INDEX_AFTER, (largest,))
+    sqlite_rows(connection, _INDEX_AFTER, (largest,))
