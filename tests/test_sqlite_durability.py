@@ -499,10 +499,9 @@ def _split(path: Path) -> tuple[dict, bytes]:
     return json.loads(data[12 : 12 + size]), data[12 + size :]
 
 
-def _join(path: Path, header: dict, payload: bytes, room: int | None = None) -> None:
-    """Write an index file: the header padded to ``room`` bytes (None: its own length)."""
+def _join(path: Path, header: dict, payload: bytes) -> None:
+    """Write an index file whose header is exactly its own length (no room padded)."""
     text = json.dumps(header).encode()
-    text = text if room is None else text.ljust(room)
     path.write_bytes(b"MDFAISS1" + len(text).to_bytes(4, "little") + text + payload)
 
 
