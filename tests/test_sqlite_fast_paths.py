@@ -223,3 +223,29 @@ def test_file_connections_read_through_a_map_and_keep_a_large_cache(driver: SQLi
         assert sqlite_rows(connection, "PRAGMA wal_autocheckpoint")[0][0] > 1000
     hits = driver.recall("u1", query="note 7 about tea", top_k=3, search="vector")
     assert hits[0].memory.content == "note 7 about tea"
+
+
+def test_a_taken_id_ends_the_batch_whole_and_the_store_goes_on(driver: SQLiteDriver) -> None:
+    """store_many inserts with OR ROLLBACK (no statement journal): SQLite itself ends the
+    transaction at a taken id. Nothing of the batch stays (rows, keyword postings, vectors,
+    context terms of the conversation's earlier memories), and the same driver writes again."""
+    from memory_drivers.errors import ConflictError
+
+    kept = driver.store("u1", "the harbour ferry leaves at noon", conversation_id="c1")
+    before = {m.id: m for m in driver.iter_memories()}
+    batch = [
+        {"user_id": "u1", "content": f"zeppelin note w{i}x", "conversation_id": "c1"}
+        for i in range(300)
+    ]
+    with pytest.raises(ConflictError, match=kept.id):
+        driver.store_many([*batch, {"user_id": "u1", "content": "again", "id": kept.id}])
+    assert {m.id: m for m in driver.iter_memories()} == before
+    assert driver.recall("u1", query="zeppelin", search="keyword") == []
+    assert [h.memory.id for h in driver.recall("u1", query="zeppelin note w7x")] == [kept.id]
+    with read_connection(driver.engine) as connection:
+        assert sqlite_rows(connection, "SELECT count(*) FROM memories_fts_docsize") == [(1,)]
+
+    stored = driver.store_many(batch)
+    hits = driver.recall("u1", query="w7x", top_k=3, search="keyword")
+    assert stored[7].id in [h.memory.id for h in hits]  # its neighbours carry its terms too
+    assert driver.count("u1") == 301

@@ -150,8 +150,13 @@ def insert_rows(
         dialect = connection.dialect
         quote = dialect.identifier_preparer.quote
         processors = [fast_bind(table.c[n].type, dialect) for n in names]
+        # OR ROLLBACK: a conflict (a taken id) ends the whole transaction at once, which is
+        # what store_many does with any failure anyway. With the default (ABORT), SQLite must
+        # be able to undo one row's insert alone, so it copied every page a row touched into
+        # a statement journal, a temporary file: ~30 MB of writes per 1,000 memories at 100k
+        # (the index pages), 10-15% of a bulk load's time.
         sql = (
-            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"INSERT OR ROLLBACK INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
             f"VALUES ({', '.join('?' * len(names))})"
         )
         convert = [(i, p) for i, p in enumerate(processors) if p is not None]
