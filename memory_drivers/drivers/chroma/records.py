@@ -71,6 +71,17 @@ RECENT_SCAN = 1000
 RECENT_WINDOWS = tuple(days * 86_400_000_000 for days in (1, 30, 365))
 #: ``ef_search`` of the HNSW index of new collections (used above CHROMA_EXACT_SEARCH_LIMIT).
 HNSW_EF_SEARCH = 200
+#: ``sync_threshold`` of every collection's HNSW index: Chroma writes a collection's index
+#: files once this many of its records changed. Until then it keeps every record added since
+#: in its log (the ``embeddings_queue`` table, vectors included) and reads the log from that
+#: point on at each ``add`` to the collection, past the records of every other collection.
+#: With Chroma's default, 1,000, a user's collection was rarely written, so every add read
+#: nearly the whole log (an O(N) read per add: 100 users, 10 records per add, 13 ms per add
+#: at 1,000 records and 34 ms at 40,000, measured) and the log kept a second copy of every
+#: vector. At 2 the index is written at every add of two or more records (every second add
+#: of one), so an add reads only the log since its collection's last write, and Chroma
+#: purges the log behind the writes (about two records per collection stay in it).
+HNSW_SYNC_THRESHOLD = 2
 
 # Keys of a memory record's metadata. User metadata goes under META_* prefixes, so it never
 # collides with these.

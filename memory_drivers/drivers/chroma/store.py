@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from .records import (
     DIRECTORY_SUFFIX,
     FORMAT,
     HNSW_EF_SEARCH,
+    HNSW_SYNC_THRESHOLD,
     ID_BATCH,
     INFO_PREFIX,
     PAGE,
@@ -320,11 +322,30 @@ class ChromaStore(BaseMemoryDriver):
             self._client.get_or_create_collection,
             name=name,
             embedding_function=None,
-            configuration={"hnsw": {"space": "cosine", "ef_search": HNSW_EF_SEARCH}},
+            configuration={
+                "hnsw": {
+                    "space": "cosine",
+                    "ef_search": HNSW_EF_SEARCH,
+                    "sync_threshold": HNSW_SYNC_THRESHOLD,
+                }
+            },
             metadata={f"{INFO_PREFIX}format": FORMAT, **(metadata or {})},
         )
         if vector_space:
             self._check_space(collection, name)
+        return self._keep_log_short(collection)
+
+    def _keep_log_short(self, collection: Any) -> Any:
+        """``collection``, its index set to be written every ``HNSW_SYNC_THRESHOLD`` records
+        (collections made before this setting had Chroma's 1,000: changed in place, once)."""
+        hnsw = (collection.configuration_json or {}).get("hnsw")
+        if hnsw is not None and hnsw.get("sync_threshold") != HNSW_SYNC_THRESHOLD:
+            with warnings.catch_warnings():  # modify parses the configuration: see _check_space
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._call(
+                    collection.modify,
+                    configuration={"hnsw": {"sync_threshold": HNSW_SYNC_THRESHOLD}},
+                )
         return collection
 
     def _check_space(self, collection: Any, name: str) -> None:

@@ -70,7 +70,9 @@ class ChromaUsers(ChromaStore):
             return collection
         name = user_collection_name(self.collection_name, user_id)
         collection = self._find_collection(name)
-        if collection is None and create:
+        if collection is not None:
+            collection = self._keep_log_short(collection)
+        elif create:
             collection = self._open_collection(
                 name, vector_space=True, metadata={OWNER_KEY: user_id}
             )
