@@ -142,6 +142,22 @@ def test_report_and_plot_are_written(results: dict[str, Any], tmp_path: Path) ->
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_plot_goes_beside_the_report_unless_named(
+    results: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = tmp_path / "results.json"
+    raw.write_text(json.dumps(results))
+    out = tmp_path / "elsewhere" / "bench.md"
+    assert main(["bench", "--report-only", str(raw), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bench-recall.png", "bench.md"]
+    assert "![" in out.read_text() and "bench-recall.png" in out.read_text()
+    quiet = tmp_path / "quiet"
+    (quiet / "docs").mkdir(parents=True)
+    monkeypatch.chdir(quiet)  # no report, no plot: nothing under docs/
+    assert main(["bench", "--report-only", str(raw), "--out", "-"]) == 0
+    assert list((quiet / "docs").iterdir()) == []
+
+
 @pytest.mark.slow
 def test_report_only_remakes_the_page_and_keeps_the_why(
     results: dict[str, Any], tmp_path: Path

@@ -68,10 +68,17 @@ def _optional_path(value: str | None) -> Path | None:
     return None if value in (None, "", "-") else Path(value)
 
 
+def _plot_beside(out: Path | None) -> Path | None:
+    """The recall plot's default file: ``<report>-recall.png`` beside the report (so a run
+    reported elsewhere never rewrites the page's own plot); none without a report."""
+    return None if out is None else out.with_name(f"{out.stem}-recall.png")
+
+
 def run(args: argparse.Namespace, *, json_output: bool = False, progress: bool = False) -> int:
     """Run what ``args`` ask; the exit code (1 when a job of the run failed: the report is
     written anyway)."""
-    out, plot = _optional_path(args.out), _optional_path(args.plot)
+    out = _optional_path(args.out)
+    plot = _optional_path(args.plot) if args.plot is not None else _plot_beside(out)
     if args.report_only:
         results = load_results(Path(args.report_only))
         results_path: Path | None = Path(args.report_only)

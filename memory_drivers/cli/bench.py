@@ -248,9 +248,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--plot",
-        default="docs/benchmarks-recall.png",
+        default=None,
         metavar="FILE",
-        help='the plot of recall latency against N (default docs/benchmarks-recall.png; "-": none)',
+        help="the plot of recall latency against N (default: beside the report, "
+        'docs/benchmarks-recall.png for docs/benchmarks.md; none without a report; "-": none)',
     )
     p.add_argument(
         "--results",
